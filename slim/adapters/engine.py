@@ -1,0 +1,199 @@
+"""The Docker engine edge: the only module that imports the Docker SDK.
+
+Implements slim.engine.Engine. Every SDK exception is translated here into a slim.errors type, so the rest
+of the code never sees docker.errors.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from pathlib import PurePosixPath
+from typing import Iterable, Iterator
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from ..engine import OWNER_LABEL, ContainerSpec, ExecResult
+from ..errors import EngineUnreachable, ImageNotFound, SlimError, TracingUnavailable
+from ..model import ImageFacts
+
+SAVE_CHUNK = 1 << 20
+
+# Failures that mean "no engine there", as opposed to "the engine said no".
+_UNREACHABLE = (docker.errors.DockerException, requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError)
+
+
+def _translate(method):
+    """Turn SDK and transport failures into our one-line errors."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except SlimError:
+            raise
+        except docker.errors.APIError as e:
+            raise SlimError(f"Docker engine error: {e.explanation or e}") from e
+        except _UNREACHABLE as e:
+            raise EngineUnreachable(_short(e)) from e
+
+    return wrapper
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text[:200]
+
+
+class DockerEngine:
+    """slim.engine.Engine over the Docker SDK (talks to DOCKER_HOST or the local socket)."""
+
+    def __init__(self, client: docker.DockerClient | None = None):
+        self._client = client or self._connect()
+
+    @staticmethod
+    def _connect() -> docker.DockerClient:
+        try:
+            client = docker.from_env(timeout=120)
+            client.ping()
+            return client
+        except _UNREACHABLE as e:
+            raise EngineUnreachable(f"{_short(e)} (is dockerd running?)") from e
+
+    # ------------------------------------------------------------ images
+
+    @_translate
+    def inspect_image(self, ref: str) -> ImageFacts:
+        try:
+            attrs = self._client.api.inspect_image(ref)
+        except docker.errors.ImageNotFound as e:
+            raise ImageNotFound(ref) from e
+        except docker.errors.APIError as e:
+            if e.status_code in (400, 404):  # malformed references come back as 400
+                raise ImageNotFound(ref) from e
+            raise
+        return ImageFacts(
+            ref=ref,
+            id=attrs["Id"],
+            repo_tags=tuple(attrs.get("RepoTags") or ()),
+            size=int(attrs.get("Size") or 0),
+            os=attrs.get("Os") or "linux",
+            architecture=attrs.get("Architecture") or "amd64",
+            created=attrs.get("Created") or "",
+            layer_diff_ids=tuple(attrs.get("RootFS", {}).get("Layers") or ()),
+            config=dict(attrs.get("Config") or {}),
+        )
+
+    @_translate
+    def save_image(self, image_id: str) -> Iterator[bytes]:
+        yield from self._client.api.get_image(image_id, chunk_size=SAVE_CHUNK)
+
+    @_translate
+    def load_image(self, chunks: Iterable[bytes]) -> str:
+        # requests sends a generator with chunked encoding: the archive is never joined in memory.
+        loaded = self._client.api.load_image(iter(chunks))
+        for message in loaded:
+            stream = message.get("stream", "")
+            if "error" in message:
+                raise SlimError(f"the engine refused the slimmed image: {message['error']}")
+            if stream.startswith("Loaded image ID:"):
+                return stream.split(":", 1)[1].strip()
+        raise SlimError("the engine loaded the slimmed image but did not say its id")
+
+    @_translate
+    def tag_image(self, image_id: str, tag: str) -> None:
+        repository, _, version = tag.rpartition(":") if ":" in tag.rsplit("/", 1)[-1] else (tag, "", "latest")
+        self._client.api.tag(image_id, repository, version or "latest")
+
+    @_translate
+    def remove_image(self, image_id: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            self._client.api.remove_image(image_id, noprune=False)
+
+    # ------------------------------------------------------------ containers
+
+    @_translate
+    def create_container(self, spec: ContainerSpec) -> str:
+        api = self._client.api
+        host_config = api.create_host_config(
+            port_bindings={port: ("127.0.0.1", None) for port in spec.publish_tcp},
+            binds={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts},
+            network_mode=spec.network,
+        )
+        created = api.create_container(
+            image=spec.image,
+            entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
+            command=list(spec.command) if spec.command is not None else None,
+            environment=dict(spec.env) or None,
+            user=spec.user or "",
+            ports=list(spec.publish_tcp) or None,
+            host_config=host_config,
+            labels={OWNER_LABEL: "slimtrace"},
+        )
+        return created["Id"]
+
+    @_translate
+    def start(self, container_id: str) -> None:
+        self._client.api.start(container_id)
+
+    @_translate
+    def merged_dir(self, container_id: str) -> PurePosixPath:
+        attrs = self._client.api.inspect_container(container_id)
+        driver = attrs.get("GraphDriver", {})
+        merged = driver.get("Data", {}).get("MergedDir")
+        if driver.get("Name") != "overlay2" or not merged:
+            raise TracingUnavailable(
+                f"tracing needs the overlay2 storage driver, the engine uses {driver.get('Name')!r}"
+            )
+        return PurePosixPath(merged)
+
+    @_translate
+    def wait(self, container_id: str, timeout: float) -> int | None:
+        if timeout <= 0:
+            state = self._client.api.inspect_container(container_id)["State"]
+            return None if state["Running"] else int(state["ExitCode"])
+        try:
+            return int(self._client.api.wait(container_id, timeout=timeout)["StatusCode"])
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            if self.is_running(container_id):
+                return None
+            raise
+
+    @_translate
+    def is_running(self, container_id: str) -> bool:
+        return bool(self._client.api.inspect_container(container_id)["State"]["Running"])
+
+    @_translate
+    def logs(self, container_id: str, tail: int = 20) -> str:
+        return self._client.api.logs(container_id, tail=tail).decode("utf-8", "replace")
+
+    @_translate
+    def stdout(self, container_id: str) -> bytes:
+        return self._client.api.logs(container_id, stdout=True, stderr=False)
+
+    @_translate
+    def host_port(self, container_id: str, port: int) -> int | None:
+        # The engine forgets the bindings once the container stops: None then.
+        ports = self._client.api.inspect_container(container_id)["NetworkSettings"]["Ports"] or {}
+        for binding in ports.get(f"{port}/tcp") or ():
+            if binding.get("HostIp") in ("127.0.0.1", "", "0.0.0.0"):
+                return int(binding["HostPort"])
+        return None
+
+    @_translate
+    def exec(self, container_id: str, argv: tuple[str, ...], user: str | None = None) -> ExecResult:
+        created = self._client.api.exec_create(container_id, list(argv), user=user or "")
+        output = self._client.api.exec_start(created["Id"])
+        code = self._client.api.exec_inspect(created["Id"])["ExitCode"]
+        return ExecResult(exit_code=int(code if code is not None else -1), output=output)
+
+    @_translate
+    def stop(self, container_id: str, timeout: int = 10) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            self._client.api.stop(container_id, timeout=timeout)
+
+    @_translate
+    def remove_container(self, container_id: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            self._client.api.remove_container(container_id, v=True, force=True)

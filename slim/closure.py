@@ -1,0 +1,522 @@
+"""Trace + rootfs index -> Closure: what the run touched plus what it provably needs, each with reasons.
+
+Seeds (traced paths, the entrypoint, always-kept and included paths, volume seed data) are followed to a
+fixpoint through #! interpreters and the dynamic loader's rules, then hard links, the symlinks leading
+to kept paths and the directories above them are added, and excluded paths are taken out last.
+Everything is resolved inside the image root; the only I/O is reading the rootfs index.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from .elf import ELF_MAGIC, ElfInfo, MalformedElf, read_elf
+from .model import (
+    ROOT,
+    Closure,
+    EntryKind,
+    FileEntry,
+    ImageFacts,
+    Reason,
+    ReasonKind,
+    Trace,
+    TracedPath,
+)
+from .rootfs import Resolved, RootFS
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # Docker's default
+LD_SO_CONF = PurePosixPath("/etc/ld.so.conf")
+# A library every ELF needs (libc) would otherwise collect one reason per ELF in the image.
+MAX_REASONS = 8
+SHEBANG_LIMIT = 256  # BINPRM_BUF_SIZE: the kernel reads no more of a #! line
+# env(1) options that take the next word as their argument, so it is not the command.
+ENV_OPTIONS_WITH_ARGUMENT = frozenset({"-u", "--unset", "-C", "--chdir"})
+PLATFORMS = {"EM_X86_64": "x86_64", "EM_386": "i686", "EM_AARCH64": "aarch64", "EM_ARM": "armv7l"}
+MULTIARCH = {
+    ("EM_X86_64", 64): "x86_64-linux-gnu",
+    ("EM_X86_64", 32): "x86_64-linux-gnux32",
+    ("EM_386", 32): "i386-linux-gnu",
+    ("EM_AARCH64", 64): "aarch64-linux-gnu",
+    ("EM_ARM", 32): "arm-linux-gnueabihf",
+    ("EM_PPC64", 64): "powerpc64le-linux-gnu",
+    ("EM_S390", 64): "s390x-linux-gnu",
+    ("EM_RISCV", 64): "riscv64-linux-gnu",
+}
+DST = re.compile(r"\$(?:\{(ORIGIN|LIB|PLATFORM)\}|(ORIGIN|LIB|PLATFORM)(?![A-Za-z0-9_]))")
+
+
+# runc reads the user and group databases before the entrypoint starts (so before any trace); the loader's
+# configuration is what tells the library search (ours, ldconfig's) where the libraries are.
+ALWAYS_KEEP = tuple(
+    PurePosixPath(p) for p in ("/etc/passwd", "/etc/group", "/etc/ld.so.conf", "/etc/ld.so.conf.d")
+)
+
+
+# Where programs keep run-time state (FHS); their directory skeleton is kept, see _keep_state_directories.
+STATE_TOPS = tuple(PurePosixPath(p) for p in ("/var", "/run", "/tmp"))
+# ... except the package managers' own databases, which a slimmed image has no use for.
+PACKAGE_MANAGER_STATE = tuple(
+    PurePosixPath(p)
+    for p in ("/var/lib/dpkg", "/var/lib/apt", "/var/cache/apt", "/var/cache/debconf", "/var/lib/apk", "/var/cache/apk")
+)
+
+
+@dataclass(frozen=True)
+class ClosureOptions:
+    include_paths: tuple[PurePosixPath, ...] = ()
+    exclude_paths: tuple[PurePosixPath, ...] = ()
+    always_keep: tuple[PurePosixPath, ...] = ALWAYS_KEEP
+
+
+def compute_closure(trace: Trace, rootfs: RootFS, facts: ImageFacts, options: ClosureOptions) -> Closure:
+    image = _Image.of(rootfs, facts)
+    kept = _Kept(rootfs)
+    for traced in trace.paths:
+        _keep_traced(kept, traced)
+    _keep_entrypoint(kept, image, facts.command)
+    _keep_state_directories(kept)
+    _keep_seeds(kept, options, facts.volumes)
+    loader = _Loader(kept, image)
+    _follow_dependencies(kept, image, loader)
+    for warning in loader.missing():
+        kept.warn(warning)
+    _keep_hard_links(kept)
+    _keep_symlinks_and_parents(kept)
+    return kept.closure(options.exclude_paths)
+
+
+# ---------------------------------------------------------------- the closure being built
+
+
+@dataclass(frozen=True)
+class _Image:
+    """The parts of the image's runtime environment that decide how names resolve."""
+
+    rootfs: RootFS
+    path: tuple[PurePosixPath, ...]  # PATH, for execvp-style lookups
+    library_path: tuple[str, ...]  # LD_LIBRARY_PATH entries, unexpanded
+    cwd: PurePosixPath  # WorkingDir: what relative names are relative to
+
+    @classmethod
+    def of(cls, rootfs: RootFS, facts: ImageFacts) -> _Image:
+        env = facts.env
+        path = tuple(PurePosixPath(d) for d in env.get("PATH", DEFAULT_PATH).split(":") if d)
+        # ld.so accepts both separators in LD_LIBRARY_PATH.
+        library_path = tuple(d for d in re.split("[:;]", env.get("LD_LIBRARY_PATH", "")) if d)
+        return cls(rootfs, path, library_path, facts.working_dir)
+
+    def resolve(self, name: str) -> Resolved:
+        return self.rootfs.resolve(PurePosixPath(name), cwd=self.cwd)
+
+    def which(self, name: str) -> Resolved | None:
+        """execvp(3): a name with "/" is a path, anything else the first executable file on PATH."""
+        if "/" in name:
+            candidates: Iterable[Resolved] = [self.resolve(name)]
+        else:
+            candidates = (self.rootfs.resolve(d / name) for d in self.path)
+        return next((r for r in candidates if _is_executable(_entry(self.rootfs, r))), None)
+
+
+def _entry(rootfs: RootFS, resolved: Resolved) -> FileEntry | None:
+    """The entry a resolution ended at, if it ended at one."""
+    return rootfs.get(resolved.path) if resolved.exists else None
+
+
+def _is_executable(entry: FileEntry | None) -> bool:
+    return entry is not None and entry.kind is EntryKind.FILE and bool(entry.mode & 0o111)
+
+
+class _Kept:
+    """Reasons per kept path (first = main), warnings, and kept files whose dependencies are unread."""
+
+    def __init__(self, rootfs: RootFS):
+        self.rootfs = rootfs
+        self.reasons: dict[PurePosixPath, list[Reason]] = {}
+        self.warnings: dict[str, None] = {}  # a dict: ordered and without repeats
+        self.unread: deque[PurePosixPath] = deque()
+
+    def add(self, path: PurePosixPath, reason: Reason) -> None:
+        reasons = self.reasons.get(path)
+        if reasons is None:
+            self.reasons[path] = [reason]
+            entry = self.rootfs.get(path)
+            if entry is not None and entry.kind is EntryKind.FILE:
+                self.unread.append(path)
+        elif len(reasons) < MAX_REASONS and reason not in reasons:
+            reasons.append(reason)
+
+    def add_links(self, resolved: Resolved) -> None:
+        for link in resolved.symlinks:
+            self.add(link, Reason(ReasonKind.SYMLINK, source=str(resolved.path)))
+
+    def add_resolved(self, resolved: Resolved, reason: Reason) -> None:
+        """Keep where a path led, and every symlink on the way there."""
+        self.add_links(resolved)
+        self.add(resolved.path, reason)
+
+    def warn(self, message: str) -> None:
+        self.warnings[message] = None
+
+    def closure(self, excluded: tuple[PurePosixPath, ...]) -> Closure:
+        kept = {
+            path: tuple(self.reasons[path])
+            for path in sorted(self.reasons)
+            if not any(path == e or e in path.parents for e in excluded)
+        }
+        return Closure(kept=kept, warnings=tuple(self.warnings))
+
+
+# ---------------------------------------------------------------- seeds
+
+
+def _keep_traced(kept: _Kept, traced: TracedPath) -> None:
+    # Paths the run created (pid files, caches) are not in the image: kept files come from the image.
+    resolved = kept.rootfs.resolve(traced.path)
+    entry = _entry(kept.rootfs, resolved)
+    if entry is not None and entry.kind in (EntryKind.FILE, EntryKind.DIR):
+        accesses = "|".join(sorted(a.value for a in traced.accesses))
+        detail = f"{accesses} during {traced.phase}"
+        kept.add_resolved(resolved, Reason(ReasonKind.TRACED, source=traced.program, detail=detail))
+
+
+def _keep_entrypoint(kept: _Kept, image: _Image, command: tuple[str, ...]) -> None:
+    if not command:
+        return
+    found = image.which(command[0])
+    if found is None:
+        kept.warn(f"entrypoint {command[0]} not found in the image")
+    else:
+        kept.add_resolved(found, Reason(ReasonKind.ENTRYPOINT, source=command[0]))
+
+
+def _keep_state_directories(kept: _Kept) -> None:
+    """Directories (not their files) where programs create files at run time.
+
+    Creating a file or directory (nginx's mkdir of /var/lib/nginx/body) is no open, so the tracer cannot
+    see which parent it needed; a missing parent is a crash at start. Empty directories cost no bytes.
+    """
+    for entry in kept.rootfs.walk(ROOT):
+        if entry.kind is EntryKind.DIR and (entry.uid != 0 or _is_state_path(entry.path)):
+            kept.add(entry.path, Reason(ReasonKind.STATE_DIR))
+
+
+def _is_state_path(path: PurePosixPath) -> bool:
+    return any(path == top or top in path.parents for top in STATE_TOPS) and not any(
+        path == skip or skip in path.parents for skip in PACKAGE_MANAGER_STATE
+    )
+
+
+def _keep_seeds(kept: _Kept, options: ClosureOptions, volumes: tuple[PurePosixPath, ...]) -> None:
+    for path in options.always_keep:
+        _keep_tree(kept, path, Reason(ReasonKind.ALWAYS))
+    for path in options.include_paths:
+        if not _keep_tree(kept, path, Reason(ReasonKind.INCLUDE)):
+            kept.warn(f"include path {path} not found in the image")
+    # Opens under a volume never reach the tracer (a volume is mounted there at run time), so
+    # whatever the image ships there is the volume's seed data and is kept whole.
+    for volume in volumes:
+        _keep_tree(kept, volume, Reason(ReasonKind.VOLUME, source=str(volume)))
+
+
+def _keep_tree(kept: _Kept, path: PurePosixPath, reason: Reason) -> bool:
+    """Keep a path (a directory with everything below it); False when the image has no such path."""
+    resolved = kept.rootfs.resolve(path)
+    entry = _entry(kept.rootfs, resolved)
+    if entry is None:
+        return False
+    kept.add_resolved(resolved, reason)
+    if entry.kind is EntryKind.DIR:
+        for below in kept.rootfs.walk(resolved.path):
+            kept.add(below.path, reason)
+    return True
+
+
+# ---------------------------------------------------------------- dependencies: #! and the loader
+
+
+def _follow_dependencies(kept: _Kept, image: _Image, loader: _Loader) -> None:
+    """Read every kept file once; interpreters and libraries kept on the way are read in turn."""
+    while kept.unread:
+        path = kept.unread.popleft()
+        head = kept.rootfs.read(path, limit=SHEBANG_LIMIT)
+        if head.startswith(b"#!"):
+            _keep_interpreter(kept, image, path, head)
+        elif head.startswith(ELF_MAGIC):
+            loader.load(_Object(found=path, real=path, chain=()))
+
+
+def _keep_interpreter(kept: _Kept, image: _Image, script: PurePosixPath, head: bytes) -> None:
+    # The kernel splits "#!interpreter optional-argument"; env(1) then looks its command up on PATH.
+    words = os.fsdecode(head[2:].split(b"\n", 1)[0]).split()
+    if not words:
+        return
+    reason = Reason(ReasonKind.SHEBANG, source=str(script))
+    interpreter = image.resolve(words[0])
+    if _entry(image.rootfs, interpreter) is None:
+        kept.warn(f"interpreter {words[0]} of {script} not found in the image")
+        return
+    kept.add_resolved(interpreter, reason)
+    command = _env_command(words[1:]) if PurePosixPath(words[0]).name == "env" else None
+    if command is None:
+        return
+    found = image.which(command)
+    if found is None:
+        kept.warn(f"{command} (run through {words[0]} by {script}) not found in the image")
+    else:
+        kept.add_resolved(found, reason)
+
+
+def _env_command(args: list[str]) -> str | None:
+    """The command `env [options] [NAME=value...] command` runs (with -S, the split string's first word)."""
+    words = iter(args)
+    for word in words:
+        if word.startswith("-S") and len(word) > 2:
+            return word[2:]
+        if word in ENV_OPTIONS_WITH_ARGUMENT:
+            next(words, None)
+        elif not word.startswith("-") and "=" not in word:
+            return word
+    return None
+
+
+@dataclass(frozen=True)
+class _Object:
+    """An ELF object as ld.so holds it."""
+
+    found: PurePosixPath  # the path it was opened by: $ORIGIN is its directory
+    real: PurePosixPath  # the file that path leads to
+    # DT_RPATH directories of the objects that loaded this one, nearest first (ld.so's l_loader chain,
+    # ending with the executable): they apply to this object's own dependencies.
+    chain: tuple[PurePosixPath, ...]
+
+
+@dataclass(frozen=True)
+class _Found:
+    path: PurePosixPath  # search directory + name
+    resolved: Resolved
+
+
+class _Loader:
+    """ld.so's search for PT_INTERP and DT_NEEDED, inside the image, with its caches."""
+
+    def __init__(self, kept: _Kept, image: _Image):
+        self.kept = kept
+        self.image = image
+        self.conf_dirs = _ld_so_conf_dirs(image.rootfs, LD_SO_CONF, frozenset())
+        self.infos: dict[PurePosixPath, ElfInfo | None] = {}
+        self.lookups: dict[tuple[str, tuple[PurePosixPath, ...], int, str], _Found | None] = {}
+        self.loaded: set[_Object] = set()
+        # (needing file, name): a library reached through an executable's RPATH may miss a name when
+        # read on its own, so a miss is only reported if no way of loading that file found the name.
+        self.misses: dict[tuple[PurePosixPath, str], None] = {}
+        self.hits: set[tuple[PurePosixPath, str]] = set()
+
+    def load(self, root: _Object) -> None:
+        pending = [root]
+        while pending:
+            obj = pending.pop()
+            if obj not in self.loaded:
+                self.loaded.add(obj)
+                pending.extend(self._dependencies(obj))
+
+    def missing(self) -> list[str]:
+        return [
+            f"{name} needed by {path} not found in the image"
+            for path, name in self.misses
+            if (path, name) not in self.hits
+        ]
+
+    def info(self, path: PurePosixPath) -> ElfInfo | None:
+        if path not in self.infos:
+            self.infos[path] = self._read(path)
+        return self.infos[path]
+
+    def _read(self, path: PurePosixPath) -> ElfInfo | None:
+        try:
+            with self.image.rootfs.open(path) as stream:
+                return read_elf(stream, path)
+        except MalformedElf as e:
+            self.kept.warn(e.message)
+            return None
+
+    def _dependencies(self, obj: _Object) -> list[_Object]:
+        info = self.info(obj.real)
+        if info is None:
+            return []
+        if info.interp:
+            self._keep_interp(obj, info.interp)
+        chain = obj.chain if info.runpath else self._expand(info.rpath, obj, info) + obj.chain
+        dirs = self._search_dirs(obj, info, chain)
+        needed = Reason(ReasonKind.ELF_NEEDED, source=str(obj.real))
+        deps = []
+        for name in info.needed:
+            found = self._lookup(name, dirs, info)
+            if found is None:
+                self.misses[obj.real, name] = None
+                continue
+            self.hits.add((obj.real, name))
+            self.kept.add_resolved(found.resolved, needed)
+            deps.append(_Object(found.path, found.resolved.path, chain))
+        return deps
+
+    def _keep_interp(self, obj: _Object, interp: str) -> None:
+        resolved = self.image.resolve(interp)
+        if _entry(self.image.rootfs, resolved) is None:
+            self.kept.warn(f"ELF interpreter {interp} of {obj.real} not found in the image")
+        else:
+            self.kept.add_resolved(resolved, Reason(ReasonKind.ELF_INTERP, source=str(obj.real)))
+
+    def _search_dirs(
+        self, obj: _Object, info: ElfInfo, chain: tuple[PurePosixPath, ...]
+    ) -> tuple[PurePosixPath, ...]:
+        # ld.so's order: DT_RPATH of the loader chain (unless this object has DT_RUNPATH),
+        # LD_LIBRARY_PATH, DT_RUNPATH, ld.so.conf (what ld.so.cache is built from), default dirs.
+        dirs = (
+            (() if info.runpath else chain)
+            + self._expand(self.image.library_path, obj, info)
+            + self._expand(info.runpath, obj, info)
+            + self.conf_dirs
+            + _default_dirs(info.elf_class)
+        )
+        return tuple(dict.fromkeys(dirs))
+
+    def _expand(self, entries: tuple[str, ...], obj: _Object, info: ElfInfo) -> tuple[PurePosixPath, ...]:
+        return tuple(
+            self.image.cwd / text for entry in entries for text in _expand_tokens(entry, obj.found.parent, info)
+        )
+
+    def _lookup(self, name: str, dirs: tuple[PurePosixPath, ...], info: ElfInfo) -> _Found | None:
+        key = (name, dirs, info.elf_class, info.machine)
+        if key not in self.lookups:
+            self.lookups[key] = self._search(name, dirs, info)
+        return self.lookups[key]
+
+    def _search(self, name: str, dirs: tuple[PurePosixPath, ...], info: ElfInfo) -> _Found | None:
+        candidates = [self.image.cwd / name] if "/" in name else [d / name for d in dirs]
+        for candidate in candidates:
+            resolved = self.image.rootfs.resolve(candidate)
+            if self._fits(resolved, info):
+                return _Found(candidate, resolved)
+        return None
+
+    def _fits(self, resolved: Resolved, info: ElfInfo) -> bool:
+        """ld.so skips files of another ELF class or machine and keeps searching."""
+        entry = _entry(self.image.rootfs, resolved)
+        if entry is None or entry.kind is not EntryKind.FILE:
+            return False
+        other = self.info(resolved.path)
+        return other is not None and (other.elf_class, other.machine) == (info.elf_class, info.machine)
+
+
+def _expand_tokens(entry: str, origin: PurePosixPath, info: ElfInfo) -> list[str]:
+    """Expand $ORIGIN, $PLATFORM and $LIB; $LIB differs between distributions, so it yields each form."""
+    values = {"ORIGIN": str(origin), "PLATFORM": PLATFORMS.get(info.machine, info.machine[3:].lower())}
+    uses_lib = any((m[1] or m[2]) == "LIB" for m in DST.finditer(entry))
+    libs = _lib_names(info) if uses_lib else ("lib",)
+    return list(dict.fromkeys(_substitute(entry, values | {"LIB": lib}) for lib in libs))
+
+
+def _substitute(entry: str, values: dict[str, str]) -> str:
+    return DST.sub(lambda m: values[m[1] or m[2]], entry)
+
+
+def _lib_names(info: ElfInfo) -> tuple[str, ...]:
+    multiarch = MULTIARCH.get((info.machine, info.elf_class))
+    names = ("lib64",) if info.elf_class == 64 else ()
+    return names + ((f"lib/{multiarch}",) if multiarch else ()) + ("lib",)
+
+
+def _default_dirs(elf_class: int) -> tuple[PurePosixPath, ...]:
+    names = ("/lib64", "/usr/lib64", "/lib", "/usr/lib") if elf_class == 64 else ("/lib", "/usr/lib")
+    return tuple(PurePosixPath(n) for n in names)
+
+
+def _ld_so_conf_dirs(
+    rootfs: RootFS, conf: PurePosixPath, seen: frozenset[PurePosixPath]
+) -> tuple[PurePosixPath, ...]:
+    """Library directories listed by the image's ld.so.conf, following `include` globs as ldconfig does."""
+    resolved = rootfs.resolve(conf)
+    entry = _entry(rootfs, resolved)
+    if entry is None or entry.kind is not EntryKind.FILE or resolved.path in seen:
+        return ()
+    dirs: list[PurePosixPath] = []
+    for line in os.fsdecode(rootfs.read(resolved.path)).splitlines():
+        text = line.split("#", 1)[0]
+        words = text.split()
+        if words[:1] == ["include"]:
+            for pattern in words[1:]:
+                for path in _glob(rootfs, conf.parent / pattern):
+                    dirs.extend(_ld_so_conf_dirs(rootfs, path, seen | {resolved.path}))
+        elif words[:1] != ["hwcap"]:
+            # ldconfig also splits on ":" and ",", and accepts an old "dir=type" suffix.
+            parts = (p.partition("=")[0] for p in re.split(r"[\s:,]+", text))
+            dirs.extend(PurePosixPath(p) for p in parts if p.startswith("/"))
+    return tuple(dirs)
+
+
+def _glob(rootfs: RootFS, pattern: PurePosixPath) -> list[PurePosixPath]:
+    """glob(3) over the rootfs index: each component with wildcards is matched against a directory."""
+    matches = [ROOT]
+    for part in pattern.relative_to(ROOT).parts:
+        if any(c in part for c in "*?["):
+            matches = [
+                m / c.name for m in matches for c in _children(rootfs, m) if fnmatch.fnmatchcase(c.name, part)
+            ]
+        else:
+            matches = [m / part for m in matches]
+    return sorted(matches)
+
+
+def _children(rootfs: RootFS, directory: PurePosixPath) -> list[PurePosixPath]:
+    resolved = rootfs.resolve(directory)
+    return rootfs.children(resolved.path) if resolved.exists else []
+
+
+# ---------------------------------------------------------------- names that cost no bytes
+
+
+def _keep_hard_links(kept: _Kept) -> None:
+    for path in list(kept.reasons):
+        entry = kept.rootfs.get(path)
+        for other in entry.hardlink_group if entry is not None else ():
+            if other != path:
+                kept.add(other, Reason(ReasonKind.HARDLINK, source=str(path)))
+
+
+def _keep_symlinks_and_parents(kept: _Kept) -> None:
+    """Directories above kept paths, and symlinks leading to kept paths, until neither adds a path.
+
+    The tracer reports resolved paths, so this is how /etc/os-release -> ../usr/lib/os-release and
+    usr-merge links such as /lib -> usr/lib (the directory being kept as a parent) survive.
+    """
+    links = _symlink_targets(kept.rootfs)
+    climbed = 0  # kept.reasons is in insertion order: the paths before this index have their parents
+    while climbed < len(kept.reasons):
+        paths = list(kept.reasons)[climbed:]
+        climbed = len(kept.reasons)
+        for path in paths:
+            _keep_parents(kept, path)
+        for resolved in links:
+            if resolved.path in kept.reasons:
+                kept.add_links(resolved)
+
+
+def _symlink_targets(rootfs: RootFS) -> list[Resolved]:
+    resolutions = (rootfs.resolve(e.path) for e in rootfs.walk(ROOT) if e.kind is EntryKind.SYMLINK)
+    return [r for r in resolutions if r.exists]
+
+
+def _keep_parents(kept: _Kept, path: PurePosixPath) -> None:
+    # A directory is named after the paths kept for their own sake below it, not after its subdirectories.
+    if kept.reasons[path][0].kind is ReasonKind.PARENT:
+        return
+    reason = Reason(ReasonKind.PARENT, source=str(path))
+    for parent in path.parents:
+        entry = kept.rootfs.get(parent)
+        if entry is not None and entry.kind is EntryKind.DIR:
+            kept.add(parent, reason)

@@ -1,0 +1,85 @@
+"""The few engine operations the pipeline needs, as a Protocol.
+
+Stages depend on this, never on the Docker SDK; `slim.adapters.engine.DockerEngine` is the one
+implementation (and the one module that imports `docker`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Iterable, Iterator, Mapping, Protocol
+
+from .model import ImageFacts
+
+OWNER_LABEL = "io.slimtrace.owner"  # set on every container we create, so leaks are findable
+
+
+@dataclass(frozen=True)
+class BindMount:
+    source: str  # host path
+    target: str  # path inside the container
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    image: str
+    entrypoint: tuple[str, ...] | None = None  # None: the image's own
+    command: tuple[str, ...] | None = None  # None: the image's own
+    env: Mapping[str, str] = field(default_factory=dict)  # added to the image's Env
+    user: str | None = None
+    publish_tcp: tuple[int, ...] = ()  # container ports published on 127.0.0.1, ephemeral host ports
+    mounts: tuple[BindMount, ...] = ()
+    network: str | None = None
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    output: bytes
+
+
+class Engine(Protocol):
+    def inspect_image(self, ref: str) -> ImageFacts: ...
+
+    def save_image(self, image_id: str) -> Iterator[bytes]:
+        """`docker save` tar stream, in chunks."""
+        ...
+
+    def load_image(self, chunks: Iterable[bytes]) -> str:
+        """Load a `docker save`-format tar; returns the loaded image id."""
+        ...
+
+    def tag_image(self, image_id: str, tag: str) -> None: ...
+
+    def remove_image(self, image_id: str) -> None: ...
+
+    def create_container(self, spec: ContainerSpec) -> str: ...
+
+    def start(self, container_id: str) -> None: ...
+
+    def merged_dir(self, container_id: str) -> PurePosixPath:
+        """Host path of the running container's overlay root."""
+        ...
+
+    def wait(self, container_id: str, timeout: float) -> int | None:
+        """Exit code, or None if still running after `timeout` seconds."""
+        ...
+
+    def is_running(self, container_id: str) -> bool: ...
+
+    def logs(self, container_id: str, tail: int = 20) -> str: ...
+
+    def stdout(self, container_id: str) -> bytes: ...
+
+    def host_port(self, container_id: str, port: int) -> int | None:
+        """The 127.0.0.1 port a published container TCP port is reachable on; None once it stopped."""
+        ...
+
+    def exec(self, container_id: str, argv: tuple[str, ...], user: str | None = None) -> ExecResult: ...
+
+    def stop(self, container_id: str, timeout: int = 10) -> None: ...
+
+    def remove_container(self, container_id: str) -> None:
+        """Force-remove with its anonymous volumes; no error if already gone."""
+        ...

@@ -1,0 +1,65 @@
+"""Errors users see as one line, each family with its own documented exit code.
+
+Foreign exceptions (docker SDK, OSError from the kernel) are translated into these at the edges
+(slim/adapters), so the CLI only ever has to render a SlimError.
+"""
+from __future__ import annotations
+
+import click
+
+
+class ExitCode:
+    OK = 0
+    TOOL_ERROR = 1  # slimtrace failed (a bug, or the host cannot trace)
+    USAGE = 2  # bad command line (click's own code)
+    IMAGE_NOT_FOUND = 3
+    ENGINE_UNREACHABLE = 4
+    APPLICATION_FAILED = 5  # the ORIGINAL image misbehaved: exited non-zero, never listened, probe failed
+    VERIFICATION_FAILED = 6  # the slimmed image does not behave like the original
+    POLICY_FAILED = 7  # a CI gate (--max-size, --fail-under-ratio, ...) failed
+    INTERRUPTED = 130  # Ctrl-C / SIGTERM, after cleanup
+
+
+class SlimError(click.ClickException):
+    """Root of our errors: click prints `Error: <message>` and exits with `exit_code`."""
+
+    exit_code = ExitCode.TOOL_ERROR
+
+
+class UsageError(SlimError):
+    exit_code = ExitCode.USAGE
+
+
+class ImageNotFound(SlimError):
+    exit_code = ExitCode.IMAGE_NOT_FOUND
+
+    def __init__(self, ref: str):
+        super().__init__(f"image {ref!r} not found in the local engine (slimtrace never pulls)")
+        self.ref = ref
+
+
+class EngineUnreachable(SlimError):
+    exit_code = ExitCode.ENGINE_UNREACHABLE
+
+    def __init__(self, why: str):
+        super().__init__(f"cannot reach the Docker engine: {why}")
+
+
+class ApplicationFailed(SlimError):
+    """The original image did not run as expected, so there is nothing trustworthy to slim."""
+
+    exit_code = ExitCode.APPLICATION_FAILED
+
+
+class VerificationFailed(SlimError):
+    exit_code = ExitCode.VERIFICATION_FAILED
+
+
+class PolicyFailed(SlimError):
+    exit_code = ExitCode.POLICY_FAILED
+
+
+class TracingUnavailable(SlimError):
+    """The host cannot trace: not root, no fanotify, no overlay2 storage, engine on another host."""
+
+    exit_code = ExitCode.TOOL_ERROR

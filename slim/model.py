@@ -1,0 +1,268 @@
+"""The values passed between pipeline stages.
+
+    ImageFacts -> Trace -> Closure -> ImagePlan -> BuiltImage -> Verification -> Report
+
+Every stage is a function over these frozen dataclasses; none of them touches the engine or the kernel
+directly (those sit behind slim/adapters).
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any, Mapping
+
+ROOT = PurePosixPath("/")
+
+
+# ---------------------------------------------------------------- inspect
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What the engine says about the source image, before anything runs."""
+
+    ref: str  # what the user typed
+    id: str  # sha256:...
+    repo_tags: tuple[str, ...]
+    size: int  # bytes, as the engine counts them (uncompressed)
+    os: str
+    architecture: str
+    created: str
+    layer_diff_ids: tuple[str, ...]
+    # Docker's `Config` object verbatim (Entrypoint, Cmd, Env, WorkingDir, User, ExposedPorts, Volumes,
+    # Labels, StopSignal, Healthcheck, ...): the slimmed image gets exactly this back.
+    config: Mapping[str, Any]
+
+    @property
+    def entrypoint(self) -> tuple[str, ...]:
+        return tuple(self.config.get("Entrypoint") or ())
+
+    @property
+    def cmd(self) -> tuple[str, ...]:
+        return tuple(self.config.get("Cmd") or ())
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        """argv the container runs by default: Entrypoint followed by Cmd."""
+        return self.entrypoint + self.cmd
+
+    @property
+    def env(self) -> dict[str, str]:
+        pairs = (item.partition("=") for item in self.config.get("Env") or ())
+        return {name: value for name, _, value in pairs}
+
+    @property
+    def exposed_tcp_ports(self) -> tuple[int, ...]:
+        ports = (spec.partition("/") for spec in self.config.get("ExposedPorts") or {})
+        return tuple(sorted(int(port) for port, _, proto in ports if proto in ("", "tcp")))
+
+    @property
+    def volumes(self) -> tuple[PurePosixPath, ...]:
+        return tuple(sorted(PurePosixPath(path) for path in self.config.get("Volumes") or {}))
+
+    @property
+    def user(self) -> str:
+        return self.config.get("User") or ""
+
+    @property
+    def working_dir(self) -> PurePosixPath:
+        return PurePosixPath(self.config.get("WorkingDir") or "/")
+
+
+# ---------------------------------------------------------------- the original filesystem
+
+
+class EntryKind(enum.Enum):
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+    CHAR = "char"
+    BLOCK = "block"
+    FIFO = "fifo"
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One path of the image's merged filesystem, with the metadata the slimmed layer must reproduce."""
+
+    path: PurePosixPath  # absolute, inside the image
+    kind: EntryKind
+    mode: int  # permission bits incl. setuid/setgid/sticky (no type bits)
+    uid: int
+    gid: int
+    mtime: int
+    size: int = 0  # FILE only
+    link_target: str | None = None  # SYMLINK only: the target text as stored
+    # FILE only: paths that share this file's inode (hard links), this path included, sorted.
+    hardlink_group: tuple[PurePosixPath, ...] = ()
+    xattrs: Mapping[str, bytes] = field(default_factory=dict)  # e.g. security.capability
+    devmajor: int = 0
+    devminor: int = 0
+    uname: str = ""
+    gname: str = ""
+
+
+# ---------------------------------------------------------------- run and trace
+
+
+class Access(enum.Enum):
+    OPEN = "open"
+    EXEC = "exec"
+    LIST = "list"  # a directory was opened (listed)
+
+
+@dataclass(frozen=True)
+class TracedPath:
+    """A path the traced container touched, as the container sees it (symlinks already resolved)."""
+
+    path: PurePosixPath
+    accesses: frozenset[Access]
+    program: str  # executable of the first process that touched it ("" when it had already exited)
+    phase: str  # what was running then: "startup", or the name of the probe
+
+
+@dataclass(frozen=True)
+class TraceHealth:
+    events: int  # notifications read from the kernel
+    overflow: bool  # the kernel's queue overflowed: events were lost, the trace is incomplete
+    foreign_events: int = 0  # events dropped because they came from outside the container
+
+    @property
+    def complete(self) -> bool:
+        return not self.overflow
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    """What one probe observed. `fingerprint` is what verification compares between two images."""
+
+    probe: str  # stable name, e.g. "http GET :80/"
+    ok: bool
+    detail: str  # one line for people: "200, 612 bytes" or the failure
+    fingerprint: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How the traced (or verified) container behaved as a whole."""
+
+    mode: str  # "server" (probed, then stopped) or "batch" (ran to exit)
+    exit_code: int | None  # None when we stopped it
+    running_after_probes: bool
+    probes: tuple[ProbeOutcome, ...]
+    output_tail: str = ""  # last lines of the container's output, for error messages
+
+
+@dataclass(frozen=True)
+class Trace:
+    paths: tuple[TracedPath, ...]
+    health: TraceHealth
+    run: RunOutcome
+
+
+# ---------------------------------------------------------------- closure
+
+
+class ReasonKind(enum.Enum):
+    TRACED = "traced"  # opened/executed/listed during the run
+    ELF_INTERP = "elf-interpreter"  # PT_INTERP of a kept ELF
+    ELF_NEEDED = "elf-needed"  # DT_NEEDED of a kept ELF
+    SYMLINK = "symlink"  # a symlink that leads to a kept path
+    PARENT = "parent-directory"  # a directory above a kept path
+    ENTRYPOINT = "entrypoint"  # the executable the container starts
+    SHEBANG = "shebang"  # interpreter named by a kept script's #! line
+    ALWAYS = "always-kept"  # /etc/passwd, /etc/group, ...
+    INCLUDE = "include-path"  # --include-path
+    VOLUME = "volume-seed"  # content the image ships under a declared VOLUME
+    HARDLINK = "hard-link"  # another name of a kept file's inode
+    STATE_DIR = "state-directory"  # a directory where programs create files at run time (kept empty)
+
+
+@dataclass(frozen=True)
+class Reason:
+    kind: ReasonKind
+    source: str = ""  # what caused it: the program, the ELF that needs it, the file the symlink leads to
+    detail: str = ""  # extra words for people, e.g. the probe during which it was opened
+
+    def describe(self) -> str:
+        words = {
+            ReasonKind.TRACED: "traced",
+            ReasonKind.ELF_INTERP: "ELF interpreter of",
+            ReasonKind.ELF_NEEDED: "library needed by",
+            ReasonKind.SYMLINK: "symlink on the path to",
+            ReasonKind.PARENT: "directory above",
+            ReasonKind.ENTRYPOINT: "entrypoint",
+            ReasonKind.SHEBANG: "interpreter of script",
+            ReasonKind.ALWAYS: "always kept",
+            ReasonKind.INCLUDE: "--include-path",
+            ReasonKind.VOLUME: "seed data of volume",
+            ReasonKind.HARDLINK: "hard link of",
+            ReasonKind.STATE_DIR: "run-time state directory",
+        }[self.kind]
+        return " ".join(part for part in (words, self.source, self.detail) if part)
+
+
+@dataclass(frozen=True)
+class Closure:
+    """Every path the slimmed image keeps, each with the reasons it is kept (first reason = main one)."""
+
+    kept: Mapping[PurePosixPath, tuple[Reason, ...]]
+    warnings: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------- assemble
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """The slimmed image as a value: sorted entries plus the image config. No I/O went into it."""
+
+    entries: tuple[FileEntry, ...]  # sorted by path, parents before children
+    config: Mapping[str, Any]  # Docker Config object for the new image (original + our label)
+    created: str  # copied from the source image so the same input gives the same image id
+    source_id: str
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    id: str
+    tag: str | None  # None until verification allowed tagging
+    layer_diff_id: str
+    layer_size: int  # uncompressed tar bytes
+    compressed_size: int  # gzip size of the layer, what a registry would store
+    size: int  # as the engine counts it
+    files: int
+
+
+# ---------------------------------------------------------------- verify
+
+
+@dataclass(frozen=True)
+class ProbeComparison:
+    probe: str
+    original: str
+    slimmed: str
+    same: bool
+
+
+@dataclass(frozen=True)
+class Verification:
+    invariant_failures: tuple[str, ...]  # static checks of the slimmed filesystem
+    comparisons: tuple[ProbeComparison, ...]
+    missing_in_slimmed: tuple[str, ...] = ()  # paths the slimmed run tried to open but lacks (hints)
+
+    @property
+    def passed(self) -> bool:
+        return not self.invariant_failures and all(c.same for c in self.comparisons)
+
+    def problems(self) -> list[str]:
+        """One line per failed invariant or divergent probe."""
+        return list(self.invariant_failures) + [
+            f"{c.probe}: original {c.original}; slimmed {c.slimmed}" for c in self.comparisons if not c.same
+        ]
+
+    def summary(self) -> str:
+        problems = self.problems()
+        more = f" and {len(problems) - 2} more" if len(problems) > 2 else ""
+        return "; ".join(problems[:2]) + more

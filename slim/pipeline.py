@@ -1,0 +1,206 @@
+"""`slim build`: the one place that calls the stages in order.
+
+    inspect -> index rootfs -> run and trace -> closure -> assemble -> verify -> report
+
+An ExitStack owns every resource we create (temp dirs, containers, the unverified image), so an error or
+Ctrl-C at any point leaves nothing of ours behind. Stages never print: progress goes through `on_stage`.
+"""
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterator, Mapping
+
+from . import verify as verification
+from .assemble import build_image, plan_image
+from .closure import ClosureOptions, compute_closure
+from .engine import BindMount, ContainerSpec, Engine
+from .errors import ApplicationFailed, UsageError, VerificationFailed
+from .exercise import ExercisePlan, exercise
+from .model import BuiltImage, ImageFacts, RunOutcome, Trace
+from .report import Report, build_report
+from .rootfs import RootFS, spool_image
+from .tracing import run_traced
+from probes import ExecProbe, HostExecProbe, HttpProbe, Probe
+from probes.probefile import ProbeFile, load_probe_file
+
+StageCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run the application while tracing and verifying (the result image's config stays the original's)."""
+
+    cmd: tuple[str, ...] | None = None  # replaces the image's Cmd for the runs
+    env: Mapping[str, str] = field(default_factory=dict)
+    user: str | None = None
+    network: str | None = None
+    mounts: tuple[BindMount, ...] = ()
+    http_ports: tuple[int, ...] = ()  # probe these instead of the exposed ports
+    exec_probes: tuple[tuple[str, ...], ...] = ()
+    host_probes: tuple[str, ...] = ()
+    probe_file: Path | None = None
+    timeout: float = 120.0
+    continue_after: str = "probes"
+    probe_failure: str = "error"  # or "warn": carry on when a probe fails on the original
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    image: str
+    tag: str | None = None
+    include_paths: tuple[PurePosixPath, ...] = ()
+    exclude_paths: tuple[PurePosixPath, ...] = ()
+    run: RunOptions = RunOptions()
+    verify: bool = True
+    keep_unverified: bool = False
+    report_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    report: Report
+    report_path: Path
+
+
+class _Timer:
+    """Wall time per stage, announced to the CLI as each stage starts."""
+
+    def __init__(self, on_stage: StageCallback):
+        self.on_stage = on_stage
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.on_stage(name)
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.monotonic() - started, 3)
+
+
+def default_tag(facts: ImageFacts) -> str:
+    """`repo.slim:tag`, the convention users of image slimmers know; an untagged source gets `slim-<id>`."""
+    if facts.repo_tags:
+        repository, _, version = facts.repo_tags[0].rpartition(":")
+        return f"{repository}.slim:{version}"
+    return f"slim-{facts.id.removeprefix('sha256:')[:12]}:latest"
+
+
+def build(engine: Engine, options: BuildOptions, on_stage: StageCallback = lambda _: None) -> BuildResult:
+    timer = _Timer(on_stage)
+    with contextlib.ExitStack() as cleanup:
+        workdir = Path(tempfile.mkdtemp(prefix="slimtrace-"))
+        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+
+        with timer.stage("inspect"):
+            facts = engine.inspect_image(options.image)
+            tag = options.tag or default_tag(facts)
+            _check_tag(tag, facts)
+            plan = exercise_plan(facts, options.run)
+            spec = container_spec(facts.id, facts, options.run)
+        with timer.stage("index"):
+            rootfs = RootFS.from_layers(spool_image(engine, facts.id, workdir / "source"))
+        with timer.stage("trace"):
+            trace = run_traced(engine, spec, lambda cid, mark: exercise(engine, cid, plan, mark))
+            _require_healthy_original(trace.run, options.run.probe_failure)
+        with timer.stage("closure"):
+            closure = compute_closure(
+                trace, rootfs, facts,
+                ClosureOptions(include_paths=options.include_paths, exclude_paths=options.exclude_paths),
+            )
+        with timer.stage("assemble"):
+            image_plan = plan_image(closure, rootfs, facts)
+            built = build_image(engine, image_plan, rootfs, workdir / "result")
+            # Until verification passes the image is ours to remove; tagging it hands it to the user.
+            cleanup.callback(_remove_unless_tagged, engine, built, lambda: tagged)
+            tagged = False
+        result = None
+        if options.verify:
+            with timer.stage("verify"):
+                result = verification.verify(engine, facts, built, spec, plan, trace.run, rootfs, workdir / "verify")
+        if result is None or result.passed or options.keep_unverified:
+            engine.tag_image(built.id, tag)
+            tagged = True
+        report = build_report(facts, rootfs, trace, closure, built, tag if tagged else None, result, timer.seconds)
+        report_path = options.report_path or Path(_report_name(facts))
+        report.write(report_path)
+        if result is not None and not result.passed:
+            raise VerificationFailed(
+                f"the slimmed image does not behave like the original ({result.summary()}); report: {report_path}"
+            )
+        return BuildResult(report, report_path)
+
+
+def exercise_plan(facts: ImageFacts, run: RunOptions) -> ExercisePlan:
+    """Server images get probed then stopped; images without ports or probes are batch jobs run to exit."""
+    probe_file = load_probe_file(run.probe_file) if run.probe_file else ProbeFile()
+    ports = run.http_ports or facts.exposed_tcp_ports
+    probes: list[Probe] = [
+        HttpProbe(port, requests=probe_file.requests_for(port, default_port=ports[0] if ports else None))
+        for port in ports
+    ]
+    probes += [ExecProbe(argv) for argv in run.exec_probes + probe_file.exec]
+    probes += [HostExecProbe(command) for command in run.host_probes + probe_file.host]
+    mode = "server" if probes else "batch"
+    return ExercisePlan(probes=tuple(probes), mode=mode, timeout=run.timeout, continue_after=run.continue_after)
+
+
+def container_spec(image: str, facts: ImageFacts, run: RunOptions) -> ContainerSpec:
+    """The explicit argv and run settings shared by the traced run and the verification runs."""
+    command = run.cmd if run.cmd is not None else facts.cmd
+    argv = facts.entrypoint + command
+    if not argv:
+        raise ApplicationFailed(f"image {facts.ref!r} has no Entrypoint or Cmd: nothing to run (give --cmd)")
+    ports = run.http_ports or facts.exposed_tcp_ports
+    return ContainerSpec(
+        image=image,
+        entrypoint=argv[:1],
+        command=argv[1:],
+        env=dict(run.env),
+        user=run.user,
+        publish_tcp=tuple(ports),
+        mounts=run.mounts,
+        network=run.network,
+    )
+
+
+def _check_tag(tag: str, facts: ImageFacts) -> None:
+    if tag in facts.repo_tags or (":" not in tag.rsplit("/", 1)[-1] and f"{tag}:latest" in facts.repo_tags):
+        raise UsageError(f"--tag {tag} names the original image; slimtrace never replaces the original")
+
+
+def _require_healthy_original(run: RunOutcome, probe_failure: str) -> None:
+    """A probe that fails on the ORIGINAL would make a tiny broken image look fine: stop by default."""
+    if run.mode == "batch" and run.exit_code != 0:
+        code = "did not exit in time" if run.exit_code is None else f"exited with code {run.exit_code}"
+        raise ApplicationFailed(f"the original image {code}{_tail(run)}")
+    if run.mode == "server" and run.exit_code is not None and run.exit_code != 0:
+        raise ApplicationFailed(f"the original container exited with code {run.exit_code} during probes{_tail(run)}")
+    failed = [probe for probe in run.probes if not probe.ok]
+    if failed and probe_failure == "error":
+        raise ApplicationFailed(
+            f"probe {failed[0].probe!r} failed on the original image: {failed[0].detail}"
+            " (fix the probe, or --probe-failure warn to carry on)"
+        )
+
+
+def _tail(run: RunOutcome) -> str:
+    last = run.output_tail.strip().splitlines()[-1:] if run.output_tail else []
+    return f"; last output: {last[0][:200]}" if last else ""
+
+
+def _remove_unless_tagged(engine: Engine, built: BuiltImage, tagged: Callable[[], bool]) -> None:
+    if not tagged():
+        engine.remove_image(built.id)
+
+
+def _report_name(facts: ImageFacts) -> str:
+    name = (facts.repo_tags[0] if facts.repo_tags else facts.id.removeprefix("sha256:")[:12])
+    safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in name)
+    return f"{safe}.slim-report.json"

@@ -1,0 +1,137 @@
+"""Prove the slimmed image behaves like the original.
+
+Two kinds of evidence:
+- static invariants of the slimmed filesystem, checked before it runs (entrypoint, symlinks, libraries,
+  user), read back from the image the engine actually loaded;
+- the same probes run against the slimmed image, each outcome compared with the original's.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path, PurePosixPath
+
+from .closure import ClosureOptions, compute_closure
+from .engine import ContainerSpec, Engine
+from .exercise import ExercisePlan, exercise
+from .model import (
+    Access,
+    BuiltImage,
+    EntryKind,
+    ImageFacts,
+    ProbeComparison,
+    ProbeOutcome,
+    RunOutcome,
+    Trace,
+    TracedPath,
+    TraceHealth,
+    Verification,
+)
+from .rootfs import RootFS, spool_image
+
+NOT_RUN = RunOutcome(mode="batch", exit_code=None, running_after_probes=False, probes=())
+
+
+def verify(
+    engine: Engine,
+    facts: ImageFacts,
+    built: BuiltImage,
+    spec: ContainerSpec,
+    plan: ExercisePlan,
+    original: RunOutcome,
+    original_root: RootFS,
+    workdir: Path,
+) -> Verification:
+    """`original` is the outcome of the traced run of the source image under the same spec and probes."""
+    slimmed_root = RootFS.from_layers(spool_image(engine, built.id, workdir))
+    failures = check_filesystem(slimmed_root, facts, original_root)
+    slimmed = run_exercised(engine, dataclasses.replace(spec, image=built.id), plan)
+    return Verification(invariant_failures=tuple(failures), comparisons=compare_runs(original, slimmed))
+
+
+def check_filesystem(root: RootFS, facts: ImageFacts, original: RootFS | None = None) -> list[str]:
+    """Static invariants of a (slimmed) filesystem, one line per problem.
+
+    The closure's own rules are the checker: asked to keep *every* file of the slimmed image, it warns
+    about an entrypoint, a #! interpreter or a DT_NEEDED library that does not resolve in it. With the
+    `original` filesystem, problems the original has too (a plugin with an optional library) are not ours.
+    """
+    files = tuple(entry.path for entry in root.entries.values() if entry.kind is EntryKind.FILE)
+    links = tuple(entry for entry in root.entries.values() if entry.kind is EntryKind.SYMLINK)
+    problems = _problems(root, facts, files, links)
+    if original is not None:
+        known = set(_problems(original, facts, files, links))
+        problems = [problem for problem in problems if problem not in known]
+    return problems + _user_problems(root, facts.user)
+
+
+def _problems(root: RootFS, facts: ImageFacts, files: tuple[PurePosixPath, ...], links) -> list[str]:
+    traced = tuple(TracedPath(path, frozenset({Access.OPEN}), program="", phase="verify") for path in files)
+    everything = Trace(paths=traced, health=TraceHealth(events=0, overflow=False), run=NOT_RUN)
+    problems = list(compute_closure(everything, root, facts, ClosureOptions(always_keep=())).warnings)
+    return problems + [
+        f"symlink {link.path} -> {link.link_target} leads nowhere"
+        for link in links
+        if not root.resolve(link.path).exists
+    ]
+
+
+def _user_problems(root: RootFS, user: str) -> list[str]:
+    """A named User (or group) must resolve in the image's /etc/passwd (/etc/group), as runc requires."""
+    name, _, group = user.partition(":")
+    checks = [(name, "/etc/passwd"), (group, "/etc/group")]
+    return [
+        f"User {user!r}: {wanted!r} is not in {database}"
+        for wanted, database in checks
+        if wanted and not wanted.isdigit() and wanted not in _names(root, database)
+    ]
+
+
+def _names(root: RootFS, database: str) -> set[str]:
+    resolved = root.resolve(PurePosixPath(database))
+    if not resolved.exists:
+        return set()
+    text = root.read(resolved.path).decode("utf-8", "replace")
+    return {line.split(":", 1)[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def run_exercised(engine: Engine, spec: ContainerSpec, plan: ExercisePlan) -> RunOutcome:
+    """One untraced run of an image with the probes; the container never outlives the call."""
+    container_id = engine.create_container(spec)
+    try:
+        engine.start(container_id)
+        return exercise(engine, container_id, plan, lambda _phase: None)
+    finally:
+        engine.remove_container(container_id)
+
+
+def compare_runs(original: RunOutcome, slimmed: RunOutcome) -> tuple[ProbeComparison, ...]:
+    """Probe by probe (matched by name), then the container's own fate."""
+    slimmed_by_name = {outcome.probe: outcome for outcome in slimmed.probes}
+    comparisons = [_compare_probe(outcome, slimmed_by_name.get(outcome.probe)) for outcome in original.probes]
+    comparisons.append(_compare_state(original, slimmed))
+    return tuple(comparisons)
+
+
+def _compare_probe(original: ProbeOutcome, slimmed: ProbeOutcome | None) -> ProbeComparison:
+    if slimmed is None:
+        return ProbeComparison(original.probe, original.detail, "not run", same=False)
+    same = original.ok == slimmed.ok and dict(original.fingerprint) == dict(slimmed.fingerprint)
+    slimmed_detail = slimmed.detail if same else _difference(original, slimmed)
+    return ProbeComparison(original.probe, original.detail, slimmed_detail, same=same)
+
+
+def _difference(original: ProbeOutcome, slimmed: ProbeOutcome) -> str:
+    """Name the first fingerprint key that differs, so a user knows which URL or output broke."""
+    for key in sorted(set(original.fingerprint) | set(slimmed.fingerprint)):
+        if original.fingerprint.get(key) != slimmed.fingerprint.get(key):
+            return f"{slimmed.detail} ({key}: {slimmed.fingerprint.get(key)!r} vs {original.fingerprint.get(key)!r})"
+    return slimmed.detail
+
+
+def _compare_state(original: RunOutcome, slimmed: RunOutcome) -> ProbeComparison:
+    def state(run: RunOutcome) -> str:
+        if run.mode == "batch":
+            return f"exited {run.exit_code}" if run.exit_code is not None else "still running at timeout"
+        return "running after probes" if run.running_after_probes else f"stopped (exit {run.exit_code})"
+
+    return ProbeComparison("container state", state(original), state(slimmed), same=state(original) == state(slimmed))

@@ -1,0 +1,86 @@
+"""Shared by the whole suite: the engine client, the fixture images, and a check that no test leaks
+containers, volumes or networks."""
+
+import contextlib
+import fcntl
+import functools
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import docker
+import pytest
+
+import fixtures
+
+# Several developers' test runs can share this machine's engine; this lock makes them take turns.
+ENGINE_LOCK_PATH = Path(tempfile.gettempdir()) / "slimtrace-engine-tests.lock"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "engine: needs a running Docker engine")
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    client = docker.from_env()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def fixture_image(docker_client):
+    """fixture_image(name) -> tag of the locally built fixture image; builds at most once a session."""
+    return functools.cache(lambda name: fixtures.ensure(docker_client, name))
+
+
+@pytest.fixture(scope="session")
+def leak_check_client():
+    """An engine client, or None when no engine answers: tests that don't need one still run."""
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException:
+        yield None
+        return
+    yield client
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_engine_objects(leak_check_client):
+    if leak_check_client is None:
+        yield
+        return
+    with engine_to_ourselves():
+        # Whole seconds: volume creation times have no fraction.
+        started = datetime.now(timezone.utc).replace(microsecond=0)
+        before = engine_objects(leak_check_client)
+        yield
+        after = engine_objects(leak_check_client)
+    # Only objects created during the test count, so one created concurrently just before is no leak.
+    leaked = sorted(name for name, created in after.items() if name not in before and created >= started)
+    if leaked:
+        pytest.fail(f"test left behind: {', '.join(leaked)}")
+
+
+@contextlib.contextmanager
+def engine_to_ourselves():
+    """Hold a machine-wide lock for one test, so that another test run on the same engine can't
+    create objects meanwhile that would look like this test's leaks."""
+    with open(ENGINE_LOCK_PATH, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
+
+
+def engine_objects(client) -> dict[str, datetime]:
+    """Every container, volume and network, by a readable unique name, with its creation time."""
+    created = {}
+    for container in client.containers.list(all=True, ignore_removed=True):
+        created[f"container {container.name} ({container.short_id})"] = container.attrs["Created"]
+    for volume in client.volumes.list():
+        created[f"volume {volume.name}"] = volume.attrs["CreatedAt"]
+    for network in client.networks.list():
+        created[f"network {network.name} ({network.short_id})"] = network.attrs["Created"]
+    # The engine writes RFC 3339 times, which fromisoformat reads since Python 3.11.
+    return {name: datetime.fromisoformat(time) for name, time in created.items()}

@@ -1,0 +1,430 @@
+"""Probes against local servers on 127.0.0.1 and a stand-in engine: no container needed."""
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from probes import ExecProbe, HostExecProbe, HttpProbe, HttpRequest, ProbeFile, Target, load_probe_file
+from probes.http import Origin, page_links, without_ignored
+from slim.engine import ExecResult
+from slim.errors import UsageError
+
+SITE = {
+    "/": '<a href="/a.html">a</a> <a href="b.html#top">b</a> <img src="/img/logo.png">'
+    '<a href="mailto:x@example.com">m</a> <a href="javascript:void(0)">j</a>'
+    '<a href="http://example.com/away">away</a> <script src="//cdn.example.com/x.js"></script>'
+    '<a href="#nav">fragment only</a>',
+    "/a.html": '<link rel="stylesheet" href="style.css"><a href="deep/d.html">d</a><a href="/">home</a>',
+    "/b.html": "<p>no links</p>",
+    "/img/logo.png": b"\x89PNG not really",
+    "/style.css": "a { color: red }",
+    "/deep/d.html": '<a href="../e.html">e</a>',
+    "/e.html": "<p>only at depth 3</p>",
+}
+
+
+class FakeEngine:
+    """The engine calls probes make, answered without a container."""
+
+    def __init__(self, running: bool = True, exit_code: int = 0, exec_result: ExecResult | None = None):
+        self.running = running
+        self.exit_code = exit_code
+        self.exec_result = exec_result
+        self.execs: list[tuple[tuple[str, ...], str | None]] = []
+
+    def is_running(self, container_id: str) -> bool:
+        return self.running
+
+    def wait(self, container_id: str, timeout: float) -> int | None:
+        return None if self.running else self.exit_code
+
+    def exec(self, container_id: str, argv: tuple[str, ...], user: str | None = None) -> ExecResult:
+        self.execs.append((argv, user))
+        return self.exec_result
+
+
+def target(port: int, engine: FakeEngine | None = None, container_port: int = 80) -> Target:
+    return Target(engine or FakeEngine(), "c0ffee", "127.0.0.1", {container_port: port})
+
+
+def make_handler(pages: dict, ready_at: float = 0.0):
+    """A handler serving `pages` (path -> body, or (status, body)); before `ready_at` it hangs up at
+    once, as docker-proxy does while nothing listens in the container yet."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if time.monotonic() < ready_at:
+                self.close_connection = True
+                return
+            page = pages.get(self.path)
+            status, body = page if isinstance(page, tuple) else (200 if page is not None else 404, page or "")
+            body = body() if callable(body) else body
+            self.reply(status, body if isinstance(body, bytes) else body.encode())
+
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length", 0))
+            echo = f"{self.headers.get('X-Token')}:{self.rfile.read(length).decode()}"
+            self.reply(201, echo.encode())
+
+        def reply(self, status: int, body: bytes):
+            self.send_response(status)
+            kind = "text/html; charset=utf-8" if self.path.endswith(("/", ".html")) else "application/octet-stream"
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    return Handler
+
+
+@contextmanager
+def serving(pages: dict, tls: ssl.SSLContext | None = None, ready_at: float = 0.0, port: int = 0):
+    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(pages, ready_at))
+    if tls:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# ---------------------------------------------------------------- links
+
+
+def test_page_links_resolve_relative_links_and_drop_fragments():
+    html = '<a href="b.html#x">b</a><img src="../img/i.png"><a href=" /c?q=1 ">c</a><a href="#top">t</a>'
+    assert page_links(html, "http://127.0.0.1:8080/dir/page.html") == [
+        "http://127.0.0.1:8080/dir/b.html",
+        "http://127.0.0.1:8080/img/i.png",
+        "http://127.0.0.1:8080/c?q=1",
+        "http://127.0.0.1:8080/dir/page.html",
+    ]
+
+
+def test_page_links_honour_base_href():
+    html = '<base href="/static/"><script src="app.js"></script>'
+    assert page_links(html, "http://127.0.0.1:1/x/y.html") == ["http://127.0.0.1:1/static/app.js"]
+
+
+@pytest.mark.parametrize(
+    "url, path",
+    [
+        ("http://127.0.0.1:8080/a/../b/./c", "/b/c"),
+        ("http://127.0.0.1:8080", "/"),
+        ("HTTP://127.0.0.1:8080/x?y=1", "/x?y=1"),
+        ("http://127.0.0.1:8081/x", None),  # another port
+        ("https://127.0.0.1:8080/x", None),  # another scheme
+        ("http://example.com:8080/x", None),
+        ("mailto:someone@example.com", None),
+        ("javascript:void(0)", None),
+        ("http://127.0.0.1:port/x", None),
+    ],
+)
+def test_origin_keeps_only_its_own_urls(url, path):
+    assert Origin("http", "127.0.0.1", 8080).path_of(url) == path
+
+
+def test_origin_default_port():
+    assert Origin("https", "127.0.0.1", 443).path_of("https://127.0.0.1/x") == "/x"
+
+
+def test_without_ignored_removes_matches_and_keeps_other_bytes():
+    body = b"at 12:34:56 \xff id=42"
+    assert without_ignored(body, (r"\d{2}:\d{2}:\d{2}", r"id=\d+")) == b"at  \xff "
+
+
+# ---------------------------------------------------------------- HttpProbe
+
+
+def test_crawl_reaches_pages_only_linked_and_stays_in_origin():
+    with serving(SITE) as port:
+        outcome = HttpProbe(80).run(target(port))
+    assert outcome.ok, outcome.detail
+    assert list(outcome.fingerprint) == [
+        "GET /", "GET /a.html", "GET /b.html", "GET /img/logo.png", "GET /style.css", "GET /deep/d.html",
+    ]
+    assert outcome.detail == "6 URLs, all 200"
+    assert outcome.probe == "http :80"
+
+
+def test_crawl_depth_is_honoured():
+    with serving(SITE) as port:
+        shallow = HttpProbe(80, crawl_depth=1).run(target(port))
+        deeper = HttpProbe(80, crawl_depth=3).run(target(port))
+    assert "GET /deep/d.html" not in shallow.fingerprint and "GET /a.html" in shallow.fingerprint
+    assert "GET /e.html" in deeper.fingerprint
+
+
+def test_page_budget_is_honoured():
+    with serving(SITE) as port:
+        outcome = HttpProbe(80, page_budget=2).run(target(port))
+    assert list(outcome.fingerprint) == ["GET /", "GET /a.html"]
+
+
+def test_fingerprint_is_status_and_body_hash_and_stable():
+    with serving(SITE) as port:
+        first = HttpProbe(80).run(target(port))
+        second = HttpProbe(80).run(target(port))
+    assert first.fingerprint == second.fingerprint
+    assert set(first.fingerprint["GET /b.html"]) == {"status", "sha256"}
+
+
+def test_server_error_fails_the_probe_but_4xx_does_not():
+    pages = {"/": '<a href="/gone">gone</a><a href="/broken">broken</a>', "/broken": (500, "oops")}
+    with serving(pages) as port:
+        outcome = HttpProbe(80).run(target(port))
+    assert not outcome.ok
+    assert outcome.detail == "GET /broken: status 500"
+    assert outcome.fingerprint["GET /gone"]["status"] == 404
+
+
+def test_declared_requests_are_sent_and_checked():
+    requests = (
+        HttpRequest("/submit", method="POST", headers={"X-Token": "t"}, body="hello", expect_status=201),
+        HttpRequest("/missing", expect_status=200),
+    )
+    with serving(SITE) as port:
+        outcome = HttpProbe(80, paths=(), requests=requests).run(target(port))
+    assert not outcome.ok
+    assert outcome.detail == "GET /missing: status 404, expected 200"
+    assert outcome.fingerprint["POST /submit"]["status"] == 201
+
+
+def test_a_request_made_twice_gets_its_own_key():
+    with serving(SITE) as port:
+        outcome = HttpProbe(80, requests=(HttpRequest("/"),)).run(target(port))
+    assert outcome.fingerprint["GET / #2"] == outcome.fingerprint["GET /"]
+
+
+def test_ignore_regexes_make_volatile_pages_fingerprint_the_same():
+    pages = {"/clock": lambda: f"now {time.time_ns()} ok"}
+    volatile = HttpProbe(80, paths=(), requests=(HttpRequest("/clock"),))
+    masked = HttpProbe(80, paths=(), requests=(HttpRequest("/clock", ignore=(r"\d+",)),))
+    with serving(pages) as port:
+        assert volatile.run(target(port)).fingerprint != volatile.run(target(port)).fingerprint
+        assert masked.run(target(port)).fingerprint == masked.run(target(port)).fingerprint
+
+
+@pytest.fixture(scope="module")
+def tls_context(tmp_path_factory) -> ssl.SSLContext:
+    where = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-keyout", str(where / "key.pem"), "-out", str(where / "cert.pem")],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(where / "cert.pem", where / "key.pem")
+    return context
+
+
+def test_tls_is_detected_and_the_site_crawled_over_https(tls_context):
+    with serving(SITE, tls=tls_context) as port:
+        probe = HttpProbe(80)
+        origin = probe.await_ready(target(port))
+        outcome = probe.run(target(port))
+    assert origin.scheme == "https"
+    assert outcome.ok, outcome.detail
+    assert "GET /deep/d.html" in outcome.fingerprint
+
+
+def test_plain_http_is_not_mistaken_for_tls():
+    with serving(SITE) as port:
+        assert HttpProbe(80).await_ready(target(port)).scheme == "http"
+
+
+def test_a_server_that_starts_listening_late_is_waited_for():
+    port = free_port()
+
+    def serve_later():
+        time.sleep(1)
+        with serving(SITE, port=port):
+            time.sleep(5)
+
+    threading.Thread(target=serve_later, daemon=True).start()
+    started = time.monotonic()
+    outcome = HttpProbe(80, paths=("/b.html",), ready_timeout=10).run(target(port))
+    assert outcome.ok, outcome.detail
+    assert time.monotonic() - started >= 0.9
+
+
+def test_connections_closed_before_the_app_is_up_mean_not_ready():
+    # docker-proxy accepts on the published port and hangs up while nothing listens in the container.
+    with serving(SITE, ready_at=time.monotonic() + 1) as port:
+        outcome = HttpProbe(80, paths=("/b.html",), ready_timeout=10).run(target(port))
+    assert outcome.ok, outcome.detail
+
+
+def test_a_port_that_never_answers_http_fails_with_the_reason():
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # accepts, never answers
+        port = listener.getsockname()[1]
+        started = time.monotonic()
+        outcome = HttpProbe(6379, ready_timeout=1).run(target(port, container_port=6379))
+    assert not outcome.ok
+    assert outcome.detail.startswith("port 6379 did not answer HTTP within 1 s")
+    assert time.monotonic() - started < 15
+
+
+def test_a_container_that_exits_while_waiting_fails_at_once():
+    engine = FakeEngine(running=False, exit_code=3)
+    started = time.monotonic()
+    outcome = HttpProbe(80, ready_timeout=30).run(target(free_port(), engine))
+    assert outcome.detail == "container exited (code 3) before port 80 answered"
+    assert time.monotonic() - started < 5
+
+
+def test_the_run_deadline_bounds_the_wait():
+    bounded = Target(FakeEngine(), "c0ffee", "127.0.0.1", {80: free_port()}, deadline=time.monotonic() + 0.5)
+    started = time.monotonic()
+    assert not HttpProbe(80, ready_timeout=30).run(bounded).ok
+    assert time.monotonic() - started < 3
+
+
+# ---------------------------------------------------------------- exec and host
+
+
+def test_exec_probe_fingerprints_exit_code_and_output():
+    engine = FakeEngine(exec_result=ExecResult(0, b"PONG\n"))
+    outcome = ExecProbe(("redis-cli", "ping"), user="redis").run(target(1, engine))
+    assert outcome.probe == "exec redis-cli ping"
+    assert outcome.ok and outcome.detail == "exit 0: PONG"
+    assert outcome.fingerprint["exit_code"] == 0
+    assert engine.execs == [(("redis-cli", "ping"), "redis")]
+
+
+def test_exec_probe_fails_on_non_zero_exit():
+    engine = FakeEngine(exec_result=ExecResult(127, b"sh: nope: not found\n"))
+    outcome = ExecProbe(("nope",)).run(target(1, engine))
+    assert not outcome.ok
+    assert outcome.detail == "exit 127: sh: nope: not found"
+
+
+def test_host_probe_sees_the_published_ports():
+    probe = HostExecProbe('echo "$SLIM_TARGET_HOST $SLIM_TARGET_PORT_80"')
+    outcome = probe.run(target(32768))
+    assert outcome.ok and outcome.detail == "exit 0: 127.0.0.1 32768"
+
+
+def test_host_probe_failure_quotes_stderr():
+    outcome = HostExecProbe("echo fine; echo broken >&2; exit 4").run(target(1))
+    assert not outcome.ok
+    assert outcome.detail == "exit 4: broken"
+    assert outcome.fingerprint["exit_code"] == 4
+
+
+def test_host_probe_timeout_kills_the_whole_process_group(tmp_path):
+    marker = tmp_path / "survivor"
+    probe = HostExecProbe(f"(sleep 2; touch {marker}) & sleep 30", timeout=0.5)
+    started = time.monotonic()
+    outcome = probe.run(target(1))
+    assert not outcome.ok and outcome.detail == "still running after 0.5 s, killed"
+    assert time.monotonic() - started < 5
+    time.sleep(2.5)
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------- probe file
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "probes.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_probe_file_full(tmp_path):
+    loaded = load_probe_file(write(tmp_path, r"""
+http:
+  - path: /items
+    method: post
+    port: 8000
+    headers: {Accept: application/json, X-Count: 3}
+    body: '{"a": 1}'
+    expect_status: 201
+    ignore: ["\\d{2}:\\d{2}:\\d{2}"]
+  - path: /
+exec:
+  - ["redis-cli", "ping"]
+host:
+  - "./integration-test.sh"
+"""))
+    assert loaded.http == (
+        HttpRequest("/items", "POST", 8000, {"Accept": "application/json", "X-Count": "3"}, '{"a": 1}', 201,
+                    (r"\d{2}:\d{2}:\d{2}",)),
+        HttpRequest("/"),
+    )
+    assert loaded.exec == (("redis-cli", "ping"),)
+    assert loaded.host == ("./integration-test.sh",)
+
+
+def test_empty_probe_file_declares_nothing(tmp_path):
+    assert load_probe_file(write(tmp_path, "")) == ProbeFile()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("- a\n", "expected a mapping with the sections http, exec, host, got a list"),
+        ("probes: []\n", "unknown section 'probes' (known: http, exec, host)"),
+        ("http: {path: /}\n", "section 'http' must be a list, got a mapping"),
+        ("http: [/x]\n", "http[0]: expected a mapping with at least a 'path', got a string"),
+        ("http: [{path: /}, {method: GET}]\n", "http[1]: 'path' is missing"),
+        ("http: [{path: x}]\n", "http[0]: 'path' must be a path starting with /, got 'x'"),
+        ("http: [{path: /, port: yes}]\n", "http[0]: 'port' must be a TCP port number, got True"),
+        ("http: [{path: /, expect_status: 99}]\n", "http[0]: 'expect_status' must be a status 100-599, got 99"),
+        ("http: [{path: /, method: 'GE T'}]\n", "http[0]: 'method' must be an HTTP method such as GET"),
+        ("http: [{path: /, headers: [a]}]\n", "http[0]: 'headers' must be a mapping of header names to values"),
+        ("http: [{path: /, ignore: '('}]\n", "http[0]: 'ignore' must be a list of regexes, got '('"),
+        ("http: [{path: /, ignore: ['(']}]\n", "http[0]: 'ignore' pattern '(' is not a valid regex: missing )"),
+        ("http: [{path: /, timeout: 3}]\n", "http[0]: unknown key 'timeout' (known: path, method, port"),
+        ("exec: [redis-cli ping]\n", "exec[0]: expected a command as a list of strings"),
+        ("exec: [[]]\n", "exec[0]: expected a command as a list of strings"),
+        ("exec: [[sleep, 1]]\n", "exec[0]: expected a command as a list of strings"),
+        ("host: [[a]]\n", "host[0]: expected a shell command line as a string, got ['a']"),
+        ("http: [\n", "not valid YAML: expected the node content, but found '<stream end>' at line 2"),
+    ],
+)
+def test_probe_file_errors_name_the_file_entry_and_problem(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(UsageError) as caught:
+        load_probe_file(path)
+    assert caught.value.message.startswith(f"{path}: {message}")
+    assert "\n" not in caught.value.message
+
+
+def test_missing_probe_file(tmp_path):
+    with pytest.raises(UsageError, match="cannot read the probe file: No such file or directory"):
+        load_probe_file(tmp_path / "nope.yaml")
+
+
+def test_requests_without_a_port_go_to_the_default_port(tmp_path):
+    loaded = load_probe_file(write(tmp_path, """
+http:
+  - path: /a
+  - {path: /b, port: 9000}
+  - {path: /c, port: 80}
+"""))
+    assert [request.path for request in loaded.requests_for(80, default_port=80)] == ["/a", "/c"]
+    assert [request.path for request in loaded.requests_for(9000, default_port=80)] == ["/b"]
+    assert loaded.requests_for(80, default_port=None) == (HttpRequest("/c", port=80),)
