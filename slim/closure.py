@@ -85,6 +85,7 @@ def compute_closure(trace: Trace, rootfs: RootFS, facts: ImageFacts, options: Cl
     _follow_dependencies(kept, image, loader)
     for warning in loader.missing():
         kept.warn(warning)
+    _keep_python_companions(kept)
     _keep_hard_links(kept)
     _keep_symlinks_and_parents(kept)
     return kept.closure(options.exclude_paths)
@@ -478,6 +479,30 @@ def _children(rootfs: RootFS, directory: PurePosixPath) -> list[PurePosixPath]:
 
 
 # ---------------------------------------------------------------- names that cost no bytes
+
+
+def _keep_python_companions(kept: _Kept) -> None:
+    """A used .pyc keeps its .py, and a used .py its cached .pyc.
+
+    Python finds its own prefix by the *existence* of landmark sources (lib/python3.X/os.py) and checks a
+    .pyc against its source's mtime: neither is an open the tracer sees, and without them the interpreter
+    cannot even start. Tracebacks also read the sources.
+    """
+    for path in list(kept.reasons):
+        for companion in _python_companions(kept.rootfs, path):
+            kept.add(companion, Reason(ReasonKind.COMPANION, source=str(path)))
+
+
+def _python_companions(rootfs: RootFS, path: PurePosixPath) -> list[PurePosixPath]:
+    if path.suffix == ".pyc" and path.parent.name == "__pycache__":
+        module = path.name.split(".", 1)[0]
+        candidates = [path.parent.parent / f"{module}.py"]
+    elif path.suffix == ".py":
+        cache = path.parent / "__pycache__"
+        candidates = [child for child in rootfs.children(cache) if child.name.startswith(f"{path.stem}.")]
+    else:
+        return []
+    return [c for c in candidates if (entry := rootfs.get(c)) is not None and entry.kind is EntryKind.FILE]
 
 
 def _keep_hard_links(kept: _Kept) -> None:

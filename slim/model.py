@@ -176,6 +176,7 @@ class ReasonKind(enum.Enum):
     INCLUDE = "include-path"  # --include-path
     VOLUME = "volume-seed"  # content the image ships under a declared VOLUME
     HARDLINK = "hard-link"  # another name of a kept file's inode
+    COMPANION = "companion"  # the other half of a pair that works together: foo.py and its foo.*.pyc
     STATE_DIR = "state-directory"  # a directory where programs create files at run time (kept empty)
 
 
@@ -199,6 +200,7 @@ class Reason:
             ReasonKind.VOLUME: "seed data of volume",
             ReasonKind.HARDLINK: "hard link of",
             ReasonKind.STATE_DIR: "run-time state directory",
+            ReasonKind.COMPANION: "companion of",
         }[self.kind]
         return " ".join(part for part in (words, self.source, self.detail) if part)
 

@@ -64,6 +64,7 @@ def build_report(
                 "id": built.id,
                 "tag": tag,
                 "size": built.size,
+                "layer_diff_id": built.layer_diff_id,
                 "layer_size": built.layer_size,
                 "compressed_size": built.compressed_size,
                 "files": sum(1 for item in kept if item["kind"] == EntryKind.FILE.value),

@@ -60,8 +60,21 @@ def spool_image(engine: Engine, image_id: str, workdir: Path) -> list[Path]:
     """Stream the saved image into `workdir`, keeping the manifest, the config and the layer tars as
     plain files; return the layer tars bottom layer first."""
     workdir.mkdir(parents=True, exist_ok=True)
-    aliases: dict[str, str] = {}
-    with tarfile.open(fileobj=_ChunkReader(engine.save_image(image_id)), mode="r|", bufsize=CHUNK) as saved:
+    try:
+        aliases = _spool_members(engine.save_image(image_id), workdir)
+    except tarfile.TarError as e:
+        raise UnreadableImage(f"saved image {image_id}: {e}") from e
+    layers = [workdir / aliases.get(name, name) for name in _manifest_layers(workdir, image_id)]
+    for layer in layers:
+        if not layer.is_file():
+            raise UnreadableImage(f"saved image {image_id}: {layer.relative_to(workdir)} missing from the archive")
+    return layers
+
+
+def _spool_members(chunks: Iterable[bytes], workdir: Path) -> dict[str, str]:
+    """Write out the members we need; return the names that are links to another member's bytes."""
+    aliases = {}
+    with tarfile.open(fileobj=_ChunkReader(chunks), mode="r|", bufsize=CHUNK) as saved:
         for member in saved:
             if not (_SAVED_LAYER.fullmatch(member.name) or _SAVED_JSON.fullmatch(member.name)):
                 continue
@@ -69,11 +82,7 @@ def spool_image(engine: Engine, image_id: str, workdir: Path) -> list[Path]:
                 _spool_member(saved, member, workdir / member.name)
             elif member.issym() or member.islnk():
                 aliases[member.name] = _saved_link_target(member)
-    layers = [workdir / aliases.get(name, name) for name in _manifest_layers(workdir, image_id)]
-    for layer in layers:
-        if not layer.is_file():
-            raise UnreadableImage(f"saved image {image_id}: {layer.relative_to(workdir)} missing from the archive")
-    return layers
+    return aliases
 
 
 def _spool_member(saved: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:
@@ -324,8 +333,8 @@ class _Window(io.RawIOBase):
 class _Layer:
     """One layer's members (last occurrence wins, as when unpacking) and its deletions."""
 
-    entries: dict[str, FileEntry] = dataclasses.field(default_factory=dict)
-    blobs: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    # path -> (entry, (layer index, data offset) for FILE entries)
+    members: dict[str, tuple[FileEntry, tuple[int, int] | None]] = dataclasses.field(default_factory=dict)
     whiteouts: list[str] = dataclasses.field(default_factory=list)  # paths deleted from lower layers
     opaque: list[str] = dataclasses.field(default_factory=list)  # directories whose lower children go
 
@@ -353,18 +362,15 @@ def _add_member(layer: _Layer, index: int, member: tarfile.TarInfo, tar_path: Pa
     elif member.islnk():
         _add_hardlink(layer, key, _member_key(member.linkname), tar_path)
     else:
-        layer.entries[key] = _entry(key, member, tar_path)
-        if member.isreg():
-            layer.blobs[key] = (index, member.offset_data)
+        layer.members[key] = (_entry(key, member, tar_path), (index, member.offset_data) if member.isreg() else None)
 
 
 def _add_hardlink(layer: _Layer, key: str, target: str, tar_path: Path) -> None:
     """A second name of an inode the same tar already holds: same metadata, same bytes."""
-    if target not in layer.entries:
+    if target not in layer.members:
         raise UnreadableImage(f"layer {tar_path}: hard link {key} -> {target}: target not earlier in the layer")
-    layer.entries[key] = dataclasses.replace(layer.entries[target], path=PurePosixPath(key))
-    if target in layer.blobs:
-        layer.blobs[key] = layer.blobs[target]
+    entry, blob = layer.members[target]
+    layer.members[key] = (dataclasses.replace(entry, path=PurePosixPath(key)), blob)
 
 
 def _entry(key: str, member: tarfile.TarInfo, tar_path: Path) -> FileEntry:
@@ -414,8 +420,8 @@ class _Merge:
                 self._remove(child)
         for path in layer.whiteouts:
             self._remove(path)
-        for key, entry in layer.entries.items():
-            self._put(key, entry, layer.blobs.get(key))
+        for key, (entry, blob) in layer.members.items():
+            self._put(key, entry, blob)
 
     def _put(self, key: str, entry: FileEntry, blob: tuple[int, int] | None) -> None:
         if key == "/":

@@ -12,7 +12,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from slim.assemble import SOURCE_LABEL, InconsistentPlan, build_image, image_archive, plan_image, write_layer
+from slim.assemble import (
+    SOURCE_LABEL, InconsistentPlan, LayerInfo, build_image, image_archive, plan_image, write_layer,
+)
 from slim.model import ROOT, Closure, ImageFacts, Reason, ReasonKind
 from slim.rootfs import RootFS, spool_image
 from test_rootfs import CAPABILITY, directory, hardlink, layer_tar, member, rootfs, symlink, whiteout
@@ -36,7 +38,7 @@ def facts(config=CONFIG) -> ImageFacts:
     )
 
 
-def keep(fs: RootFS, *names: str) -> Closure:
+def keep(*names: str) -> Closure:
     """Keep `names` and the directories above them, as the closure would."""
     paths = {P(name) for name in names}
     return Closure(kept={path: KEPT for path in paths | {parent for path in paths for parent in path.parents}})
@@ -66,17 +68,18 @@ def image(tmp_path) -> RootFS:
     )
 
 
-def layer_bytes(plan, fs: RootFS):
-    out = io.BytesIO()
-    info = write_layer(plan, fs, out)
-    return info, out.getvalue()
+def written_layer(where: Path, plan, fs: RootFS) -> tuple[LayerInfo, Path]:
+    path = where / "slim-layer.tar"
+    with path.open("wb") as out:
+        return write_layer(plan, fs, out), path
+
 
 
 # ---------------------------------------------------------------- plan
 
 
 def test_plan_keeps_entries_sorted_with_metadata_and_the_config_verbatim(image):
-    plan = plan_image(keep(image, "/usr/bin/ping", "/srv/data", "/bin"), image, facts())
+    plan = plan_image(keep("/usr/bin/ping", "/srv/data", "/bin"), image, facts())
     assert [str(e.path) for e in plan.entries] == ["/", "/bin", "/srv", "/srv/data", "/usr", "/usr/bin", "/usr/bin/ping"]
     assert all(entry is image.get(entry.path) for entry in plan.entries)
     assert (plan.created, plan.source_id, plan.os, plan.architecture) == (
@@ -91,13 +94,13 @@ def test_plan_keeps_entries_sorted_with_metadata_and_the_config_verbatim(image):
 
 
 def test_plan_adds_the_label_when_the_image_has_none(image):
-    plan = plan_image(keep(image), image, facts({"Labels": None, "Cmd": ["x"]}))
+    plan = plan_image(keep(), image, facts({"Labels": None, "Cmd": ["x"]}))
     assert plan.config == {"Labels": {SOURCE_LABEL: facts().id}, "Cmd": ["x"]}
 
 
 def test_plan_refuses_paths_the_image_lacks_or_orphans(image):
     with pytest.raises(InconsistentPlan, match="/nope"):
-        plan_image(keep(image, "/nope"), image, facts())
+        plan_image(keep("/nope"), image, facts())
     with pytest.raises(InconsistentPlan, match="directory /usr/bin above it"):
         plan_image(Closure(kept={P("/usr/bin/ping"): KEPT, P("/usr"): KEPT}), image, facts())
 
@@ -107,13 +110,14 @@ def test_plan_refuses_paths_the_image_lacks_or_orphans(image):
 
 def test_write_layer_is_reproducible(tmp_path, image):
     # A second index over the same layers, elsewhere on disk: nothing host-side may leak into the bytes.
+    (tmp_path / "copy").mkdir()
     for name in ("layer0.tar", "layer1.tar"):
-        (tmp_path / "copy").mkdir(exist_ok=True)
         shutil.copy(tmp_path / name, tmp_path / "copy" / name)
     twin = RootFS.from_layers([tmp_path / "copy/layer0.tar", tmp_path / "copy/layer1.tar"])
-    first, first_bytes = layer_bytes(plan_image(keep_all(image), image, facts()), image)
-    second, second_bytes = layer_bytes(plan_image(keep_all(twin), twin, facts()), twin)
-    assert first == second and first_bytes == second_bytes
+    first, first_path = written_layer(tmp_path, plan_image(keep_all(image), image, facts()), image)
+    first_bytes = first_path.read_bytes()
+    second, second_path = written_layer(tmp_path / "copy", plan_image(keep_all(twin), twin, facts()), twin)
+    assert first == second and first_bytes == second_path.read_bytes()
     assert first.diff_id == "sha256:" + hashlib.sha256(first_bytes).hexdigest()
     assert first.size == len(first_bytes)
     assert first.compressed_size == len(gzip.compress(first_bytes, compresslevel=6, mtime=0))
@@ -121,10 +125,7 @@ def test_write_layer_is_reproducible(tmp_path, image):
 
 
 def test_layer_round_trips_every_entry(tmp_path, image):
-    plan = plan_image(keep_all(image), image, facts())
-    layer = tmp_path / "slim.tar"
-    with layer.open("wb") as out:
-        write_layer(plan, image, out)
+    _, layer = written_layer(tmp_path, plan_image(keep_all(image), image, facts()), image)
     again = RootFS.from_layers([layer])
     assert dict(again.entries) == dict(image.entries)
     ping = again.get(P("/usr/bin/ping"))
@@ -134,9 +135,9 @@ def test_layer_round_trips_every_entry(tmp_path, image):
     assert again.read(P("/srv/data")) == b"d" * 5000
 
 
-def test_hard_link_group_is_stored_once(image):
-    _, data = layer_bytes(plan_image(keep(image, "/usr/bin/ping", "/usr/sbin/pingx"), image, facts()), image)
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+def test_hard_link_group_is_stored_once(tmp_path, image):
+    _, layer = written_layer(tmp_path, plan_image(keep("/usr/bin/ping", "/usr/sbin/pingx"), image, facts()), image)
+    with tarfile.open(layer) as tar:
         names = {info.name: info for info in tar}
     assert names["usr/bin/ping"].type == tarfile.REGTYPE and names["usr/bin/ping"].size == 9
     assert (names["usr/sbin/pingx"].type, names["usr/sbin/pingx"].linkname) == (tarfile.LNKTYPE, "usr/bin/ping")
@@ -144,9 +145,8 @@ def test_hard_link_group_is_stored_once(image):
 
 
 def test_only_kept_name_of_a_hard_link_is_a_plain_file(tmp_path, image):
-    plan = plan_image(keep(image, "/usr/sbin/pingx"), image, facts())
-    _, data = layer_bytes(plan, image)
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+    _, layer = written_layer(tmp_path, plan_image(keep("/usr/sbin/pingx"), image, facts()), image)
+    with tarfile.open(layer) as tar:
         pingx = tar.getmember("usr/sbin/pingx")
         assert (pingx.type, tar.extractfile(pingx).read()) == (tarfile.REGTYPE, b"\x7fELF ping")
 
@@ -156,9 +156,7 @@ def test_only_kept_name_of_a_hard_link_is_a_plain_file(tmp_path, image):
 
 def test_image_archive_is_a_reproducible_docker_save_tar(tmp_path, image):
     plan = plan_image(keep_all(image), image, facts())
-    layer_path = tmp_path / "slim.tar"
-    with layer_path.open("wb") as out:
-        layer = write_layer(plan, image, out)
+    layer, layer_path = written_layer(tmp_path, plan, image)
     archive = b"".join(image_archive(plan, layer_path, layer))
     assert archive == b"".join(image_archive(plan, layer_path, layer))
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import struct
 import tarfile
 from pathlib import Path, PurePosixPath
 
@@ -122,6 +124,13 @@ def test_whiteouts_delete_a_file_and_a_whole_subtree(tmp_path):
 def test_whiteout_reaches_only_lower_layers(tmp_path):
     fs = rootfs(tmp_path, [member("f", b"lower")], [member("f", b"upper"), whiteout("f")])
     assert fs.read(P("/f")) == b"upper"
+
+
+def test_last_member_of_a_name_wins_within_a_layer(tmp_path):
+    fs = rootfs(tmp_path, [member("a", b"bytes"), symlink("a", "b")])
+    assert fs.get(P("/a")).kind is EntryKind.SYMLINK
+    with pytest.raises(FileNotFoundError):
+        fs.open(P("/a"))
 
 
 def test_opaque_directory_drops_lower_children_only(tmp_path):
@@ -353,3 +362,76 @@ def test_spool_image_without_manifest_is_unreadable(tmp_path):
         tar.addfile(member("x/layer.tar")[0])
     with pytest.raises(UnreadableImage, match="manifest.json"):
         spool_image(SavedImage(archive.getvalue()), "sha256:x", tmp_path)
+
+
+# ---------------------------------------------------------------- against the kernel's own view
+
+STAT_KINDS = {
+    "regular file": EntryKind.FILE, "regular empty file": EntryKind.FILE, "directory": EntryKind.DIR,
+    "symbolic link": EntryKind.SYMLINK, "character special file": EntryKind.CHAR,
+    "block special file": EntryKind.BLOCK, "fifo": EntryKind.FIFO,
+}
+# What the engine changes when it runs a container: mounts, files its init layer adds or writes over the
+# image's, and the mtimes of the directories holding those.
+RUNTIME_PATHS = (
+    "/", "/.dockerenv", "/etc", "/etc/hostname", "/etc/hosts", "/etc/mtab", "/etc/resolv.conf", "/dev", "/proc", "/sys")
+# Every path, each symlink's target as the kernel resolves it (empty if it leads nowhere), and one capability.
+LIST_EVERYTHING = r"""
+find / -xdev -exec stat -c '%n|%F|%a|%u|%g|%s|%Y|%h' {} + | sed 's/^/stat|/'
+find / -xdev -type l | while read -r p; do printf 'link|%s|%s\n' "$p" "$(realpath -e -- "$p" 2>/dev/null)"; done
+"""
+
+
+def container_view(docker_client, image: str) -> tuple[dict, dict]:
+    container = docker_client.containers.create(image, ["sh", "-c", LIST_EVERYTHING], entrypoint=[], user="0")
+    try:
+        container.start()
+        assert container.wait(timeout=120)["StatusCode"] == 0
+        lines = container.logs(stderr=False).decode().splitlines()
+    finally:
+        container.remove(force=True, v=True)
+    stats, links = {}, {}
+    for line in lines:
+        what, path, rest = line.split("|", 2)
+        if what == "link":
+            links[path] = rest
+        else:
+            kind, mode, uid, gid, size, mtime, nlink = rest.split("|")
+            stats[path] = comparable(STAT_KINDS[kind], int(mode, 8), int(uid), int(gid), int(size), int(mtime), int(nlink))
+    return stats, links
+
+
+def comparable(kind: EntryKind, mode: int, uid: int, gid: int, size: int, mtime: int, nlink: int) -> tuple:
+    """stat(1)'s facts as the index holds them: sizes of files and symlinks only, link counts of files only."""
+    sized = kind in (EntryKind.FILE, EntryKind.SYMLINK)
+    return kind, mode, uid, gid, size if sized else None, mtime, nlink if kind is EntryKind.FILE else None
+
+
+def index_view(entry) -> tuple:
+    target_size = len(os.fsencode(entry.link_target or ""))
+    size = entry.size if entry.kind is EntryKind.FILE else target_size
+    links = max(1, len(entry.hardlink_group))
+    return comparable(entry.kind, entry.mode, entry.uid, entry.gid, size, entry.mtime, links)
+
+
+@pytest.mark.engine
+def test_index_agrees_with_what_a_container_sees(tmp_path, docker_client, fixture_image):
+    from slim.adapters.engine import DockerEngine
+
+    image = fixture_image("caps")  # several layers on the base, with a capability, a hard link, odd owners
+    fs = RootFS.from_layers(spool_image(DockerEngine(docker_client), image, tmp_path))
+    stats, links = container_view(docker_client, image)
+
+    def image_owned(path: str) -> bool:
+        return path not in RUNTIME_PATHS and not path.startswith(("/dev/", "/proc/", "/sys/"))
+
+    assert set(filter(image_owned, stats)) == set(filter(image_owned, map(str, fs.entries)))
+    for path in filter(image_owned, stats):
+        assert index_view(fs.get(P(path))) == stats[path], path
+    for path in filter(image_owned, links):
+        resolved = fs.resolve(P(path))
+        assert (str(resolved.path) if resolved.exists else "") == links[path], path
+    capcat = fs.get(P("/usr/local/bin/capcat"))
+    magic, permitted = struct.unpack_from("<II", capcat.xattrs["security.capability"])
+    assert (magic & 1, permitted) == (1, 1 << 13)  # effective, cap_net_raw
+    assert capcat.hardlink_group == (P("/usr/local/bin/capcat"), P("/usr/local/bin/capcat-hard"))

@@ -1,0 +1,122 @@
+"""The values a benchmark run produces. Runners fill them, renderers and the JSON writer only read them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .stats import Stats, ratio
+
+# The stages `slim build` reports timings for, in pipeline order (loading the image into the engine is part
+# of "assemble"). A stage the report lacks shows as a dash; one the report adds is kept in the JSON.
+STAGES = ("inspect", "index", "trace", "closure", "assemble", "verify")
+
+
+@dataclass(frozen=True)
+class BuildMeasurement:
+    """One `slim build` run as a subprocess: its report and what the OS says it cost."""
+
+    exit_code: int
+    wall_seconds: float
+    peak_rss: int  # bytes: the slim process's high-water resident set (getrusage of the waited child)
+    report: Mapping[str, Any] | None  # the JSON report, when slim wrote one
+    error: str | None  # slim's last "Error:" line when it failed
+
+    @property
+    def timings(self) -> dict[str, float]:
+        return dict(self.report.get("timings", {})) if self.report else {}
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    name: str
+    image: str
+    kind: str  # what the app is: "web server", "batch job", ...
+    original_size: int | None = None
+    original_files: int | None = None
+    slimmed_size: int | None = None  # as the engine counts it
+    layer_size: int | None = None  # uncompressed layer tar
+    compressed_size: int | None = None  # gzip of the layer, what a registry stores
+    files_kept: int | None = None
+    floor: int | None = None  # bytes of the files the traced run opened
+    verification: str = "not run"  # slim's own verdict: passed / failed / skipped / not run
+    functional: str = "not run"  # bench's independent check of the slimmed image against the original
+    functional_ok: bool | None = None
+    timings: Mapping[str, float] = field(default_factory=dict)
+    wall_seconds: float | None = None
+    peak_rss: int | None = None
+    error: str | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        return ratio(self.original_size, self.slimmed_size)
+
+    @property
+    def over_floor(self) -> float | None:
+        """slimmed size / floor: 1.0 means nothing was kept beyond what the run opened."""
+        return ratio(self.slimmed_size, self.floor)
+
+
+@dataclass(frozen=True)
+class OverheadRound:
+    index: int
+    first: str  # "untraced" or "traced": the order alternates so drift hits both alike
+    untraced_rps: float
+    traced_rps: float
+    untraced_errors: int = 0  # socket errors plus non-2xx answers wrk counted
+    traced_errors: int = 0
+
+
+@dataclass(frozen=True)
+class OverheadResult:
+    image: str
+    command: str  # the wrk command line, the URL's port elided
+    rounds: tuple[OverheadRound, ...]
+    untraced: Stats
+    traced: Stats
+    ratio: Stats  # of the per-round traced/untraced ratios
+    trace_events: tuple[int, ...] = ()  # fanotify events the tracer read in each traced round
+
+    @property
+    def ratio_of_means(self) -> float:
+        return self.traced.mean / self.untraced.mean
+
+
+@dataclass(frozen=True)
+class ScalingPoint:
+    files: int
+    target_bytes: int
+    image: str
+    image_size: int | None = None
+    image_build_seconds: float | None = None  # docker build of the synthetic image (not slimtrace's cost)
+    slimmed_size: int | None = None
+    floor: int | None = None
+    verification: str = "not run"
+    timings: Mapping[str, float] = field(default_factory=dict)
+    wall_seconds: float | None = None
+    peak_rss: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Machine:
+    cores: int
+    memory_bytes: int
+    kernel: str
+    os: str
+    engine_version: str
+    storage_driver: str
+    python: str
+    slimtrace_version: str
+    commit: str  # git HEAD, "+dirty" when the work tree had changes
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    date: str  # UTC, ISO 8601
+    machine: Machine
+    options: Mapping[str, Any]
+    images: tuple[ImageResult, ...] = ()
+    overhead: OverheadResult | None = None
+    overhead_error: str | None = None
+    scaling: tuple[ScalingPoint, ...] = ()
+    total_seconds: float | None = None

@@ -1,0 +1,83 @@
+"""The goals from the benchmarks issue, checked against a run: "measured vs goal", never asserted.
+
+Each goal gives one row per thing it applies to; a row is MET, MISSED, or NOT MEASURED (the part of the
+benchmark it needs was skipped or failed). Nothing exits non-zero because of a MISSED row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .model import BenchRun
+from .stats import human_bytes
+
+MET, MISSED, NOT_MEASURED = "met", "missed", "not measured"
+
+RATIO_GOAL = 10.0
+RATIO_IMAGES = ("nginx", "pyapp", "nodeapp", "redis")
+FLOOR_GOAL = 1.2
+OVERHEAD_GOAL = 0.95
+MEMORY_GOAL = 300 * 1024 * 1024  # bytes of peak RSS
+MEMORY_GOAL_IMAGE_BYTES = 5_000_000_000
+
+
+@dataclass(frozen=True)
+class TargetRow:
+    goal: str
+    subject: str
+    measured: str
+    status: str
+
+
+def evaluate(run: BenchRun) -> list[TargetRow]:
+    return [*_ratio_rows(run), *_floor_rows(run), *_overhead_rows(run), *_memory_rows(run)]
+
+
+def _ratio_rows(run: BenchRun) -> list[TargetRow]:
+    goal = f"ratio >= {RATIO_GOAL:g}x, verification passed"
+    by_name = {image.name: image for image in run.images}
+    rows = []
+    for name in RATIO_IMAGES:
+        image = by_name.get(name)
+        if image is None or image.ratio is None:
+            rows.append(TargetRow(goal, name, image.error if image and image.error else "–", NOT_MEASURED))
+            continue
+        ok = image.ratio >= RATIO_GOAL and image.verification == "passed"
+        rows.append(TargetRow(goal, name, f"{image.ratio:.1f}x, {image.verification}", MET if ok else MISSED))
+    return rows
+
+
+def _floor_rows(run: BenchRun) -> list[TargetRow]:
+    goal = f"slimmed <= {FLOOR_GOAL:g} x floor"
+    rows = []
+    for image in run.images:
+        if image.over_floor is None:
+            rows.append(TargetRow(goal, image.name, "–", NOT_MEASURED))
+        else:
+            status = MET if image.over_floor <= FLOOR_GOAL else MISSED
+            rows.append(TargetRow(goal, image.name, f"{image.over_floor:.2f}x", status))
+    return rows
+
+
+def _overhead_rows(run: BenchRun) -> list[TargetRow]:
+    goal = f"traced/untraced nginx req/s >= {OVERHEAD_GOAL:g}"
+    if run.overhead is None:
+        return [TargetRow(goal, "nginx under wrk", run.overhead_error or "–", NOT_MEASURED)]
+    spread = run.overhead.ratio
+    measured = f"{spread.mean:.3f} (min {spread.min:.3f}, max {spread.max:.3f}, n={spread.n})"
+    return [TargetRow(goal, "nginx under wrk", measured, MET if spread.mean >= OVERHEAD_GOAL else MISSED)]
+
+
+def _memory_rows(run: BenchRun) -> list[TargetRow]:
+    goal = f"peak RSS < {human_bytes(MEMORY_GOAL).replace(' ', ' ')} ({MEMORY_GOAL // 2**20} MiB) for the 5 GB image"
+    points = [p for p in run.scaling if p.target_bytes >= MEMORY_GOAL_IMAGE_BYTES and p.peak_rss is not None]
+    if not points:
+        return [TargetRow(goal, "synthetic 5 GB", "–", NOT_MEASURED)]
+    return [
+        TargetRow(
+            goal,
+            f"synthetic {point.files:,} files, {human_bytes(point.target_bytes)}",
+            f"{point.peak_rss / 2**20:.0f} MiB",
+            MET if point.peak_rss < MEMORY_GOAL else MISSED,
+        )
+        for point in points
+    ]

@@ -1,0 +1,185 @@
+"""`slim build` end to end, as a user runs it: real engine, real fanotify, locally built fixture images.
+
+Each slimmed image is checked against its original by running both, not by trusting our own report.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path, PurePosixPath
+
+import docker
+import pytest
+
+from slim.adapters.engine import DockerEngine
+from slim.model import EntryKind
+from slim.rootfs import RootFS, spool_image
+
+pytestmark = pytest.mark.engine
+
+NGINX_PAGES = ("/", "/about.html", "/docs/guide.html", "/style.css", "/logo.png")
+
+
+def slim_build(image: str, *args: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess, dict, str]:
+    """Run the CLI; returns the process, the JSON report and the tag it was asked to use."""
+    tag = f"slimtrace-test/{uuid.uuid4().hex[:12]}:slim"
+    report = tmp_path / f"{uuid.uuid4().hex[:8]}.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "slim", "build", image, "--tag", tag, "--report", str(report), *args],
+        capture_output=True, text=True, timeout=900,
+    )
+    return result, (json.loads(report.read_text()) if report.exists() else {}), tag
+
+
+@pytest.fixture
+def built(fixture_image, docker_client, tmp_path):
+    """built(name, *args) -> (report, tag); removes every image it made."""
+    tags = []
+
+    def build(name: str, *args: str):
+        result, report, tag = slim_build(fixture_image(name), *args, tmp_path=tmp_path)
+        tags.append(tag)
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        return report, tag
+
+    yield build
+    for tag in tags:
+        try:
+            docker_client.images.remove(tag, force=True)
+        except docker.errors.ImageNotFound:
+            pass
+
+
+def serve_and_fetch(client, image: str, port: int, paths) -> dict[str, tuple[int, str]]:
+    """Run `image`, GET each path on its published port, return status and body digest per path."""
+    container = client.containers.run(image, detach=True, ports={f"{port}/tcp": ("127.0.0.1", None)})
+    try:
+        host_port = published_port(container, port)
+        return {path: fetch(f"http://127.0.0.1:{host_port}{path}") for path in paths}
+    finally:
+        container.remove(force=True, v=True)
+
+
+def published_port(container, port: int) -> int:
+    container.reload()
+    return int(container.attrs["NetworkSettings"]["Ports"][f"{port}/tcp"][0]["HostPort"])
+
+
+def fetch(url: str, attempts: int = 100) -> tuple[int, str]:
+    for _ in range(attempts):
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, hashlib.sha256(response.read()).hexdigest()
+        except OSError:  # not listening yet (docker-proxy resets the connection)
+            time.sleep(0.2)
+    raise AssertionError(f"{url} never answered")
+
+
+def run_batch(client, image: str) -> tuple[int, bytes]:
+    container = client.containers.run(image, detach=True)
+    try:
+        code = container.wait(timeout=60)["StatusCode"]
+        return code, container.logs(stdout=True, stderr=False)
+    finally:
+        container.remove(force=True, v=True)
+
+
+def slimmed_rootfs(image: str, tmp_path: Path) -> RootFS:
+    engine = DockerEngine()
+    return RootFS.from_layers(spool_image(engine, engine.inspect_image(image).id, tmp_path / "spool"))
+
+
+def test_nginx_serves_the_same_bytes_at_a_tenth_of_the_size(built, fixture_image, docker_client):
+    report, tag = built("nginx")
+    assert report["verification"]["status"] == "passed"
+    assert report["result"]["size"] * 10 <= report["source"]["size"]
+    original = serve_and_fetch(docker_client, fixture_image("nginx"), 80, NGINX_PAGES)
+    slimmed = serve_and_fetch(docker_client, tag, 80, NGINX_PAGES)
+    assert slimmed == original
+    assert all(status == 200 for status, _ in original.values())
+
+
+def test_nginx_keeps_its_config_and_says_why_each_file_is_kept(built, fixture_image, docker_client):
+    report, tag = built("nginx")
+    source = docker_client.images.get(fixture_image("nginx")).attrs["Config"]
+    result = docker_client.images.get(tag).attrs["Config"]
+    for key in ("Entrypoint", "Cmd", "Env", "WorkingDir", "User", "ExposedPorts", "StopSignal", "Volumes"):
+        assert result.get(key) == source.get(key), key
+    assert result["Labels"]["io.slimtrace.source-image"] == docker_client.images.get(fixture_image("nginx")).id
+    kept = {item["path"]: item["reasons"] for item in report["kept"]}
+    assert kept["/usr/sbin/nginx"][0]["kind"] == "traced"
+    assert kept["/usr/lib/x86_64-linux-gnu/libc.so.6"][0]["kind"] in ("traced", "elf-needed")
+    assert kept["/lib64"][0]["kind"] == "symlink"
+    assert kept["/etc/passwd"] and kept["/etc/group"]
+    assert report["trace"]["complete"] is True and report["trace"]["overflow"] is False
+    assert set(report["timings"]) >= {"inspect", "index", "trace", "closure", "assemble", "verify"}
+
+
+def test_batch_image_prints_the_same_output_and_exit_code(built, fixture_image, docker_client):
+    report, tag = built("jq")
+    assert report["run"]["mode"] == "batch"
+    assert run_batch(docker_client, tag) == run_batch(docker_client, fixture_image("jq"))
+
+
+def test_python_app_answers_the_probed_url_the_same(built, fixture_image, docker_client):
+    report, tag = built("pyapp")
+    assert report["verification"]["status"] == "passed"
+    assert serve_and_fetch(docker_client, tag, 8000, ["/"]) == serve_and_fetch(
+        docker_client, fixture_image("pyapp"), 8000, ["/"]
+    )
+    assert report["result"]["size"] < report["source"]["size"] / 2
+
+
+def test_capabilities_hard_links_symlinks_and_owners_survive(built, fixture_image, docker_client, tmp_path):
+    report, tag = built("caps")
+    assert run_batch(docker_client, tag) == run_batch(docker_client, fixture_image("caps"))
+    original = slimmed_rootfs(fixture_image("caps"), tmp_path / "original")
+    slimmed = slimmed_rootfs(tag, tmp_path / "slimmed")
+    capcat = PurePosixPath("/usr/local/bin/capcat")
+    assert slimmed.get(capcat).xattrs["security.capability"] == original.get(capcat).xattrs["security.capability"]
+    assert slimmed.get(capcat).hardlink_group == (capcat, PurePosixPath("/usr/local/bin/capcat-hard"))
+    for path in ("/srv/link-to-data", "/data/current"):
+        assert slimmed.get(PurePosixPath(path)).kind is EntryKind.SYMLINK
+        assert slimmed.get(PurePosixPath(path)).link_target == original.get(PurePosixPath(path)).link_target
+    for path in ("/data/private", "/data/private/secret.txt", "/usr/local/bin", "/usr/local/bin/capcat"):
+        before, after = original.get(PurePosixPath(path)), slimmed.get(PurePosixPath(path))
+        assert (after.mode, after.uid, after.gid, after.mtime) == (before.mode, before.uid, before.gid, before.mtime)
+
+
+def test_hard_linked_file_is_stored_once(built, docker_client, tmp_path):
+    _, tag = built("caps")
+    layer = next(iter(spool_image(DockerEngine(), docker_client.images.get(tag).id, tmp_path)))
+    with tarfile.open(layer) as tar:
+        members = {m.name: m for m in tar.getmembers() if m.name.startswith("usr/local/bin/capcat")}
+    kinds = sorted((m.type for m in members.values()))
+    assert kinds == sorted([tarfile.REGTYPE, tarfile.LNKTYPE])
+
+
+def test_same_input_gives_the_same_image(built):
+    first, _ = built("jq")
+    second, _ = built("jq")
+    assert first["result"]["layer_diff_id"] == second["result"]["layer_diff_id"]
+    assert first["result"]["id"] == second["result"]["id"]
+
+
+def test_include_path_adds_files_and_the_original_is_untouched(built, fixture_image, docker_client):
+    original = docker_client.images.get(fixture_image("jq"))
+    report, _ = built("jq", "--include-path", "/usr/share/doc/jq")
+    kept = {item["path"]: item["reasons"][0]["kind"] for item in report["kept"]}
+    assert kept["/usr/share/doc/jq/copyright"] == "include-path"
+    after = docker_client.images.get(fixture_image("jq"))
+    assert (after.id, after.tags) == (original.id, original.tags)
+
+
+def test_no_temp_dirs_left_behind(built):
+    before = set(Path("/tmp").glob("slimtrace-*"))
+    built("jq")
+    assert set(Path("/tmp").glob("slimtrace-*")) - before == set()
