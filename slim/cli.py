@@ -17,7 +17,7 @@ from .errors import ExitCode
 from .pipeline import BuildOptions, RunOptions
 
 err_console = Console(stderr=True, highlight=False)
-out_console = Console(highlight=False)
+out_console = Console(highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- parameter types

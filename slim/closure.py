@@ -351,12 +351,10 @@ class _Loader:
             return []
         if info.interp:
             self._keep_interp(obj, info.interp)
-        chain = obj.chain if info.runpath else self._expand(info.rpath, obj, info) + obj.chain
-        dirs = self._search_dirs(obj, info, chain)
+        chain, resolved = self.resolve_needed(obj, info)
         needed = Reason(ReasonKind.ELF_NEEDED, source=str(obj.real))
         deps = []
-        for name in info.needed:
-            found = self._lookup(name, dirs, info)
+        for name, found in resolved:
             if found is None:
                 self.misses[obj.real, name] = None
                 continue
@@ -364,6 +362,15 @@ class _Loader:
             self.kept.add_resolved(found.resolved, needed)
             deps.append(_Object(found.path, found.resolved.path, chain))
         return deps
+
+    def resolve_needed(
+        self, obj: _Object, info: ElfInfo
+    ) -> tuple[tuple[PurePosixPath, ...], list[tuple[str, _Found | None]]]:
+        """ld.so's search for each DT_NEEDED of `obj`: the DT_RPATH chain its own dependencies inherit,
+        and the file each name resolves to (None: not found)."""
+        chain = obj.chain if info.runpath else self._expand(info.rpath, obj, info) + obj.chain
+        dirs = self._search_dirs(obj, info, chain)
+        return chain, [(name, self._lookup(name, dirs, info)) for name in info.needed]
 
     def _keep_interp(self, obj: _Object, interp: str) -> None:
         resolved = self.image.resolve(interp)
@@ -476,6 +483,22 @@ def _glob(rootfs: RootFS, pattern: PurePosixPath) -> list[PurePosixPath]:
 def _children(rootfs: RootFS, directory: PurePosixPath) -> list[PurePosixPath]:
     resolved = rootfs.resolve(directory)
     return rootfs.children(resolved.path) if resolved.exists else []
+
+
+def elf_dependencies(
+    rootfs: RootFS, facts: ImageFacts, paths: Iterable[PurePosixPath]
+) -> dict[PurePosixPath, tuple[tuple[str, PurePosixPath | None], ...]]:
+    """The loader's answer for each ELF file of `paths` loaded on its own (as a program, no loader chain
+    above it): each DT_NEEDED name with the file it resolves to inside the image, None when not found.
+    Files that are not ELF, or whose headers cannot be read, are left out. Used by `slim xray`."""
+    loader = _Loader(_Kept(rootfs), _Image.of(rootfs, facts))
+    answers = {}
+    for path in paths:
+        info = loader.info(path)
+        if info is not None:
+            _, resolved = loader.resolve_needed(_Object(found=path, real=path, chain=()), info)
+            answers[path] = tuple((name, found.resolved.path if found else None) for name, found in resolved)
+    return answers
 
 
 # ---------------------------------------------------------------- names that cost no bytes

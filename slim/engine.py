@@ -35,8 +35,9 @@ class ContainerSpec:
 
 @dataclass(frozen=True)
 class ExecResult:
-    exit_code: int
+    exit_code: int  # -1 when it timed out
     output: bytes
+    timed_out: bool = False  # still running at the timeout: killed, or left to die with its container
 
 
 class Engine(Protocol):
@@ -76,7 +77,15 @@ class Engine(Protocol):
         """The 127.0.0.1 port a published container TCP port is reachable on; None once it stopped."""
         ...
 
-    def exec(self, container_id: str, argv: tuple[str, ...], user: str | None = None) -> ExecResult: ...
+    def pid(self, container_id: str) -> int | None:
+        """Host pid of the container's first process (its namespaces are the container's); None unless running."""
+        ...
+
+    def exec(
+        self, container_id: str, argv: tuple[str, ...], user: str | None = None, timeout: float | None = None
+    ) -> ExecResult:
+        """Run a command in the running container; after `timeout` seconds give up on it (timed_out)."""
+        ...
 
     def stop(self, container_id: str, timeout: int = 10) -> None: ...
 

@@ -101,6 +101,7 @@ class FileEntry:
     devminor: int = 0
     uname: str = ""
     gname: str = ""
+    layer: int = -1  # index of the image layer the entry comes from (0 = bottom), -1 when unknown
 
 
 # ---------------------------------------------------------------- run and trace

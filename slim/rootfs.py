@@ -478,6 +478,60 @@ def _children_index(entries: Mapping[str, FileEntry]) -> dict[str, tuple[str, ..
     return {parent: tuple(sorted(keys)) for parent, keys in children.items()}
 
 
+# ---------------------------------------------------------------- layer by layer (for `slim xray`)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerIndex:
+    """One layer tar read on its own, nothing merged: what it adds or replaces, what it deletes below."""
+
+    tar: Path
+    entries: Mapping[PurePosixPath, FileEntry]  # the last occurrence of each path, as unpacking keeps it
+    whiteouts: tuple[PurePosixPath, ...]  # paths deleted (with everything below them) from lower layers
+    opaque: tuple[PurePosixPath, ...]  # directories whose lower contents this layer hides
+    # Hard links: names whose bytes another name of this layer already stores, so sizes count once.
+    shared_data: frozenset[PurePosixPath] = frozenset()
+
+
+def index_layers(layer_tars: Sequence[Path]) -> list[LayerIndex]:
+    """Each layer's own listing, bottom layer first (RootFS.from_layers gives the merged view)."""
+    indexes = []
+    for number, tar in enumerate(layer_tars):
+        layer = _read_layer(number, tar)
+        first_name: dict[tuple[int, int], str] = {}
+        for key, (_, blob) in sorted(layer.members.items()):
+            if blob is not None:
+                first_name.setdefault(blob, key)
+        indexes.append(
+            LayerIndex(
+                tar=tar,
+                entries=MappingProxyType({entry.path: entry for entry, _ in layer.members.values()}),
+                whiteouts=tuple(PurePosixPath(key) for key in layer.whiteouts),
+                opaque=tuple(PurePosixPath(key) for key in layer.opaque),
+                shared_data=frozenset(
+                    PurePosixPath(key) for key, (_, blob) in layer.members.items()
+                    if blob is not None and first_name[blob] != key
+                ),
+            )
+        )
+    return indexes
+
+
+def saved_config(workdir: Path, image_id: str) -> dict:
+    """The image config that spool_image kept in `workdir`: its `history` names the step behind each layer."""
+    try:
+        (image,) = json.loads((workdir / "manifest.json").read_text())
+        name = image["Config"]
+        if not _SAVED_JSON.fullmatch(name) or name == "manifest.json":
+            raise ValueError(f"unexpected config name {name!r}")
+        config = json.loads((workdir / name).read_text())
+        if not isinstance(config, dict):
+            raise ValueError("the config is not a JSON object")
+        return config
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UnreadableImage(f"saved image {image_id}: no usable image config ({e})") from e
+
+
 # ---------------------------------------------------------------- path spelling
 
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import signal
+import threading
 from pathlib import PurePosixPath
 from typing import Iterable, Iterator
 
@@ -19,6 +22,7 @@ from ..errors import EngineUnreachable, ImageNotFound, SlimError, TracingUnavail
 from ..model import ImageFacts
 
 SAVE_CHUNK = 1 << 20
+EXEC_KILL_GRACE = 5.0  # seconds for a killed exec's stream to end
 
 # Failures that mean "no engine there", as opposed to "the engine said no".
 _UNREACHABLE = (docker.errors.DockerException, requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError)
@@ -182,11 +186,29 @@ class DockerEngine:
         return None
 
     @_translate
-    def exec(self, container_id: str, argv: tuple[str, ...], user: str | None = None) -> ExecResult:
-        created = self._client.api.exec_create(container_id, list(argv), user=user or "")
-        output = self._client.api.exec_start(created["Id"])
-        code = self._client.api.exec_inspect(created["Id"])["ExitCode"]
-        return ExecResult(exit_code=int(code if code is not None else -1), output=output)
+    def pid(self, container_id: str) -> int | None:
+        state = self._client.api.inspect_container(container_id)["State"]
+        return int(state["Pid"]) if state.get("Running") and state.get("Pid") else None
+
+    @_translate
+    def exec(
+        self, container_id: str, argv: tuple[str, ...], user: str | None = None, timeout: float | None = None
+    ) -> ExecResult:
+        api = self._client.api
+        created = api.exec_create(container_id, list(argv), user=user or "")
+        # The SDK reads the exec's output with no timeout, so it reads on a thread we can stop waiting for.
+        result: dict[str, object] = {}
+        reader = threading.Thread(target=_exec_start, args=(api, created["Id"], result), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if reader.is_alive():
+            _kill_exec(api, created["Id"])
+            reader.join(EXEC_KILL_GRACE)  # once killed, the engine ends the stream and the thread returns
+            return ExecResult(exit_code=-1, output=b"", timed_out=True)
+        if "error" in result:
+            raise result["error"]  # type: ignore[misc]
+        code = api.exec_inspect(created["Id"])["ExitCode"]
+        return ExecResult(exit_code=int(code if code is not None else -1), output=result["output"])  # type: ignore[arg-type]
 
     @_translate
     def stop(self, container_id: str, timeout: int = 10) -> None:
@@ -197,3 +219,19 @@ class DockerEngine:
     def remove_container(self, container_id: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):
             self._client.api.remove_container(container_id, v=True, force=True)
+
+
+def _exec_start(api: docker.APIClient, exec_id: str, result: dict[str, object]) -> None:
+    try:
+        result["output"] = api.exec_start(exec_id)
+    except Exception as error:  # re-raised on the caller's thread, where _translate sees it
+        result["error"] = error
+
+
+def _kill_exec(api: docker.APIClient, exec_id: str) -> None:
+    """SIGKILL a timed-out exec's process. The engine has no call for that, but its Pid is a host pid and
+    we run on the engine's host (as tracing requires). Its children die with the container."""
+    with contextlib.suppress(docker.errors.APIError, ProcessLookupError, PermissionError):
+        pid = api.exec_inspect(exec_id).get("Pid")
+        if pid:
+            os.kill(int(pid), signal.SIGKILL)

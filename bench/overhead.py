@@ -1,0 +1,144 @@
+"""Tracing overhead: nginx requests/second under wrk, with and without the tracer attached.
+
+Each round runs the same container spec twice, once plain and once under slim.tracing.run_traced (behind
+the gate, the overlay marked, the recorder reading events, exactly as in a build), with wrk as the
+exercise. The order alternates between rounds so that drift (page cache, thermal, a noisy neighbour)
+falls on both sides alike, and the ratio is taken round by round.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Callable
+
+from slim.engine import ContainerSpec, Engine
+from slim.model import RunOutcome
+from slim.pipeline import RunOptions, container_spec
+from slim.tracing import run_traced
+
+from .engine import engine_turn
+from .model import OverheadResult, OverheadRound
+from .stats import paired_ratios, summarize
+
+WRK_THREADS = 2
+WRK_CONNECTIONS = 32
+WRK_SECONDS = 10
+READY_SECONDS = 60.0
+PORT = 80
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests_per_second: float
+    errors: int  # socket errors (connect, read, write, timeout) plus non-2xx/3xx answers
+
+
+def wrk_argv(host_port: int) -> list[str]:
+    return [
+        "wrk", f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", f"-d{WRK_SECONDS}s", f"http://127.0.0.1:{host_port}/",
+    ]
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """The numbers wrk prints at the end of a run."""
+    found = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
+    if found is None:
+        raise ValueError(f"no Requests/sec line in wrk's output: {output.strip()[-200:]!r}")
+    errors = 0
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    if socket:
+        errors += sum(int(count) for count in socket.groups())
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if non_2xx:
+        errors += int(non_2xx.group(1))
+    return WrkResult(float(found.group(1)), errors)
+
+
+def measure(engine: Engine, image: str, rounds: int, progress: Callable[[str], None]) -> OverheadResult:
+    facts = engine.inspect_image(image)
+    spec = container_spec(facts.id, facts, RunOptions(http_ports=(PORT,)))
+    results: list[OverheadRound] = []
+    events: list[int] = []
+    for index in range(rounds):
+        first = "untraced" if index % 2 == 0 else "traced"
+        measured: dict[str, WrkResult] = {}
+        for condition in (first, "traced" if first == "untraced" else "untraced"):
+            progress(f"overhead round {index + 1}/{rounds}: {condition}")
+            with engine_turn():
+                if condition == "traced":
+                    measured[condition], event_count = _traced(engine, spec)
+                    events.append(event_count)
+                else:
+                    measured[condition] = _untraced(engine, spec)
+        results.append(OverheadRound(
+            index=index + 1,
+            first=first,
+            untraced_rps=measured["untraced"].requests_per_second,
+            traced_rps=measured["traced"].requests_per_second,
+            untraced_errors=measured["untraced"].errors,
+            traced_errors=measured["traced"].errors,
+        ))
+    untraced = [r.untraced_rps for r in results]
+    traced = [r.traced_rps for r in results]
+    return OverheadResult(
+        image=image,
+        command=" ".join(wrk_argv(0)).replace(":0/", ":PORT/"),
+        rounds=tuple(results),
+        untraced=summarize(untraced),
+        traced=summarize(traced),
+        ratio=summarize(paired_ratios(traced, untraced)),
+        trace_events=tuple(events),
+    )
+
+
+def _traced(engine: Engine, spec: ContainerSpec) -> tuple[WrkResult, int]:
+    measured: list[WrkResult] = []
+
+    def exercise(container_id: str, set_phase: Callable[[str], None]) -> RunOutcome:
+        set_phase("wrk")
+        measured.append(_load(engine, container_id))
+        return RunOutcome(mode="server", exit_code=None, running_after_probes=True, probes=())
+
+    trace = run_traced(engine, spec, exercise)
+    return measured[0], trace.health.events
+
+
+def _untraced(engine: Engine, spec: ContainerSpec) -> WrkResult:
+    container_id = engine.create_container(spec)
+    try:
+        engine.start(container_id)
+        result = _load(engine, container_id)
+        engine.stop(container_id)  # as run_traced does, so both sides end the same way
+        return result
+    finally:
+        engine.remove_container(container_id)
+
+
+def _load(engine: Engine, container_id: str) -> WrkResult:
+    host_port = engine.host_port(container_id, PORT)
+    if host_port is None:
+        raise RuntimeError(f"nginx exited before port {PORT} was published: {engine.logs(container_id)}")
+    _await_ready(host_port)
+    done = subprocess.run(wrk_argv(host_port), capture_output=True, text=True, timeout=WRK_SECONDS + 60)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk exited {done.returncode}: {(done.stderr or done.stdout).strip()[-200:]}")
+    return parse_wrk(done.stdout)
+
+
+def _await_ready(host_port: int) -> None:
+    """Until GET / answers 200: docker-proxy accepts connections before nginx listens."""
+    deadline = time.monotonic() + READY_SECONDS
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{host_port}/", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (OSError, urllib.error.HTTPError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nginx did not answer on 127.0.0.1:{host_port} within {READY_SECONDS:g} s")
+        time.sleep(0.2)
