@@ -27,6 +27,9 @@ from .stats import paired_ratios, summarize
 WRK_THREADS = 2
 WRK_CONNECTIONS = 32
 WRK_SECONDS = 10
+# A short unmeasured run first, on both sides: the first requests of a fresh container pay for cold
+# caches (and, traced, for the one event per file), which 10 s of load would otherwise fold in unevenly.
+WARMUP_SECONDS = 2
 READY_SECONDS = 60.0
 PORT = 80
 
@@ -37,10 +40,8 @@ class WrkResult:
     errors: int  # socket errors (connect, read, write, timeout) plus non-2xx/3xx answers
 
 
-def wrk_argv(host_port: int) -> list[str]:
-    return [
-        "wrk", f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", f"-d{WRK_SECONDS}s", f"http://127.0.0.1:{host_port}/",
-    ]
+def wrk_argv(host_port: int, seconds: int = WRK_SECONDS) -> list[str]:
+    return ["wrk", f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s", f"http://127.0.0.1:{host_port}/"]
 
 
 def parse_wrk(output: str) -> WrkResult:
@@ -86,7 +87,7 @@ def measure(engine: Engine, image: str, rounds: int, progress: Callable[[str], N
     traced = [r.traced_rps for r in results]
     return OverheadResult(
         image=image,
-        command=" ".join(wrk_argv(0)).replace(":0/", ":PORT/"),
+        command=" ".join(wrk_argv(0)).replace(":0/", ":PORT/") + f" (after a {WARMUP_SECONDS} s warm-up)",
         rounds=tuple(results),
         untraced=summarize(untraced),
         traced=summarize(traced),
@@ -123,10 +124,15 @@ def _load(engine: Engine, container_id: str) -> WrkResult:
     if host_port is None:
         raise RuntimeError(f"nginx exited before port {PORT} was published: {engine.logs(container_id)}")
     _await_ready(host_port)
-    done = subprocess.run(wrk_argv(host_port), capture_output=True, text=True, timeout=WRK_SECONDS + 60)
+    _wrk(host_port, WARMUP_SECONDS)
+    return parse_wrk(_wrk(host_port, WRK_SECONDS))
+
+
+def _wrk(host_port: int, seconds: int) -> str:
+    done = subprocess.run(wrk_argv(host_port, seconds), capture_output=True, text=True, timeout=seconds + 60)
     if done.returncode != 0:
         raise RuntimeError(f"wrk exited {done.returncode}: {(done.stderr or done.stdout).strip()[-200:]}")
-    return parse_wrk(done.stdout)
+    return done.stdout
 
 
 def _await_ready(host_port: int) -> None:

@@ -10,6 +10,8 @@ from typing import Mapping, Protocol
 from slim.engine import Engine
 from slim.model import ProbeOutcome
 
+from .listening import Readiness
+
 # The only address probes ever talk to: containers publish their ports on the host's loopback.
 LOOPBACK = "127.0.0.1"
 
@@ -26,6 +28,8 @@ class Target:
     ports: Mapping[int, int]  # container TCP port -> host port on `host`
     # time.monotonic() after which probes stop waiting: the run's overall budget for probes.
     deadline: float = math.inf
+    # What the wait for the container's ports saw before the probes ran; None: there was no such wait.
+    readiness: Readiness | None = None
 
     def seconds_left(self) -> float:
         return max(0.0, self.deadline - time.monotonic())

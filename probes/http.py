@@ -10,6 +10,7 @@ import hashlib
 import http.client
 import math
 import re
+import socket
 import ssl
 import time
 from collections import Counter, deque
@@ -24,6 +25,9 @@ from slim.model import ProbeOutcome
 from .base import Target
 
 REQUEST_TIMEOUT = 10.0  # seconds for one request, answer and body included
+# Seconds for a TLS handshake when detecting TLS: a TLS server answers a ClientHello at once, while a server
+# of another protocol (redis) may wait silently for the rest of a "command" until the request times out.
+TLS_HANDSHAKE_TIMEOUT = 3.0
 RETRY_INTERVAL = 0.2  # seconds between readiness attempts
 CHUNK = 64 * 1024
 HTML_LIMIT = 2 * 1024 * 1024  # links are looked for in the first bytes of a page only
@@ -82,6 +86,17 @@ def unverified_tls() -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def handshake(host: str, port: int, deadline: float) -> None:
+    """A TLS handshake with the server, nothing sent after it; raises OSError (TimeoutError) if none."""
+    timeout = deadline - time.monotonic()
+    if timeout <= 0:
+        raise TimeoutError("probe budget used up")
+    with socket.create_connection((host, port), timeout=timeout) as plain:
+        plain.settimeout(max(0.001, deadline - time.monotonic()))
+        with unverified_tls().wrap_socket(plain, server_hostname=host):
+            pass
 
 
 class _LinkParser(HTMLParser):
@@ -203,6 +218,14 @@ class NotReady(Exception):
     """The port never answered HTTP; the message says why."""
 
 
+class NotHttp(Exception):
+    """The port listens in the container but what answers there is not HTTP."""
+
+
+# The fingerprint of a port that listens but does not speak HTTP: the slimmed image must do the same.
+NOT_HTTP = {"listening": True, "http": False}
+
+
 @dataclass(frozen=True)
 class Visit:
     """One request of the probe and what came of it."""
@@ -223,6 +246,9 @@ class HttpProbe:
     ready_timeout: float = 30.0
     tls: bool | None = None  # None: detect
     requests: tuple[HttpRequest, ...] = ()
+    # The user asked for HTTP on this port (--http-port, probe-file requests). A default probe of an exposed
+    # port accepts a server that listens but speaks another protocol (redis, postgres): "listening, not HTTP".
+    require_http: bool = False
 
     @property
     def name(self) -> str:
@@ -233,10 +259,16 @@ class HttpProbe:
         return (self.port,)
 
     def run(self, target: Target) -> ProbeOutcome:
+        if self.port not in target.ports:
+            return ProbeOutcome(self.name, False, f"port {self.port} is not published (has the container stopped?)")
         try:
-            origin = self.await_ready(target)
+            origin = self._origin(target)
         except NotReady as error:
             return ProbeOutcome(self.name, False, str(error))
+        except NotHttp as error:
+            if self.require_http:
+                return ProbeOutcome(self.name, False, str(error), dict(NOT_HTTP))
+            return ProbeOutcome(self.name, True, "listening, not HTTP", dict(NOT_HTTP))
         visits = []
         declared = (_visit(origin, request, target.deadline)[0] for request in self.requests)
         for visit in chain(self._crawl(origin, target.deadline), declared):
@@ -244,6 +276,20 @@ class HttpProbe:
             if visit.status is None:  # the server stopped answering: the rest would only time out
                 break
         return _outcome(self.name, visits)
+
+    def _origin(self, target: Target) -> Origin:
+        """Where to send requests. When the wait for the container's ports watched its sockets, one exchange
+        tells whether a listening port speaks HTTP (raises NotHttp if not); else wait for an answer."""
+        readiness = target.readiness
+        if readiness is None or not readiness.observed or self.port not in readiness.ports:
+            return self.await_ready(target)
+        if why := readiness.why_not(self.port):
+            raise NotReady(why)
+        deadline = min(time.monotonic() + self.ready_timeout, target.deadline)
+        answered = self._answering_origin(target.host, target.ports[self.port], deadline)
+        if isinstance(answered, Origin):
+            return answered
+        raise NotHttp(f"port {self.port} listens but does not answer HTTP ({describe(answered)})")
 
     def await_ready(self, target: Target) -> Origin:
         """The origin serving on the port once a whole HTTP exchange succeeds; raises NotReady.
@@ -273,6 +319,8 @@ class HttpProbe:
         for scheme in schemes:
             origin = Origin(scheme, host, port)
             try:
+                if scheme == "https" and self.tls is None:
+                    handshake(host, port, min(deadline, time.monotonic() + TLS_HANDSHAKE_TIMEOUT))
                 fetch(origin, HttpRequest("/"), deadline)
                 return origin
             except NO_ANSWER as error:

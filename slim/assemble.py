@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Iterable, Iterator, Mapping
 
 from .engine import Engine
-from .errors import SlimError
+from .errors import ImageNotFound, SlimError
 from .model import ROOT, BuiltImage, Closure, EntryKind, FileEntry, ImageFacts, ImagePlan
 from .rootfs import CHUNK, XATTR_RECORD, RootFS
 
@@ -42,14 +42,6 @@ class InconsistentPlan(SlimError):
 
 
 @dataclasses.dataclass(frozen=True)
-class PlatformPlan(ImagePlan):
-    """model.ImagePlan plus the platform the image config must name, which model.ImagePlan lacks."""
-
-    os: str
-    architecture: str
-
-
-@dataclasses.dataclass(frozen=True)
 class LayerInfo:
     diff_id: str  # "sha256:<hex of the uncompressed tar>"
     size: int  # uncompressed tar bytes
@@ -60,8 +52,8 @@ class LayerInfo:
 # ---------------------------------------------------------------- plan
 
 
-def plan_image(closure: Closure, rootfs: RootFS, facts: ImageFacts) -> PlatformPlan:
-    return PlatformPlan(
+def plan_image(closure: Closure, rootfs: RootFS, facts: ImageFacts) -> ImagePlan:
+    return ImagePlan(
         entries=tuple(sorted((_kept_entry(path, closure, rootfs) for path in closure.kept), key=_by_path)),
         config=_slim_config(facts),
         created=facts.created,
@@ -166,7 +158,7 @@ class _MeasuringSink:
 # ---------------------------------------------------------------- the image
 
 
-def image_archive(plan: PlatformPlan, layer_path: Path, layer: LayerInfo) -> Iterator[bytes]:
+def image_archive(plan: ImagePlan, layer_path: Path, layer: LayerInfo) -> Iterator[bytes]:
     """The image as a `docker save` tar stream, untagged (tags come after verification)."""
     config = _json(_image_config(plan, layer))
     config_name = f"{hashlib.sha256(config).hexdigest()}.json"
@@ -179,7 +171,7 @@ def image_archive(plan: PlatformPlan, layer_path: Path, layer: LayerInfo) -> Ite
     yield tarfile.NUL * (2 * tarfile.BLOCKSIZE)  # end of archive
 
 
-def _image_config(plan: PlatformPlan, layer: LayerInfo) -> Mapping[str, Any]:
+def _image_config(plan: ImagePlan, layer: LayerInfo) -> Mapping[str, Any]:
     return {
         "architecture": plan.architecture,
         "os": plan.os,
@@ -202,14 +194,18 @@ def _archive_member(name: str, chunks: Iterable[bytes], size: int) -> Iterator[b
     yield tarfile.NUL * (-size % tarfile.BLOCKSIZE)
 
 
-def build_image(engine: Engine, plan: PlatformPlan, rootfs: RootFS, workdir: Path) -> BuiltImage:
+def build_image(engine: Engine, plan: ImagePlan, rootfs: RootFS, workdir: Path) -> BuiltImage:
     workdir.mkdir(parents=True, exist_ok=True)
     layer_path = workdir / "layer.tar"
     with layer_path.open("wb") as out:
         layer = write_layer(plan, rootfs, out)
+    # The same input gives the same image id: if the engine already holds it, it is not ours to remove.
+    config_digest = "sha256:" + hashlib.sha256(_json(_image_config(plan, layer))).hexdigest()
+    preexisting = _exists(engine, config_digest)
     image_id = engine.load_image(image_archive(plan, layer_path, layer))
     return BuiltImage(
         id=image_id,
+        preexisting=preexisting,
         tag=None,
         layer_diff_id=layer.diff_id,
         layer_size=layer.size,
@@ -217,3 +213,11 @@ def build_image(engine: Engine, plan: PlatformPlan, rootfs: RootFS, workdir: Pat
         size=engine.inspect_image(image_id).size,
         files=layer.files,
     )
+
+
+def _exists(engine: Engine, image_id: str) -> bool:
+    try:
+        engine.inspect_image(image_id)
+    except ImageNotFound:
+        return False
+    return True

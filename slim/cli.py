@@ -1,6 +1,7 @@
 """Command line: parse argv into option values, call the pipeline, render. No logic lives here."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -126,6 +127,9 @@ def run_options(function):
                      help="Bind mount for the runs, HOST:CONTAINER[:ro|rw]. Repeatable."),
         click.option("--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
                      help="Seconds a batch run may take, and the budget for probes of a server."),
+        click.option("--ready-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+                     help="Seconds to wait for a server to listen on its ports before probing, and for a "
+                          "failing --exec probe to start passing (pg_isready right after start)."),
         click.option("--continue-after", type=ContinueAfter(), default="probes", show_default=True,
                      help="When to stop a server run: after the probes, when it exits, or after SECONDS more."),
         click.option("--probe-failure", type=click.Choice(["error", "warn"]), default="error", show_default=True,
@@ -148,6 +152,7 @@ def _run_options(kwargs) -> RunOptions:
         host_probes=tuple(kwargs["host_probes"]),
         probe_file=kwargs["probe_file"],
         timeout=kwargs["timeout"],
+        ready_timeout=kwargs["ready_timeout"],
         continue_after=kwargs["continue_after"],
         probe_failure=kwargs["probe_failure"],
     )
@@ -194,6 +199,61 @@ def build(image, tag, include_paths, exclude_paths, no_verify, keep_unverified, 
         render_summary(out_console, result.report, result.report_path)
 
 
+@cli.command()
+@click.argument("original")
+@click.argument("slimmed")
+@run_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout instead of a table.")
+def verify(original, slimmed, as_json, **kwargs):
+    """Check that SLIMMED behaves like ORIGINAL: the same probes against both (exit 0 when equal, 6 when not).
+
+    SLIMMED runs with ORIGINAL's command and the run options given, as `slim build` verifies its result.
+
+    Example: slim verify nginx:latest nginx.slim:latest --exec "nginx -t"
+    """
+    from .adapters.engine import DockerEngine
+    from .errors import VerificationFailed
+    from .pipeline import VerifyOptions, verify_images
+
+    options = VerifyOptions(original=original, slimmed=slimmed, run=_run_options(kwargs))
+    with _progress() as on_stage:
+        result = verify_images(DockerEngine(), options, on_stage)
+    verification = result.verification
+    if as_json:
+        click.echo(json.dumps(_verify_data(result), indent=2))
+    else:
+        _render_verification(result)
+    if not verification.passed:
+        raise VerificationFailed(f"{slimmed} does not behave like {original} ({verification.summary()})")
+
+
+def _verify_data(result) -> dict:
+    def image(facts):
+        return {"ref": facts.ref, "id": facts.id, "size": facts.size}
+
+    verification = result.verification
+    return {
+        "original": image(result.original),
+        "slimmed": image(result.slimmed),
+        # The same shape as the verification section of a build report.
+        "verification": {"status": "passed" if verification.passed else "failed", **dataclasses.asdict(verification)},
+        "timings": dict(result.timings),
+    }
+
+
+def _render_verification(result) -> None:
+    verification = result.verification
+    for comparison in verification.comparisons:
+        mark = "[green]same[/]" if comparison.same else "[bold red]DIFFERS[/]"
+        out_console.print(f"{mark}  {comparison.probe}: original {comparison.original} / slimmed {comparison.slimmed}")
+    for problem in verification.invariant_failures:
+        out_console.print(f"[bold red]invariant[/]  {problem}")
+    checks = len(verification.comparisons)
+    verdict = "[bold green]passed[/]" if verification.passed else "[bold red]FAILED[/]"
+    out_console.print(f"verification: {verdict} ({checks} checks, {len(verification.invariant_failures)} "
+                      f"invariant failures; {result.original.ref} -> {result.slimmed.ref})")
+
+
 class _progress:
     """A spinner per stage on a terminal; plain `==> stage` lines in CI logs."""
 
@@ -220,6 +280,8 @@ class _progress:
 def main() -> None:
     """Run the CLI with our exit-code contract: one `Error:` line, never a traceback for user errors."""
     signal.signal(signal.SIGTERM, _interrupt)
+    # A shell starts background jobs with SIGINT ignored; we still want Ctrl-C/kill -INT to clean up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         code = cli.main(prog_name="slim", standalone_mode=False)
     except click.ClickException as e:

@@ -11,6 +11,7 @@ from typing import Callable
 
 from probes import LOOPBACK, Probe, Target
 from probes.base import command_outcome
+from probes.listening import await_listening
 
 from .engine import Engine
 from .errors import UsageError
@@ -30,6 +31,8 @@ class ExercisePlan:
     continue_after: str = "probes"
     settle: float = 1.0  # seconds for start-up work the app finishes after the probes (lazy writes)
     publish: tuple[int, ...] = ()  # container ports host probes need besides the probes' own
+    # server: seconds to wait, before any probe runs, until every port of `ports` listens in the container
+    ready_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         # Verification pairs the outcomes of two runs by probe name.
@@ -66,12 +69,16 @@ def _batch(engine: Engine, container_id: str, plan: ExercisePlan) -> RunOutcome:
 
 
 def _serve(engine: Engine, container_id: str, plan: ExercisePlan, mark_phase: Callable[[str], None]) -> RunOutcome:
+    deadline = time.monotonic() + plan.timeout
+    # No probe runs before the server listens, so an exec probe does not race its start-up either.
+    readiness = await_listening(engine, container_id, plan.ports, min(plan.ready_timeout, plan.timeout))
     target = Target(
         engine=engine,
         container_id=container_id,
         host=LOOPBACK,
         ports=_published(engine, container_id, plan.ports),
-        deadline=time.monotonic() + plan.timeout,
+        deadline=deadline,
+        readiness=readiness,
     )
     outcomes = tuple(_probe(probe, target, plan.timeout, mark_phase) for probe in plan.probes)
     mark_phase(AFTER_PROBES)

@@ -225,6 +225,8 @@ class ImagePlan:
     config: Mapping[str, Any]  # Docker Config object for the new image (original + our label)
     created: str  # copied from the source image so the same input gives the same image id
     source_id: str
+    os: str = "linux"
+    architecture: str = "amd64"
 
 
 @dataclass(frozen=True)
@@ -236,6 +238,7 @@ class BuiltImage:
     compressed_size: int  # gzip size of the layer, what a registry would store
     size: int  # as the engine counts it
     files: int
+    preexisting: bool = False  # the engine already held this exact image (same input as an earlier build)
 
 
 # ---------------------------------------------------------------- verify
@@ -247,6 +250,7 @@ class ProbeComparison:
     original: str
     slimmed: str
     same: bool
+    checked: tuple[str, ...] = ()  # the fingerprint keys compared, e.g. "GET /a.html" for each URL visited
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""`slim build`: the one place that calls the stages in order.
+"""`slim build` and `slim verify`: the one place that calls the stages in order.
 
-    inspect -> index rootfs -> run and trace -> closure -> assemble -> verify -> report
+    build:  inspect -> index rootfs -> run and trace -> closure -> assemble -> verify -> report
+    verify: inspect both -> index both -> run the original -> verify the other against it
 
 An ExitStack owns every resource we create (temp dirs, containers, the unverified image), so an error or
 Ctrl-C at any point leaves nothing of ours behind. Stages never print: progress goes through `on_stage`.
@@ -8,6 +9,7 @@ Ctrl-C at any point leaves nothing of ours behind. Stages never print: progress 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -19,11 +21,12 @@ from . import verify as verification
 from .assemble import build_image, plan_image
 from .closure import ClosureOptions, compute_closure
 from .engine import BindMount, ContainerSpec, Engine
-from .errors import ApplicationFailed, UsageError, VerificationFailed
+from .errors import ApplicationFailed, SlimError, UsageError, VerificationFailed
 from .exercise import ExercisePlan, exercise
-from .model import BuiltImage, ImageFacts, RunOutcome, Trace
+from .model import BuiltImage, ImageFacts, RunOutcome, Trace, Verification
 from .report import Report, build_report
 from .rootfs import RootFS, spool_image
+from .sizes import BackgroundGzip
 from .tracing import run_traced
 from probes import ExecProbe, HostExecProbe, HttpProbe, Probe
 from probes.probefile import ProbeFile, load_probe_file
@@ -45,6 +48,8 @@ class RunOptions:
     host_probes: tuple[str, ...] = ()
     probe_file: Path | None = None
     timeout: float = 120.0
+    # Seconds to wait for the server to listen on its ports, and for a failing exec probe to start passing.
+    ready_timeout: float = 30.0
     continue_after: str = "probes"
     probe_failure: str = "error"  # or "warn": carry on when a probe fails on the original
 
@@ -65,6 +70,21 @@ class BuildOptions:
 class BuildResult:
     report: Report
     report_path: Path
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    original: str
+    slimmed: str  # any image: it runs with the original's command and settings
+    run: RunOptions = RunOptions()
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    original: ImageFacts
+    slimmed: ImageFacts
+    verification: Verification
+    timings: Mapping[str, float]
 
 
 class _Timer:
@@ -103,9 +123,13 @@ def build(engine: Engine, options: BuildOptions, on_stage: StageCallback = lambd
             tag = options.tag or default_tag(facts)
             _check_tag(tag, facts)
             plan = exercise_plan(facts, options.run)
-            spec = container_spec(facts.id, facts, options.run)
+            spec = container_spec(facts.id, facts, options.run, plan)
         with timer.stage("index"):
-            rootfs = RootFS.from_layers(spool_image(engine, facts.id, workdir / "source"))
+            source_tars = spool_image(engine, facts.id, workdir / "source")
+            # What a registry would store of the original, measured on a thread while the build goes on.
+            source_gzip = BackgroundGzip(source_tars)
+            cleanup.callback(source_gzip.close)
+            rootfs = RootFS.from_layers(source_tars)
         with timer.stage("trace"):
             trace = run_traced(engine, spec, lambda cid, mark: exercise(engine, cid, plan, mark))
             _require_healthy_original(trace.run, options.run.probe_failure)
@@ -123,48 +147,106 @@ def build(engine: Engine, options: BuildOptions, on_stage: StageCallback = lambd
         result = None
         if options.verify:
             with timer.stage("verify"):
-                result = verification.verify(engine, facts, built, spec, plan, trace.run, rootfs, workdir / "verify")
+                slimmed = engine.inspect_image(built.id)
+                slimmed_root = RootFS.from_layers(spool_image(engine, built.id, workdir / "verify"))
+                result = verification.verify(engine, facts, slimmed, slimmed_root, spec, plan, trace.run, rootfs)
+                if not result.passed:
+                    result = _with_hints(engine, result, trace, dataclasses.replace(spec, image=built.id), plan,
+                                         rootfs, slimmed_root)
         if result is None or result.passed or options.keep_unverified:
             engine.tag_image(built.id, tag)
             tagged = True
-        report = build_report(facts, rootfs, trace, closure, built, tag if tagged else None, result, timer.seconds)
+        with timer.stage("measure"):
+            source_layers = source_gzip.result()
+        report = build_report(
+            facts, rootfs, trace, closure, built, tag if tagged else None, result, timer.seconds,
+            source_layers=source_layers, include_paths=options.include_paths, exclude_paths=options.exclude_paths,
+        )
         report_path = options.report_path or Path(_report_name(facts))
         report.write(report_path)
         if result is not None and not result.passed:
+            hint = f"; likely missing: {', '.join(result.missing_in_slimmed[:3])}" if result.missing_in_slimmed else ""
             raise VerificationFailed(
-                f"the slimmed image does not behave like the original ({result.summary()}); report: {report_path}"
+                f"the slimmed image does not behave like the original ({result.summary()}){hint}; "
+                f"report: {report_path}"
             )
         return BuildResult(report, report_path)
 
 
+def verify_images(engine: Engine, options: VerifyOptions, on_stage: StageCallback = lambda _: None) -> VerifyResult:
+    """`slim verify`: the same probes against both images (untraced), and the static invariants of the
+    slimmed one with the original's filesystem as the baseline."""
+    timer = _Timer(on_stage)
+    with contextlib.ExitStack() as cleanup:
+        workdir = Path(tempfile.mkdtemp(prefix="slimtrace-"))
+        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+        with timer.stage("inspect"):
+            facts = engine.inspect_image(options.original)
+            slimmed = engine.inspect_image(options.slimmed)
+            plan = exercise_plan(facts, options.run)
+            spec = container_spec(facts.id, facts, options.run, plan)
+        with timer.stage("index"):
+            original_root = RootFS.from_layers(spool_image(engine, facts.id, workdir / "original"))
+            slimmed_root = RootFS.from_layers(spool_image(engine, slimmed.id, workdir / "slimmed"))
+        with timer.stage("run"):
+            original = verification.run_exercised(engine, spec, plan)
+            _require_healthy_original(original, options.run.probe_failure)
+        with timer.stage("verify"):
+            result = verification.verify(engine, facts, slimmed, slimmed_root, spec, plan, original, original_root)
+    return VerifyResult(facts, slimmed, result, timer.seconds)
+
+
 def exercise_plan(facts: ImageFacts, run: RunOptions) -> ExercisePlan:
-    """Server images get probed then stopped; images without ports or probes are batch jobs run to exit."""
+    """Server images get probed then stopped; images without ports or probes are batch jobs run to exit.
+
+    Every exposed port (or --http-port instead) gets an HTTP probe, and so does every other port the probe
+    file sends requests to. Only an exposed port nobody asked HTTP of may answer in another protocol.
+    """
     probe_file = load_probe_file(run.probe_file) if run.probe_file else ProbeFile()
     ports = run.http_ports or facts.exposed_tcp_ports
-    probes: list[Probe] = [
-        HttpProbe(port, requests=probe_file.requests_for(port, default_port=ports[0] if ports else None))
-        for port in ports
-    ]
-    probes += [ExecProbe(argv) for argv in run.exec_probes + probe_file.exec]
+    default_port = ports[0] if ports else None
+    if default_port is None and any(request.port is None for request in probe_file.http):
+        raise UsageError(
+            f"{run.probe_file}: an http request names no port and the image exposes none (add port: or --http-port)"
+        )
+    declared = {request.port or default_port for request in probe_file.http}
+    probes: list[Probe] = []
+    for port in (*ports, *sorted(declared - set(ports))):
+        requests = probe_file.requests_for(port, default_port=default_port)
+        probes.append(
+            HttpProbe(
+                port,
+                paths=("/",) if port in ports else (),  # a port only the probe file names gets its requests only
+                requests=requests,
+                require_http=bool(run.http_ports) or bool(requests),
+                ready_timeout=run.ready_timeout,
+            )
+        )
+    probes += [ExecProbe(argv, ready_timeout=run.ready_timeout) for argv in run.exec_probes + probe_file.exec]
     probes += [HostExecProbe(command) for command in run.host_probes + probe_file.host]
     mode = "server" if probes else "batch"
-    return ExercisePlan(probes=tuple(probes), mode=mode, timeout=run.timeout, continue_after=run.continue_after)
+    return ExercisePlan(
+        probes=tuple(probes),
+        mode=mode,
+        timeout=run.timeout,
+        continue_after=run.continue_after,
+        ready_timeout=run.ready_timeout,
+    )
 
 
-def container_spec(image: str, facts: ImageFacts, run: RunOptions) -> ContainerSpec:
+def container_spec(image: str, facts: ImageFacts, run: RunOptions, plan: ExercisePlan) -> ContainerSpec:
     """The explicit argv and run settings shared by the traced run and the verification runs."""
     command = run.cmd if run.cmd is not None else facts.cmd
     argv = facts.entrypoint + command
     if not argv:
         raise ApplicationFailed(f"image {facts.ref!r} has no Entrypoint or Cmd: nothing to run (give --cmd)")
-    ports = run.http_ports or facts.exposed_tcp_ports
     return ContainerSpec(
         image=image,
         entrypoint=argv[:1],
         command=argv[1:],
         env=dict(run.env),
         user=run.user,
-        publish_tcp=tuple(ports),
+        publish_tcp=plan.ports,
         mounts=run.mounts,
         network=run.network,
     )
@@ -190,13 +272,32 @@ def _require_healthy_original(run: RunOutcome, probe_failure: str) -> None:
         )
 
 
-def _tail(run: RunOutcome) -> str:
-    last = run.output_tail.strip().splitlines()[-1:] if run.output_tail else []
-    return f"; last output: {last[0][:200]}" if last else ""
+def _tail(run: RunOutcome, lines: int = 3) -> str:
+    last = [line.strip()[:200] for line in run.output_tail.strip().splitlines() if line.strip()][-lines:]
+    return f"; last output: {' | '.join(last)}" if last else ""
+
+
+def _with_hints(
+    engine: Engine,
+    result: Verification,
+    original: Trace,
+    slimmed_spec: ContainerSpec,
+    plan: ExercisePlan,
+    original_root: RootFS,
+    slimmed_root: RootFS,
+) -> Verification:
+    """Only when verification failed: run the slimmed image once more, traced, and name the files the
+    original used that it lacks. A hint is a bonus: if this run fails, the verification result stands."""
+    try:
+        slimmed = run_traced(engine, slimmed_spec, lambda cid, mark: exercise(engine, cid, plan, mark))
+    except SlimError:
+        return result
+    missing = verification.likely_missing(original, slimmed, original_root, slimmed_root)
+    return dataclasses.replace(result, missing_in_slimmed=missing)
 
 
 def _remove_unless_tagged(engine: Engine, built: BuiltImage, tagged: Callable[[], bool]) -> None:
-    if not tagged():
+    if not tagged() and not built.preexisting:
         engine.remove_image(built.id)
 
 

@@ -11,11 +11,13 @@ import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from . import __version__
+from .errors import UsageError
 from .model import BuiltImage, Closure, EntryKind, ImageFacts, Trace, Verification
 from .rootfs import RootFS
+from .sizes import LayerSizes
 
 SCHEMA_VERSION = 1
 LARGEST_REMOVED = 20
@@ -30,13 +32,50 @@ class Report:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".slim-report-")
         with os.fdopen(fd, "w") as out:
-            json.dump(self.data, out, indent=2, sort_keys=False)
+            out.write(json_text(self.data))
             out.write("\n")
         os.replace(temp, path)
 
     @classmethod
     def read(cls, path: Path) -> "Report":
         return cls(json.loads(path.read_text()))
+
+    @classmethod
+    def load(cls, path: Path) -> "Report":
+        """A report given on the command line: anything that is not one is a usage error, in one line."""
+        try:
+            data = json.loads(path.read_text())
+        except OSError as e:
+            raise InvalidReport(path, e.strerror or str(e)) from e
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InvalidReport(path, f"not JSON ({e})") from e
+        if not isinstance(data, dict) or "schema_version" not in data:
+            raise InvalidReport(path, "not a slimtrace build report (no schema_version)")
+        if data["schema_version"] != SCHEMA_VERSION:
+            raise InvalidReport(path, f"schema version {data['schema_version']!r}; this slimtrace reads {SCHEMA_VERSION}")
+        missing = [key for key in ("source", "result", "verification", "kept", "removed") if key not in data]
+        if missing:
+            raise InvalidReport(path, f"incomplete report: no {', '.join(missing)}")
+        return cls(data)
+
+
+class InvalidReport(UsageError):
+    def __init__(self, path: Path, why: str):
+        super().__init__(f"{path}: {why}")
+
+
+def json_text(value: Any, depth: int = 0) -> str:
+    """Indented JSON, except that a list of plain values stays on one line: the removed-file pairs
+    ["/usr/bin/perl", 3804464] then take one line each, which keeps big reports readable and small."""
+    pad = "  " * (depth + 1)
+    if isinstance(value, Mapping) and value:
+        items = (f"{pad}{json.dumps(key)}: {json_text(item, depth + 1)}" for key, item in value.items())
+    elif isinstance(value, (list, tuple)) and any(isinstance(item, (Mapping, list, tuple)) for item in value):
+        items = (f"{pad}{json_text(item, depth + 1)}" for item in value)
+    else:
+        return json.dumps(value)
+    opening, closing = ("{", "}") if isinstance(value, Mapping) else ("[", "]")
+    return opening + "\n" + ",\n".join(items) + "\n" + "  " * depth + closing
 
 
 def build_report(
@@ -48,6 +87,9 @@ def build_report(
     tag: str | None,
     verification: Verification | None,
     timings: Mapping[str, float],
+    source_layers: LayerSizes | None = None,
+    include_paths: Iterable[PurePosixPath] = (),
+    exclude_paths: Iterable[PurePosixPath] = (),
 ) -> Report:
     kept = _kept_files(rootfs, closure)
     return Report(
@@ -59,6 +101,9 @@ def build_report(
                 "id": facts.id,
                 "size": facts.size,
                 "files": sum(1 for entry in rootfs.entries.values() if entry.kind is EntryKind.FILE),
+                "layers": source_layers.layers if source_layers else None,
+                "layer_size": source_layers.size if source_layers else None,
+                "compressed_size": source_layers.compressed_size if source_layers else None,
             },
             "result": {
                 "id": built.id,
@@ -80,11 +125,20 @@ def build_report(
             },
             "run": _run_section(trace),
             "verification": _verification_section(verification),
+            "options": {
+                "include_paths": [str(path) for path in include_paths],
+                "exclude_paths": [str(path) for path in exclude_paths],
+            },
             "bytes_by_reason": _bytes_by_reason(kept),
+            "kept_totals": _kept_totals(kept),
             "removed": _removed_section(rootfs, closure),
             "warnings": list(closure.warnings),
             "timings": dict(timings),
             "kept": kept,
+            # Enough to answer `slim explain` for any removed path, one line per entry: [path, size] and
+            # [path, symlink target].
+            "removed_files": [[str(e.path), e.size] for e in _removed(rootfs, closure, EntryKind.FILE)],
+            "removed_symlinks": [[str(e.path), e.link_target] for e in _removed(rootfs, closure, EntryKind.SYMLINK)],
         }
     )
 
@@ -95,17 +149,34 @@ def _kept_files(rootfs: RootFS, closure: Closure) -> list[dict[str, Any]]:
         entry = rootfs.get(path)
         if entry is None:
             continue
-        items.append(
-            {
-                "path": str(path),
-                "kind": entry.kind.value,
-                "size": entry.size,
-                "reasons": [
-                    {"kind": r.kind.value, "source": r.source, "detail": r.detail} for r in closure.kept[path]
-                ],
-            }
-        )
+        item = {
+            "path": str(path),
+            "kind": entry.kind.value,
+            "size": entry.size,
+            "reasons": [
+                {"kind": r.kind.value, "source": r.source, "detail": r.detail} for r in closure.kept[path]
+            ],
+        }
+        if entry.kind is EntryKind.SYMLINK:
+            item["target"] = entry.link_target
+        items.append(item)
     return items
+
+
+def _kept_totals(kept: list[dict[str, Any]]) -> dict[str, Any]:
+    files = [item for item in kept if item["kind"] == EntryKind.FILE.value]
+    by_top: Counter[str] = Counter()
+    for item in files:
+        by_top[_top_dir(PurePosixPath(item["path"]))] += item["size"]
+    return {
+        "files": len(files),
+        "bytes": sum(item["size"] for item in files),
+        "bytes_by_top_dir": dict(sorted(by_top.items())),
+    }
+
+
+def _removed(rootfs: RootFS, closure: Closure, kind: EntryKind) -> list:
+    return [entry for path, entry in rootfs.entries.items() if path not in closure.kept and entry.kind is kind]
 
 
 def _bytes_by_reason(kept: list[dict[str, Any]]) -> dict[str, int]:

@@ -493,11 +493,14 @@ class LayerIndex:
     shared_data: frozenset[PurePosixPath] = frozenset()
 
 
-def index_layers(layer_tars: Sequence[Path]) -> list[LayerIndex]:
-    """Each layer's own listing, bottom layer first (RootFS.from_layers gives the merged view)."""
+def index_layers(layer_tars: Sequence[Path]) -> tuple[RootFS, list[LayerIndex]]:
+    """The merged view (as RootFS.from_layers builds it) and each layer's own listing, bottom layer
+    first, reading every tar once."""
+    merge = _Merge()
     indexes = []
     for number, tar in enumerate(layer_tars):
         layer = _read_layer(number, tar)
+        merge.apply(layer)
         first_name: dict[tuple[int, int], str] = {}
         for key, (_, blob) in sorted(layer.members.items()):
             if blob is not None:
@@ -514,7 +517,7 @@ def index_layers(layer_tars: Sequence[Path]) -> list[LayerIndex]:
                 ),
             )
         )
-    return indexes
+    return RootFS(layer_tars, _with_hardlink_groups(merge.entries, merge.blobs), merge.blobs), indexes
 
 
 def saved_config(workdir: Path, image_id: str) -> dict:

@@ -1,21 +1,20 @@
 """Prove the slimmed image behaves like the original.
 
 Two kinds of evidence:
-- static invariants of the slimmed filesystem, checked before it runs (entrypoint, symlinks, libraries,
-  user), read back from the image the engine actually loaded;
+- static invariants of the slimmed image, checked before it runs (the run settings of its config, and
+  entrypoint, symlinks, libraries, user of its filesystem), read back from the image the engine loaded;
 - the same probes run against the slimmed image, each outcome compared with the original's.
 """
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from .closure import ClosureOptions, compute_closure
 from .engine import ContainerSpec, Engine
 from .exercise import ExercisePlan, exercise
 from .model import (
     Access,
-    BuiltImage,
     EntryKind,
     ImageFacts,
     ProbeComparison,
@@ -26,7 +25,7 @@ from .model import (
     TraceHealth,
     Verification,
 )
-from .rootfs import RootFS, spool_image
+from .rootfs import RootFS
 
 NOT_RUN = RunOutcome(mode="batch", exit_code=None, running_after_probes=False, probes=())
 
@@ -34,18 +33,52 @@ NOT_RUN = RunOutcome(mode="batch", exit_code=None, running_after_probes=False, p
 def verify(
     engine: Engine,
     facts: ImageFacts,
-    built: BuiltImage,
+    slimmed: ImageFacts,
+    slimmed_root: RootFS,
     spec: ContainerSpec,
     plan: ExercisePlan,
     original: RunOutcome,
     original_root: RootFS,
-    workdir: Path,
 ) -> Verification:
-    """`original` is the outcome of the traced run of the source image under the same spec and probes."""
-    slimmed_root = RootFS.from_layers(spool_image(engine, built.id, workdir))
-    failures = check_filesystem(slimmed_root, facts, original_root)
-    slimmed = run_exercised(engine, dataclasses.replace(spec, image=built.id), plan)
-    return Verification(invariant_failures=tuple(failures), comparisons=compare_runs(original, slimmed))
+    """Check `slimmed` (its facts and filesystem) against the original, then run it as `spec` says (with
+    `spec.image` replaced) under `plan` and compare with `original`, the outcome of the original image
+    under the same spec and probes."""
+    failures = config_problems(facts, slimmed) + check_filesystem(slimmed_root, facts, original_root)
+    run = run_exercised(engine, dataclasses.replace(spec, image=slimmed.id), plan)
+    return Verification(invariant_failures=tuple(failures), comparisons=compare_runs(original, run))
+
+
+# The config keys that decide how a container of the image runs: the slimmed image must keep them all.
+RUN_CONFIG_KEYS = (
+    "Entrypoint", "Cmd", "Env", "WorkingDir", "User", "ExposedPorts", "Volumes", "StopSignal", "Healthcheck", "Shell",
+)
+
+
+def config_problems(original: ImageFacts, slimmed: ImageFacts) -> list[str]:
+    """One line per run setting of the image config that differs (empty and absent count as equal)."""
+    return [
+        f"config {key}: {slimmed.config.get(key)!r}, the original has {original.config.get(key)!r}"
+        for key in RUN_CONFIG_KEYS
+        if (original.config.get(key) or None) != (slimmed.config.get(key) or None)
+    ]
+
+
+MISSING_LIMIT = 50  # hints reported at most
+
+
+def likely_missing(original: Trace, slimmed: Trace, original_root: RootFS, slimmed_root: RootFS) -> tuple[str, ...]:
+    """Files of the original image its traced run opened, that the slimmed run did not open and that the
+    slimmed image lacks: the likely cause of a divergence. (fanotify reports only opens that succeed, so
+    the slimmed run's failed opens cannot be seen directly.)"""
+    opened = {traced.path for traced in slimmed.paths}
+    missing = (
+        traced.path
+        for traced in original.paths
+        if traced.path not in opened
+        and original_root.resolve(traced.path).exists
+        and not slimmed_root.resolve(traced.path).exists
+    )
+    return tuple(str(path) for path in missing)[:MISSING_LIMIT]
 
 
 def check_filesystem(root: RootFS, facts: ImageFacts, original: RootFS | None = None) -> list[str]:
@@ -113,11 +146,12 @@ def compare_runs(original: RunOutcome, slimmed: RunOutcome) -> tuple[ProbeCompar
 
 
 def _compare_probe(original: ProbeOutcome, slimmed: ProbeOutcome | None) -> ProbeComparison:
+    checked = tuple(original.fingerprint)
     if slimmed is None:
-        return ProbeComparison(original.probe, original.detail, "not run", same=False)
+        return ProbeComparison(original.probe, original.detail, "not run", same=False, checked=checked)
     same = original.ok == slimmed.ok and dict(original.fingerprint) == dict(slimmed.fingerprint)
     slimmed_detail = slimmed.detail if same else _difference(original, slimmed)
-    return ProbeComparison(original.probe, original.detail, slimmed_detail, same=same)
+    return ProbeComparison(original.probe, original.detail, slimmed_detail, same=same, checked=checked)
 
 
 def _difference(original: ProbeOutcome, slimmed: ProbeOutcome) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import os
 import signal
 import threading
@@ -29,20 +30,34 @@ _UNREACHABLE = (docker.errors.DockerException, requests.exceptions.ConnectionErr
 
 
 def _translate(method):
-    """Turn SDK and transport failures into our one-line errors."""
+    """Turn SDK and transport failures into our one-line errors (for a generator: while it streams)."""
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def streaming(*args, **kwargs):
+            with _translated():
+                yield from method(*args, **kwargs)
+
+        return streaming
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
-        try:
+        with _translated():
             return method(*args, **kwargs)
-        except SlimError:
-            raise
-        except docker.errors.APIError as e:
-            raise SlimError(f"Docker engine error: {e.explanation or e}") from e
-        except _UNREACHABLE as e:
-            raise EngineUnreachable(_short(e)) from e
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _translated():
+    try:
+        yield
+    except SlimError:
+        raise
+    except docker.errors.APIError as e:
+        raise SlimError(f"Docker engine error: {e.explanation or e}") from e
+    except _UNREACHABLE as e:
+        raise EngineUnreachable(_short(e)) from e
 
 
 def _short(error: BaseException) -> str:

@@ -1,0 +1,205 @@
+"""A BenchRun as markdown (the tables in bench/results/*.md) and as JSON. Computes nothing it could not
+read from the run, except formatting and the targets' verdicts (bench.targets)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+from .model import STAGES, BenchRun, ImageResult, OverheadResult, ScalingPoint
+from .stats import human_bytes, human_seconds, linear_fit
+from .targets import evaluate
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> str:
+    """A GitHub markdown table. `align` has one letter per column, l or r (default: l); pipes are escaped."""
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    marks = {"l": "---", "r": "--:"}
+    rule = [marks[align[i]] if i < len(align) else "---" for i in range(len(headers))]
+    lines = [headers, rule, *rows]
+    return "\n".join("| " + " | ".join(cell(value) for value in line) + " |" for line in lines)
+
+
+def markdown(run: BenchRun, chart_name: str | None = None) -> str:
+    parts = [f"# slimtrace benchmarks, {run.date[:10]}", "", _machine(run), ""]
+    if run.images:
+        parts += ["## Corpus: size", "", _sizes(run.images), "", _size_notes(), "",
+                  "## Corpus: build time and memory", "", _costs(run.images), "", _cost_notes(), ""]
+    if run.overhead or run.overhead_error:
+        parts += ["## Tracing overhead (nginx under wrk)", "", _overhead(run.overhead, run.overhead_error), ""]
+    if run.scaling:
+        parts += ["## Scaling (synthetic images)", "", _scaling(run.scaling), "", _scaling_notes(run.scaling), ""]
+        if chart_name:
+            parts += [f"![build time and peak memory against image size]({chart_name})", ""]
+    parts += ["## Targets (from the issue; measured, not asserted)", "", _targets(run), ""]
+    if run.total_seconds is not None:
+        parts += [f"Whole run: {run.total_seconds / 60:.1f} min. Options: `{_options(run.options)}`.", ""]
+    return "\n".join(parts)
+
+
+def to_json(run: BenchRun) -> dict[str, Any]:
+    """Every field of the run, plus the derived numbers a reader of the JSON would otherwise recompute."""
+    data = dataclasses.asdict(run)
+    for image, out in zip(run.images, data["images"]):
+        out["ratio"] = image.ratio
+        out["over_floor"] = image.over_floor
+    if run.overhead is not None:
+        data["overhead"]["ratio_of_means"] = run.overhead.ratio_of_means
+    data["targets"] = [dataclasses.asdict(row) for row in evaluate(run)]
+    return data
+
+
+def _machine(run: BenchRun) -> str:
+    m = run.machine
+    rows = [
+        ("date (UTC)", run.date),
+        ("cores", m.cores),
+        ("memory", human_bytes(m.memory_bytes)),
+        ("OS, kernel", f"{m.os}, {m.kernel}"),
+        ("Docker engine", f"{m.engine_version} ({m.storage_driver})"),
+        ("Python", m.python),
+        ("slimtrace", f"{m.slimtrace_version} at {m.commit}"),
+    ]
+    return table(("machine", ""), rows)
+
+
+def _sizes(images: Sequence[ImageResult]) -> str:
+    rows = []
+    for image in images:
+        if image.error and image.slimmed_size is None:
+            rows.append((image.name, human_bytes(image.original_size), f"error: {image.error}", *["–"] * 8))
+            continue
+        rows.append((
+            image.name,
+            human_bytes(image.original_size),
+            human_bytes(image.slimmed_size),
+            human_bytes(image.compressed_size),
+            _x(image.ratio),
+            f"{_count(image.original_files)} → {_count(image.files_kept)}",
+            human_bytes(image.floor),
+            _x(image.over_floor, digits=2),
+            image.verification,
+            image.functional,
+            image.kind,
+        ))
+    headers = ("image", "original", "slimmed", "slimmed, gzip layer", "ratio", "files", "floor",
+               "slimmed / floor", "verification", "functional check", "app")
+    return table(headers, rows, "lrrrrrrrlll")
+
+
+def _size_notes() -> str:
+    return (
+        "*original* and *slimmed* are sizes as the engine counts them (uncompressed); *slimmed, gzip layer* is "
+        "what a registry would store. *floor* is the bytes of the files the traced run opened or executed: the "
+        "smallest image that could still work without stripping files. *verification* is slimtrace's own "
+        "check; *functional check* is bench's, comparing what a user of the app sees from the original and the "
+        "slimmed image."
+    )
+
+
+def _costs(images: Sequence[ImageResult]) -> str:
+    rows = [
+        (image.name, *(human_seconds(image.timings.get(stage)) for stage in STAGES),
+         human_seconds(image.wall_seconds), human_bytes(image.peak_rss))
+        for image in images
+    ]
+    return table(("image", *STAGES, "total (wall)", "peak RSS"), rows, "l" + "r" * (len(STAGES) + 2))
+
+
+def _cost_notes() -> str:
+    return (
+        "Seconds per pipeline stage as `slim build` reports them (*assemble* includes loading the image into "
+        "the engine); *total* is the wall time of the whole `slim build` process, start-up included; *peak "
+        "RSS* is that process's high-water resident memory."
+    )
+
+
+def _overhead(result: OverheadResult | None, error: str | None) -> str:
+    if result is None:
+        return f"Not measured: {error}"
+    rows = [
+        (r.index, r.first, f"{r.untraced_rps:,.0f}", f"{r.traced_rps:,.0f}", f"{r.traced_rps / r.untraced_rps:.3f}",
+         f"{r.untraced_errors} / {r.traced_errors}")
+        for r in result.rounds
+    ]
+    rounds = table(("round", "ran first", "untraced req/s", "traced req/s", "traced / untraced", "errors (u / t)"),
+                   rows, "rlrrrr")
+    u, t, q = result.untraced, result.traced, result.ratio
+    summary = table(
+        ("", "mean", "stdev", "min", "max"),
+        [
+            ("untraced req/s", f"{u.mean:,.0f}", f"{u.stdev:,.0f}", f"{u.min:,.0f}", f"{u.max:,.0f}"),
+            ("traced req/s", f"{t.mean:,.0f}", f"{t.stdev:,.0f}", f"{t.min:,.0f}", f"{t.max:,.0f}"),
+            ("traced / untraced (per round)", f"{q.mean:.3f}", f"{q.stdev:.3f}", f"{q.min:.3f}", f"{q.max:.3f}"),
+        ],
+        "lrrrr",
+    )
+    events = ", ".join(map(str, result.trace_events))
+    return (
+        f"`{result.command}` against `{result.image}`, published on 127.0.0.1; {len(result.rounds)} rounds, "
+        f"the order alternating. The traced side runs under `slim.tracing.run_traced` exactly as a build "
+        f"does (fanotify events read per traced round: {events}).\n\n{rounds}\n\n{summary}\n\n"
+        f"Ratio of the means: **{result.ratio_of_means:.3f}**."
+    )
+
+
+def _scaling(points: Sequence[ScalingPoint]) -> str:
+    rows = []
+    for p in points:
+        rows.append((
+            f"{p.files:,}",
+            human_bytes(p.target_bytes),
+            human_bytes(p.image_size),
+            human_bytes(p.slimmed_size),
+            human_bytes(p.floor),
+            p.verification if not p.error else f"error: {p.error}",
+            human_seconds(p.timings.get("index")),
+            human_seconds(p.timings.get("assemble")),
+            human_seconds(p.wall_seconds),
+            _per_gb(p),
+            human_bytes(p.peak_rss),
+        ))
+    headers = ("files", "data", "image", "slimmed", "floor", "verification", "index s", "assemble s",
+               "total s (wall)", "s / GB of image", "peak RSS")
+    return table(headers, rows, "rrrrrlrrrrr")
+
+
+def _scaling_notes(points: Sequence[ScalingPoint]) -> str:
+    lines = [
+        "Synthetic images: the fixture base plus *files* files of random bytes, *data* in all; the app reads "
+        "three of them, so what is kept stays small while the image grows. *index* reads the whole image "
+        "(`docker save` and the filesystem index), *assemble* writes the slimmed layer."
+    ]
+    by_bytes = [p for p in points if p.files == min(q.files for q in points) and p.wall_seconds and not p.error]
+    fit = linear_fit([p.image_size / 1e9 for p in by_bytes], [p.wall_seconds for p in by_bytes]) if all(
+        p.image_size for p in by_bytes) else None
+    if fit:
+        lines.append(
+            f"Least-squares fit of total time over image size ({len(by_bytes)} points with "
+            f"{by_bytes[0].files:,} files): {fit[0]:.1f} s per GB + {fit[1]:.1f} s."
+        )
+    return "\n\n".join(lines)
+
+
+def _targets(run: BenchRun) -> str:
+    rows = [(row.goal, row.subject, row.measured, row.status.upper()) for row in evaluate(run)]
+    return table(("goal", "for", "measured", "status"), rows, "llll")
+
+
+def _options(options: dict[str, Any]) -> str:
+    return " ".join(f"{key}={value}" for key, value in options.items())
+
+
+def _per_gb(point: ScalingPoint) -> str:
+    if not point.wall_seconds or not point.image_size:
+        return "–"
+    return f"{point.wall_seconds / (point.image_size / 1e9):.1f}"
+
+
+def _x(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}x"
+
+
+def _count(value: int | None) -> str:
+    return "–" if value is None else f"{value:,}"

@@ -1,0 +1,134 @@
+"""Which TCP ports a container listens on, read from the host without speaking any protocol.
+
+Connecting to the published port proves nothing: docker-proxy accepts on the host port even while nothing
+listens in the container. The kernel knows better: /proc/<pid>/net/tcp and tcp6 list the sockets of the
+network namespace of <pid>, so reading them for the container's first process (we run on the engine's
+host, as tracing does) says which ports really listen, for redis as for nginx.
+"""
+from __future__ import annotations
+
+import ipaddress
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from slim.engine import Engine
+
+LISTEN = "0A"  # TCP_LISTEN in the `st` column
+SOCKET_TABLES = ("tcp", "tcp6")
+POLL_INTERVAL = 0.1  # seconds between two looks at the socket tables
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class Listener:
+    address: Address
+    port: int
+
+    @property
+    def reachable(self) -> bool:
+        """A published port reaches the container through its network interface, never its loopback."""
+        mapped = getattr(self.address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is loopback too
+        return not (mapped or self.address).is_loopback
+
+
+def parse_listeners(table: str) -> frozenset[Listener]:
+    """The listening sockets of one /proc/net/tcp or tcp6 table (header line first, as the kernel writes it)."""
+    found = set()
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 4 or fields[3] != LISTEN:
+            continue
+        address, _, port = fields[1].partition(":")
+        found.add(Listener(_address(address), int(port, 16)))
+    return frozenset(found)
+
+
+def _address(hex_address: str) -> Address:
+    """The kernel prints addresses as 32-bit words in its own byte order, each as 8 hex digits."""
+    raw = bytes.fromhex(hex_address)
+    words = b"".join(
+        int.from_bytes(raw[i : i + 4], sys.byteorder).to_bytes(4, "big") for i in range(0, len(raw), 4)
+    )
+    return ipaddress.ip_address(words)
+
+
+def listeners(pid: int) -> frozenset[Listener] | None:
+    """Listening sockets of the network namespace of `pid`; None when its tables cannot be read (gone)."""
+    found: set[Listener] = set()
+    for table in SOCKET_TABLES:
+        try:
+            with open(f"/proc/{pid}/net/{table}") as sockets:
+                found |= parse_listeners(sockets.read())
+        except FileNotFoundError:
+            if table == "tcp":  # tcp6 is absent when IPv6 is disabled; tcp only when the process is gone
+                return None
+        except (ProcessLookupError, PermissionError):
+            return None
+    return frozenset(found)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What the wait for the container's ports saw when it ended."""
+
+    ports: tuple[int, ...]  # the container ports waited for
+    listening: frozenset[int] | None  # reachable listening ports; None: the sockets could not be observed
+    loopback_only: frozenset[int] = frozenset()  # ports that listen on the container's loopback only
+    seconds: float = 0.0  # how long the wait took (its bound, when ports are missing)
+    exit_code: int | None = None  # the container exited while we waited
+
+    @property
+    def observed(self) -> bool:
+        return self.listening is not None
+
+    def missing(self) -> tuple[int, ...]:
+        return tuple(port for port in self.ports if self.listening is not None and port not in self.listening)
+
+    def why_not(self, port: int) -> str:
+        """Why `port` does not listen, in a few words; '' when it does or nothing could be observed."""
+        if self.listening is None or port in self.listening:
+            return ""
+        if self.exit_code is not None:
+            return f"container exited (code {self.exit_code}) before port {port} listened"
+        if port in self.loopback_only:
+            return (
+                f"port {port} listens only on the container's loopback address, which a published port cannot"
+                " reach (make the server listen on 0.0.0.0)"
+            )
+        others = sorted(self.listening - set(self.ports)) or sorted(self.listening)
+        elsewhere = f"it listens on {', '.join(map(str, others))}" if others else "nothing listens"
+        return f"port {port} did not listen in the container within {self.seconds:.3g} s ({elsewhere})"
+
+
+def await_listening(
+    engine: Engine,
+    container_id: str,
+    ports: Iterable[int],
+    timeout: float,
+    read: Callable[[int], frozenset[Listener] | None] = listeners,
+) -> Readiness:
+    """Wait until every port in `ports` listens on a reachable address, at most `timeout` seconds.
+
+    Returns at once when the container exits (with its exit code) or when its sockets cannot be read
+    (listening None: callers then fall back on talking to the port).
+    """
+    wanted = tuple(sorted(set(ports)))
+    if not wanted:
+        return Readiness(wanted, None)
+    started = time.monotonic()
+    while True:
+        elapsed = time.monotonic() - started
+        pid = engine.pid(container_id)
+        found = read(pid) if pid is not None else None
+        if found is None:
+            if engine.is_running(container_id):
+                return Readiness(wanted, None, seconds=elapsed)
+            return Readiness(wanted, frozenset(), seconds=elapsed, exit_code=engine.wait(container_id, 0))
+        reachable = frozenset(listener.port for listener in found if listener.reachable)
+        if set(wanted) <= reachable or elapsed >= timeout:
+            loopback = frozenset(listener.port for listener in found) - reachable
+            return Readiness(wanted, reachable, loopback, seconds=elapsed if set(wanted) <= reachable else timeout)
+        time.sleep(min(POLL_INTERVAL, max(0.0, timeout - elapsed)))

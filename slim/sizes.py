@@ -1,0 +1,80 @@
+"""Sizes people and CI gates talk about: parsing "10MB" / "1.5GiB", and what a registry would store of
+the original image's layers (their gzip size), measured in the background while the build goes on.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .assemble import GZIP_LEVEL
+from .rootfs import CHUNK
+
+UNITS = {
+    "b": 1,
+    "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """"10MB" (decimal), "1.5GiB" (binary), "2048" or "2048B" (bytes) -> bytes. ValueError otherwise."""
+    match = _SIZE.fullmatch(text)
+    unit = match[2].lower() if match else ""
+    if not match or unit not in UNITS | {"": 1}:
+        raise ValueError(f"{text!r} is not a size: use bytes or a number with B, KB, MB, GB, TB, KiB, MiB, GiB, TiB")
+    return int(float(match[1]) * UNITS.get(unit, 1))
+
+
+@dataclass(frozen=True)
+class LayerSizes:
+    """The original image's layers as `docker save` gives them and as a registry would store them."""
+
+    layers: int
+    size: int  # uncompressed tar bytes
+    compressed_size: int  # gzip at `docker push`'s level, measured the same way as the slimmed layer
+
+
+class BackgroundGzip:
+    """Measure the gzip size of layer tars on a thread while the build goes on (zlib releases the GIL,
+    so the index, trace and verify stages keep their CPU). `close()` stops it early and waits, so the
+    tars can be deleted right after; the pipeline's ExitStack calls it on every way out."""
+
+    def __init__(self, tars: Sequence[Path]):
+        self._tars = tuple(tars)
+        self._stop = threading.Event()
+        self._result: LayerSizes | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="slimtrace-gzip-size", daemon=True)
+        self._thread.start()
+
+    def result(self) -> LayerSizes:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            size = compressed = 0
+            for tar in self._tars:
+                gzip = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: a gzip stream, as pushed
+                with tar.open("rb") as data:
+                    while chunk := data.read(CHUNK):
+                        if self._stop.is_set():
+                            return
+                        size += len(chunk)
+                        compressed += len(gzip.compress(chunk))
+                compressed += len(gzip.flush())
+            self._result = LayerSizes(len(self._tars), size, compressed)
+        except BaseException as e:  # handed to the thread that asks for the result
+            self._error = e
