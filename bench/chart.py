@@ -21,7 +21,7 @@ def available() -> bool:
 
 def scaling_chart(points: Sequence[ScalingPoint], path: Path, title: str) -> bool:
     """Write the chart; False when there is nothing to draw (no measured point)."""
-    measured = [p for p in points if p.wall_seconds is not None and p.image_size and not p.error]
+    measured = [p for p in points if p.wall_seconds is not None and p.image_size and p.peak_rss and not p.error]
     if not measured:
         return False
     import matplotlib
@@ -31,14 +31,14 @@ def scaling_chart(points: Sequence[ScalingPoint], path: Path, title: str) -> boo
 
     fewest_files = min(p.files for p in measured)
     least_data = min(p.target_bytes for p in measured)
-    by_bytes = sorted((p for p in measured if p.files == fewest_files), key=lambda p: p.image_size)
+    by_bytes = sorted((p for p in measured if p.files == fewest_files), key=lambda p: p.image_size or 0)
     by_files = sorted((p for p in measured if p.target_bytes == least_data), key=lambda p: p.files)
 
     figure, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     figure.suptitle(title)
-    _time_panel(axes[0][0], [p.image_size / 1e9 for p in by_bytes], by_bytes,
-                f"time vs image size ({fewest_files:,} files)", "image size (GB)")
-    _memory_panel(axes[1][0], [p.image_size / 1e9 for p in by_bytes], by_bytes, "image size (GB)")
+    gigabytes = [(p.image_size or 0) / 1e9 for p in by_bytes]
+    _time_panel(axes[0][0], gigabytes, by_bytes, f"time vs image size ({fewest_files:,} files)", "image size (GB)")
+    _memory_panel(axes[1][0], gigabytes, by_bytes, "image size (GB)")
     _time_panel(axes[0][1], [p.files for p in by_files], by_files,
                 f"time vs file count ({least_data / 1e6:g} MB of data)", "files in the data directory", log=True)
     _memory_panel(axes[1][1], [p.files for p in by_files], by_files, "files in the data directory", log=True)
@@ -63,7 +63,7 @@ def _time_panel(axis, xs, points: Sequence[ScalingPoint], title: str, xlabel: st
 
 
 def _memory_panel(axis, xs, points: Sequence[ScalingPoint], xlabel: str, log: bool = False) -> None:
-    axis.plot(xs, [p.peak_rss / 1e6 for p in points], "o-", color="tab:red", label="peak RSS of slim build")
+    axis.plot(xs, [(p.peak_rss or 0) / 1e6 for p in points], "o-", color="tab:red", label="peak RSS of slim build")
     axis.axhline(MEMORY_GOAL / 1e6, color="grey", linestyle=":", label=f"goal: {MEMORY_GOAL / 1e6:g} MB")
     axis.set_ylim(bottom=0)
     axis.set_xlabel(xlabel)

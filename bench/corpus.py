@@ -94,7 +94,10 @@ class CorpusImage:
 
 
 CORPUS: tuple[CorpusImage, ...] = (
-    CorpusImage("nginx", "web server (static site)", HttpCheck(80, ("/", "/about.html", "/docs/guide.html", "/style.css", "/logo.png"))),
+    CorpusImage(
+        "nginx", "web server (static site)",
+        HttpCheck(80, ("/", "/about.html", "/docs/guide.html", "/style.css", "/logo.png")),
+    ),
     CorpusImage(
         "pyapp", "web app (Python, Flask)", HttpCheck(8000, ("/", "/hello", "/items", "/zone")),
         ("--probe-file", str(PROBE_FILES / "pyapp.yaml")),

@@ -1,6 +1,7 @@
 """Facts about the machine a run measured on, so results from different machines are not compared blindly."""
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import subprocess
@@ -29,7 +30,22 @@ def describe(client: docker.DockerClient) -> Machine:
         python=platform.python_version(),
         slimtrace_version=__version__,
         commit=_commit(),
+        source_digest=source_digest(SLIM_ROOT),
     )
+
+
+def source_digest(root: Path) -> str:
+    """sha256 (12 hex digits) over the Python and C sources of slim/ and probes/ under `root`.
+
+    Names the code measured even when it is not a commit (a dirty tree, or a snapshot copied elsewhere).
+    """
+    digest = hashlib.sha256()
+    files = sorted(path for package in ("slim", "probes") for pattern in ("*.py", "*.c")
+                   for path in (root / package).rglob(pattern))
+    for path in files:
+        for part in (path.relative_to(root).as_posix().encode(), path.read_bytes()):
+            digest.update(len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()[:12]
 
 
 def _memory_bytes() -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -50,7 +51,7 @@ def run_measured(argv: Sequence[str], timeout: float) -> tuple[int, float, int, 
     return child.returncode, wall, rusage.ru_maxrss * 1024, text  # Linux reports ru_maxrss in KiB
 
 
-def _wait(child: subprocess.Popen, deadline: float) -> tuple[int, os.struct_rusage]:
+def _wait(child: subprocess.Popen, deadline: float) -> tuple[int, resource.struct_rusage]:
     terminated_at = None
     while True:
         pid, status, rusage = os.wait4(child.pid, os.WNOHANG)

@@ -108,6 +108,7 @@ class Machine:
     python: str
     slimtrace_version: str
     commit: str  # git HEAD, "+dirty" when the work tree had changes
+    source_digest: str  # of slim/ and probes/ as measured (bench.machine.source_digest)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from typing import Callable
 
 from slim.engine import ContainerSpec, Engine
 from slim.model import RunOutcome
-from slim.pipeline import RunOptions, container_spec
 from slim.tracing import run_traced
 
 from .engine import engine_turn
@@ -61,7 +60,9 @@ def parse_wrk(output: str) -> WrkResult:
 
 def measure(engine: Engine, image: str, rounds: int, progress: Callable[[str], None]) -> OverheadResult:
     facts = engine.inspect_image(image)
-    spec = container_spec(facts.id, facts, RunOptions(http_ports=(PORT,)))
+    # The explicit argv, as a build runs it (run_traced needs it to exec behind the gate).
+    argv = facts.entrypoint + facts.cmd
+    spec = ContainerSpec(image=facts.id, entrypoint=argv[:1], command=argv[1:], publish_tcp=(PORT,))
     results: list[OverheadRound] = []
     events: list[int] = []
     for index in range(rounds):

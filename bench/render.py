@@ -3,7 +3,7 @@ read from the run, except formatting and the targets' verdicts (bench.targets)."
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .model import STAGES, BenchRun, ImageResult, OverheadResult, ScalingPoint
 from .stats import human_bytes, human_seconds, linear_fit
@@ -59,7 +59,7 @@ def _machine(run: BenchRun) -> str:
         ("OS, kernel", f"{m.os}, {m.kernel}"),
         ("Docker engine", f"{m.engine_version} ({m.storage_driver})"),
         ("Python", m.python),
-        ("slimtrace", f"{m.slimtrace_version} at {m.commit}"),
+        ("slimtrace", f"{m.slimtrace_version} at {m.commit}, source digest {m.source_digest}"),
     ]
     return table(("machine", ""), rows)
 
@@ -171,13 +171,14 @@ def _scaling_notes(points: Sequence[ScalingPoint]) -> str:
         "three of them, so what is kept stays small while the image grows. *index* reads the whole image "
         "(`docker save` and the filesystem index), *assemble* writes the slimmed layer."
     ]
-    by_bytes = [p for p in points if p.files == min(q.files for q in points) and p.wall_seconds and not p.error]
-    fit = linear_fit([p.image_size / 1e9 for p in by_bytes], [p.wall_seconds for p in by_bytes]) if all(
-        p.image_size for p in by_bytes) else None
+    fewest = min(q.files for q in points)
+    by_bytes = [(p.image_size / 1e9, p.wall_seconds) for p in points
+                if p.files == fewest and p.image_size and p.wall_seconds and not p.error]
+    fit = linear_fit([x for x, _ in by_bytes], [y for _, y in by_bytes])
     if fit:
         lines.append(
             f"Least-squares fit of total time over image size ({len(by_bytes)} points with "
-            f"{by_bytes[0].files:,} files): {fit[0]:.1f} s per GB + {fit[1]:.1f} s."
+            f"{fewest:,} files): {fit[0]:.1f} s per GB + {fit[1]:.1f} s."
         )
     return "\n\n".join(lines)
 
@@ -187,7 +188,7 @@ def _targets(run: BenchRun) -> str:
     return table(("goal", "for", "measured", "status"), rows, "llll")
 
 
-def _options(options: dict[str, Any]) -> str:
+def _options(options: Mapping[str, Any]) -> str:
     return " ".join(f"{key}={value}" for key, value in options.items())
 
 

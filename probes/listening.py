@@ -108,13 +108,15 @@ def await_listening(
     container_id: str,
     ports: Iterable[int],
     timeout: float,
-    read: Callable[[int], frozenset[Listener] | None] = listeners,
+    read: Callable[[int], frozenset[Listener] | None] | None = None,
 ) -> Readiness:
     """Wait until every port in `ports` listens on a reachable address, at most `timeout` seconds.
 
     Returns at once when the container exits (with its exit code) or when its sockets cannot be read
-    (listening None: callers then fall back on talking to the port).
+    (listening None: callers then fall back on talking to the port). `read` reads the listening sockets
+    of a pid (default: `listeners`, looked up at call time).
     """
+    read = read or listeners
     wanted = tuple(sorted(set(ports)))
     if not wanted:
         return Readiness(wanted, None)

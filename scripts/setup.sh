@@ -47,4 +47,4 @@ start_engine() {
 install_missing_packages
 start_engine
 cd "$REPO_ROOT"
-python3 -m pip install -q -e '.[test]'
+PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q -e '.[test]'

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
 
+import probes.listening
 from probes import ExecProbe, HostExecProbe, HttpProbe, HttpRequest, Target
+from probes.listening import Listener, listeners
 from slim.engine import ContainerSpec
 from slim.errors import UsageError
 from slim.exercise import AFTER_PROBES, BATCH_RUN, ExercisePlan, exercise
@@ -39,6 +42,13 @@ class ScriptedEngine:
 
     def host_port(self, container_id: str, port: int) -> int:
         return 40000 + port
+
+    def pid(self, container_id: str) -> int | None:
+        # None while running means its sockets cannot be observed: probes then run at once, as they did
+        # before the wait for listening ports existed. Tests of that wait set `observed_pid`.
+        return self.observed_pid if self.is_running(container_id) else None
+
+    observed_pid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,69 @@ def test_continue_after_sets_how_long_the_container_is_left_running(continue_aft
     assert engine.waits[0] == pytest.approx(waited, abs=0.5)
 
 
+@dataclass(frozen=True)
+class TimedProbe:
+    """Records when it ran and what the wait for listening ports saw."""
+
+    name: str
+    ports: tuple[int, ...] = ()
+    seen: list = None
+
+    def run(self, target: Target) -> ProbeOutcome:
+        self.seen.append((time.monotonic(), target.readiness))
+        return ProbeOutcome(self.name, True, "fine")
+
+
+def listening_after(monkeypatch, seconds: float, port: int) -> None:
+    """The scripted container's port `port` listens `seconds` from now."""
+    started = time.monotonic()
+
+    def read(pid: int) -> frozenset[Listener]:
+        up = time.monotonic() - started >= seconds
+        return frozenset({Listener(ipaddress.ip_address("0.0.0.0"), port)}) if up else frozenset()
+
+    monkeypatch.setattr(probes.listening, "listeners", read)
+
+
+def test_no_probe_runs_before_every_port_listens(monkeypatch):
+    listening_after(monkeypatch, 0.4, 6379)
+    seen: list = []
+    engine = ScriptedEngine()
+    engine.observed_pid = 4242
+    plan = ExercisePlan((TimedProbe("exec redis-cli ping", seen=seen),), "server", timeout=30, publish=(6379,))
+    started = time.monotonic()
+    run, _ = run_plan(engine, plan)
+    [(ran_at, readiness)] = seen
+    assert ran_at - started >= 0.35
+    assert readiness.listening == {6379} and readiness.missing() == ()
+    assert run.probes[0].ok
+
+
+def test_a_container_that_exits_while_its_ports_are_awaited_fails_at_once(monkeypatch):
+    listening_after(monkeypatch, 60, 80)
+    engine = ScriptedEngine(exits_at=time.monotonic() + 0.3, exit_code=3)
+    engine.observed_pid = 4242
+    plan = ExercisePlan((TimedProbe("http :80", (80,), seen=[]),), "server", timeout=60, ready_timeout=30)
+    started = time.monotonic()
+    run, _ = run_plan(engine, plan)
+    assert time.monotonic() - started < 5
+    assert run.probes[0] == ProbeOutcome("http :80", False, "not run: the container exited (code 3)")
+    assert (run.exit_code, run.running_after_probes, run.output_tail) == (3, False, "last words\n")
+
+
+def test_the_wait_for_ports_is_bounded_by_the_ready_timeout(monkeypatch):
+    listening_after(monkeypatch, 60, 80)
+    seen: list = []
+    engine = ScriptedEngine()
+    engine.observed_pid = 4242
+    plan = ExercisePlan((TimedProbe("http :8081", (8081,), seen=seen),), "server", timeout=60, ready_timeout=0.5)
+    started = time.monotonic()
+    run_plan(engine, plan)
+    [(ran_at, readiness)] = seen
+    assert 0.45 <= ran_at - started < 3
+    assert readiness.missing() == (8081,)
+
+
 def test_probe_names_must_be_unique():
     with pytest.raises(UsageError, match="two probes are named 'exec true'"):
         ExercisePlan((ExecProbe(("true",)), ExecProbe(("true",))), "server", timeout=1)
@@ -205,9 +278,8 @@ def test_redis_exec_and_host_probes(engine, fixture_image, tmp_path):
     plan = ExercisePlan(
         (ExecProbe(("redis-cli", "ping")), HostExecProbe(f"python3 {script}")), "server", timeout=60, publish=(6379,)
     )
-    # Redis may still be loading when the first probe runs: give it the time a real run gives it.
+    # No wait here: exercise() waits for 6379 to listen before the first probe, and the exec probe retries.
     with started(engine, fixture_image("redis"), plan.ports) as container_id:
-        _wait_for_redis(engine, container_id)
         run = exercise(engine, container_id, plan, lambda _phase: None)
     exec_outcome, host_outcome = run.probes
     assert (exec_outcome.ok, exec_outcome.detail) == (True, "exit 0: PONG")
@@ -215,11 +287,45 @@ def test_redis_exec_and_host_probes(engine, fixture_image, tmp_path):
     assert run.running_after_probes
 
 
-def _wait_for_redis(engine, container_id: str) -> None:
-    deadline = time.monotonic() + 20
-    while engine.exec(container_id, ("redis-cli", "ping")).output.strip() != b"PONG":
-        assert time.monotonic() < deadline, "redis did not start"
-        time.sleep(0.2)
+@pytest.mark.engine
+def test_redis_port_listens_but_is_not_http(engine, fixture_image):
+    plan = ExercisePlan((HttpProbe(6379),), "server", timeout=60)
+    run, _ = exercised(engine, fixture_image("redis"), plan)
+    assert (run.probes[0].ok, run.probes[0].detail) == (True, "listening, not HTTP")
+
+
+HTTP_GET = """
+import os, urllib.request
+url = f"http://{os.environ['SLIM_TARGET_HOST']}:{os.environ['SLIM_TARGET_PORT_80']}/about.html"
+print(urllib.request.urlopen(url, timeout=5).status)
+"""
+
+
+@pytest.mark.engine
+def test_a_host_probe_does_not_race_a_slow_server(engine, fixture_image, tmp_path):
+    script = tmp_path / "get.py"
+    script.write_text(HTTP_GET)
+    plan = ExercisePlan((HostExecProbe(f"python3 {script}"),), "server", timeout=60, publish=(80,))
+    run, _ = exercised(
+        engine, fixture_image("nginx"), plan, entrypoint=("sh", "-c"), command=("sleep 2; exec nginx -g 'daemon off;'",)
+    )
+    assert (run.probes[0].ok, run.probes[0].detail) == (True, "exit 0: 200")
+
+
+@pytest.mark.engine
+def test_engine_pid_sees_the_container_sockets_and_exec_times_out(engine, fixture_image):
+    plan = ExercisePlan((HttpProbe(80),), "server", timeout=60)
+    with started(engine, fixture_image("nginx"), plan.ports) as container_id:
+        exercise(engine, container_id, plan, lambda _phase: None)
+        pid = engine.pid(container_id)
+        assert any(listener.port == 80 and listener.reachable for listener in listeners(pid))
+        began = time.monotonic()
+        hung = engine.exec(container_id, ("sleep", "300"), timeout=1)
+        assert hung.timed_out and time.monotonic() - began < 8
+        processes = engine.exec(container_id, ("ps", "-eo", "args"), timeout=10).output.decode()
+        assert "sleep 300" not in processes  # the timed-out exec was killed
+        engine.stop(container_id, timeout=1)
+        assert engine.pid(container_id) is None
 
 
 @pytest.mark.engine
@@ -240,10 +346,10 @@ def test_jq_batch_run(engine, fixture_image):
 
 @pytest.mark.engine
 def test_wrong_port_fails_the_probe_with_a_clear_detail(engine, fixture_image):
-    plan = ExercisePlan((HttpProbe(8080, ready_timeout=3),), "server", timeout=60)
+    plan = ExercisePlan((HttpProbe(8080, ready_timeout=3),), "server", timeout=60, ready_timeout=3)
     run, _ = exercised(engine, fixture_image("nginx"), plan)
     assert not run.probes[0].ok
-    assert run.probes[0].detail.startswith("port 8080 did not answer HTTP within 3 s (")
+    assert run.probes[0].detail == "port 8080 did not listen in the container within 3 s (it listens on 80)"
     assert run.running_after_probes
 
 
@@ -254,7 +360,7 @@ def test_a_server_that_exits_before_answering(engine, fixture_image):
     run, _ = exercised(
         engine, fixture_image("nginx"), plan, entrypoint=("sh", "-c"), command=("echo giving up; sleep 1; exit 3",)
     )
-    assert run.probes[0].detail == "container exited (code 3) before port 80 answered"
+    assert run.probes[0].detail == "not run: the container exited (code 3)"
     assert (run.exit_code, run.running_after_probes) == (3, False)
     assert "giving up" in run.output_tail
     assert time.monotonic() - started_at < 20

@@ -1,12 +1,15 @@
 """Each fixture image builds and does its one job. Traffic only ever goes to 127.0.0.1."""
 
 import contextlib
+import hashlib
 import json
 import time
 import urllib.error
 import urllib.request
 
 import pytest
+
+from fixtures.catalog import IMAGES_DIR
 
 pytestmark = pytest.mark.engine
 
@@ -113,6 +116,14 @@ def test_caps_keeps_capability_link_and_owners(docker_client, fixture_image):
 def test_firstread_prints_the_first_file(docker_client, fixture_image):
     exit_code, output = run_to_exit(docker_client, fixture_image("firstread"))
     assert (exit_code, output) == (0, "first: the first file this program opens\n")
+
+
+def test_jdkapp_counts_words(docker_client, fixture_image):
+    exit_code, output = run_to_exit(docker_client, fixture_image("jdkapp"))
+    words = (IMAGES_DIR / "jdkapp/app/data/words.txt").read_bytes()
+    assert exit_code == 0, output
+    assert output.splitlines()[0] == "the 7"
+    assert output.splitlines()[-1] == f"sha256 {hashlib.sha256(words).hexdigest()}"
 
 
 def test_redis_answers_ping_as_redis_user(docker_client, fixture_image):

@@ -1,9 +1,12 @@
 """Probes against local servers on 127.0.0.1 and a stand-in engine: no container needed."""
 from __future__ import annotations
 
+import ipaddress
+import os
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -13,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from probes import ExecProbe, HostExecProbe, HttpProbe, HttpRequest, ProbeFile, Target, load_probe_file
-from probes.http import Origin, page_links, without_ignored
+from probes.http import NOT_HTTP, Origin, page_links, without_ignored
+from probes.listening import Listener, Readiness, await_listening, listeners, parse_listeners
 from slim.engine import ExecResult
 from slim.errors import UsageError
 
@@ -32,13 +36,20 @@ SITE = {
 
 
 class FakeEngine:
-    """The engine calls probes make, answered without a container."""
+    """The engine calls probes make, answered without a container. `exec_result` may be a list: one result
+    per attempt, the last one repeated."""
 
-    def __init__(self, running: bool = True, exit_code: int = 0, exec_result: ExecResult | None = None):
+    def __init__(
+        self, running: bool = True, exit_code: int = 0, exec_result: ExecResult | list[ExecResult] | None = None
+    ):
         self.running = running
         self.exit_code = exit_code
-        self.exec_result = exec_result
+        self.exec_results = exec_result if isinstance(exec_result, list) else [exec_result]
         self.execs: list[tuple[tuple[str, ...], str | None]] = []
+        self.exec_timeouts: list[float | None] = []
+
+    def pid(self, container_id: str) -> int | None:
+        return 4242 if self.running else None
 
     def is_running(self, container_id: str) -> bool:
         return self.running
@@ -46,13 +57,18 @@ class FakeEngine:
     def wait(self, container_id: str, timeout: float) -> int | None:
         return None if self.running else self.exit_code
 
-    def exec(self, container_id: str, argv: tuple[str, ...], user: str | None = None) -> ExecResult:
+    def exec(
+        self, container_id: str, argv: tuple[str, ...], user: str | None = None, timeout: float | None = None
+    ) -> ExecResult:
         self.execs.append((argv, user))
-        return self.exec_result
+        self.exec_timeouts.append(timeout)
+        return self.exec_results[min(len(self.execs), len(self.exec_results)) - 1]
 
 
-def target(port: int, engine: FakeEngine | None = None, container_port: int = 80) -> Target:
-    return Target(engine or FakeEngine(), "c0ffee", "127.0.0.1", {container_port: port})
+def target(
+    port: int, engine: FakeEngine | None = None, container_port: int = 80, readiness: Readiness | None = None
+) -> Target:
+    return Target(engine or FakeEngine(), "c0ffee", "127.0.0.1", {container_port: port}, readiness=readiness)
 
 
 def make_handler(pages: dict, ready_at: float = 0.0):
@@ -301,6 +317,180 @@ def test_the_run_deadline_bounds_the_wait():
     assert time.monotonic() - started < 3
 
 
+# ---------------------------------------------------------------- HttpProbe after the wait for listening ports
+
+
+@contextmanager
+def foreign_protocol(greeting: bytes | None):
+    """A server of another protocol: answers any connection with `greeting` and hangs up (None: says nothing
+    and keeps the connection open, like a server waiting for the rest of a command)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def serve():
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            if greeting is None:
+                held.append(connection)
+                continue
+            with connection:
+                connection.recv(1024)
+                connection.sendall(greeting)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        for connection in held:
+            connection.close()
+
+
+def listening(*ports: int) -> Readiness:
+    return Readiness(ports, frozenset(ports), seconds=0.1)
+
+
+def test_an_exposed_port_that_listens_but_is_not_http_passes_the_default_probe():
+    with foreign_protocol(b"-ERR unknown command 'GET'\r\n") as port:
+        outcome = HttpProbe(6379).run(target(port, container_port=6379, readiness=listening(6379)))
+    assert (outcome.ok, outcome.detail, dict(outcome.fingerprint)) == (True, "listening, not HTTP", NOT_HTTP)
+
+
+def test_a_port_the_user_asked_http_of_fails_when_it_is_not_http():
+    with foreign_protocol(b"-ERR unknown command 'GET'\r\n") as port:
+        outcome = HttpProbe(6379, require_http=True).run(target(port, container_port=6379, readiness=listening(6379)))
+    assert not outcome.ok
+    assert outcome.detail == "port 6379 listens but does not answer HTTP (the answer is not HTTP)"
+
+
+def test_a_silent_server_is_not_http_within_the_ready_timeout():
+    started = time.monotonic()
+    with foreign_protocol(None) as port:
+        outcome = HttpProbe(5432, ready_timeout=1).run(target(port, container_port=5432, readiness=listening(5432)))
+    assert (outcome.ok, outcome.detail) == (True, "listening, not HTTP")
+    assert time.monotonic() - started < 5
+
+
+def test_a_port_that_does_not_listen_fails_without_a_request():
+    readiness = Readiness((8081,), frozenset({80}), seconds=30)
+    outcome = HttpProbe(8081).run(target(free_port(), container_port=8081, readiness=readiness))
+    assert not outcome.ok
+    assert outcome.detail == "port 8081 did not listen in the container within 30 s (it listens on 80)"
+
+
+def test_a_listening_http_port_is_crawled_at_once():
+    with serving(SITE) as port:
+        outcome = HttpProbe(80).run(target(port, readiness=listening(80)))
+    assert outcome.ok and outcome.detail == "6 URLs, all 200"
+
+
+def test_tls_is_detected_after_the_port_listens(tls_context):
+    with serving(SITE, tls=tls_context) as port:
+        outcome = HttpProbe(80, require_http=True).run(target(port, readiness=listening(80)))
+    assert outcome.ok, outcome.detail
+    assert "GET /deep/d.html" in outcome.fingerprint
+
+
+# ---------------------------------------------------------------- listening sockets
+
+TCP_TABLE = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:18EB 00000000:0000 0A 00000000:00000000 00:00000000 00000000   999        0 101 1 0 100 0 0 10 0
+   1: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 102 1 0 100 0 0 10 0
+   2: 020011AC:18EB 010011AC:D2F0 01 00000000:00000000 00:00000000 00000000   999        0 103 1 0 20 4 30 10 -1
+"""
+TCP6_TABLE = """\
+  sl  local_address                         remote_address                        st tx_queue rx_queue
+   0: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000
+   1: 00000000000000000000000001000000:0BB8 00000000000000000000000000000000:0000 0A 00000000:00000000
+   2: 0000000000000000FFFF00000100007F:1389 00000000000000000000000000000000:0000 0A 00000000:00000000
+"""
+
+
+@pytest.mark.skipif(sys.byteorder != "little", reason="the tables are written as a little-endian kernel does")
+def test_parse_listeners_reads_listening_sockets_only():
+    assert parse_listeners(TCP_TABLE) == {
+        Listener(ipaddress.ip_address("0.0.0.0"), 6379),
+        Listener(ipaddress.ip_address("127.0.0.1"), 8080),
+    }
+    assert parse_listeners(TCP6_TABLE) == {
+        Listener(ipaddress.ip_address("::"), 80),
+        Listener(ipaddress.ip_address("::1"), 3000),
+        Listener(ipaddress.ip_address("::ffff:127.0.0.1"), 5001),
+    }
+
+
+@pytest.mark.parametrize(
+    "address, reachable",
+    [("0.0.0.0", True), ("172.17.0.2", True), ("::", True), ("127.0.0.1", False), ("::1", False),
+     ("::ffff:127.0.0.1", False), ("::ffff:172.17.0.2", True)],
+)
+def test_only_listeners_off_the_loopback_are_reachable(address, reachable):
+    assert Listener(ipaddress.ip_address(address), 80).reachable is reachable
+
+
+def test_listeners_of_a_live_process_and_of_a_gone_one():
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        assert Listener(ipaddress.ip_address("127.0.0.1"), port) in listeners(os.getpid())
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    assert listeners(pid_max + 1) is None
+
+
+def sockets(schedule: dict[float, set[tuple[str, int]]]):
+    """A socket reader whose answer changes over time: {seconds from now: {(address, port), ...}}."""
+    started = time.monotonic()
+
+    def read(pid: int) -> frozenset[Listener]:
+        elapsed = time.monotonic() - started
+        current = max((at for at in schedule if at <= elapsed), default=None)
+        found = schedule[current] if current is not None else set()
+        return frozenset(Listener(ipaddress.ip_address(address), port) for address, port in found)
+
+    return read
+
+
+def test_await_listening_waits_for_every_port():
+    read = sockets({0: {("0.0.0.0", 80)}, 0.3: {("0.0.0.0", 80), ("::", 443)}})
+    started = time.monotonic()
+    readiness = await_listening(FakeEngine(), "c0ffee", (443, 80), timeout=5, read=read)
+    assert readiness.listening == {80, 443} and readiness.missing() == ()
+    assert 0.25 <= time.monotonic() - started < 2
+    assert readiness.why_not(80) == ""
+
+
+def test_await_listening_is_bounded_and_says_where_the_server_listens():
+    readiness = await_listening(FakeEngine(), "c0ffee", (8081,), timeout=0.3, read=sockets({0: {("0.0.0.0", 80)}}))
+    assert readiness.missing() == (8081,)
+    assert readiness.why_not(8081) == "port 8081 did not listen in the container within 0.3 s (it listens on 80)"
+
+
+def test_await_listening_names_a_server_on_the_loopback_only():
+    readiness = await_listening(FakeEngine(), "c0ffee", (80,), timeout=0.2, read=sockets({0: {("127.0.0.1", 80)}}))
+    assert readiness.loopback_only == {80}
+    assert "listens only on the container's loopback address" in readiness.why_not(80)
+
+
+def test_await_listening_stops_at_once_when_the_container_exits():
+    started = time.monotonic()
+    readiness = await_listening(FakeEngine(running=False, exit_code=3), "c0ffee", (80,), timeout=30, read=sockets({}))
+    assert time.monotonic() - started < 1
+    assert readiness.exit_code == 3
+    assert readiness.why_not(80) == "container exited (code 3) before port 80 listened"
+
+
+def test_await_listening_without_access_to_the_sockets_observes_nothing():
+    readiness = await_listening(FakeEngine(), "c0ffee", (80,), timeout=30, read=lambda pid: None)
+    assert not readiness.observed and readiness.why_not(80) == ""
+
+
+def test_nothing_to_wait_for():
+    assert await_listening(FakeEngine(), "c0ffee", (), timeout=30, read=sockets({})).missing() == ()
+
+
 # ---------------------------------------------------------------- exec and host
 
 
@@ -318,6 +508,39 @@ def test_exec_probe_fails_on_non_zero_exit():
     outcome = ExecProbe(("nope",)).run(target(1, engine))
     assert not outcome.ok
     assert outcome.detail == "exit 127: sh: nope: not found"
+
+
+def test_exec_probe_retries_until_the_command_succeeds():
+    refused = ExecResult(1, b"Could not connect to Redis at 127.0.0.1:6379: Connection refused\n")
+    engine = FakeEngine(exec_result=[refused, refused, ExecResult(0, b"PONG\n")])
+    outcome = ExecProbe(("redis-cli", "ping"), ready_timeout=10).run(target(1, engine))
+    assert (outcome.ok, outcome.detail) == (True, "exit 0: PONG (attempt 3)")
+    assert outcome.fingerprint == ExecProbe(("x",)).run(target(1, FakeEngine(exec_result=ExecResult(0, b"PONG\n")))).fingerprint
+    assert len(engine.execs) == 3
+
+
+def test_exec_probe_gives_up_after_its_ready_timeout_with_the_last_attempt():
+    engine = FakeEngine(exec_result=ExecResult(2, b"no response\n"))
+    started = time.monotonic()
+    outcome = ExecProbe(("pg_isready",), ready_timeout=0.8).run(target(1, engine))
+    assert time.monotonic() - started < 3
+    assert not outcome.ok and outcome.detail.startswith("exit 2: no response (attempt ")
+    assert outcome.fingerprint["exit_code"] == 2 and len(engine.execs) >= 2
+
+
+def test_exec_probe_does_not_retry_a_missing_command_or_a_stopped_container():
+    missing = FakeEngine(exec_result=ExecResult(126, b"exec failed: no such file\n"))
+    stopped = FakeEngine(running=False, exec_result=ExecResult(1, b"down\n"))
+    ExecProbe(("nope",)).run(target(1, missing))
+    ExecProbe(("redis-cli", "ping")).run(target(1, stopped))
+    assert (len(missing.execs), len(stopped.execs)) == (1, 1)
+
+
+def test_exec_probe_that_hangs_is_given_up():
+    engine = FakeEngine(exec_result=ExecResult(-1, b"", timed_out=True))
+    outcome = ExecProbe(("sleep", "infinity"), timeout=5).run(target(1, engine))
+    assert (outcome.ok, outcome.detail) == (False, "still running after 5 s, killed")
+    assert engine.exec_timeouts == [5]
 
 
 def test_host_probe_sees_the_published_ports():
