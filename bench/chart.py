@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from .model import ScalingPoint
+from .model import ScalingPoint, stage_names
 from .targets import MEMORY_GOAL
 
 
@@ -51,8 +51,9 @@ def scaling_chart(points: Sequence[ScalingPoint], path: Path, title: str) -> boo
 
 def _time_panel(axis, xs, points: Sequence[ScalingPoint], title: str, xlabel: str, log: bool = False) -> None:
     axis.plot(xs, [p.wall_seconds for p in points], "o-", label="total (wall)")
-    for stage in ("index", "assemble", "verify"):
-        axis.plot(xs, [p.timings.get(stage, 0.0) for p in points], ".--", label=stage)
+    for stage in stage_names(p.timings for p in points):
+        if any(p.timings.get(stage, 0.0) >= 1.0 for p in points):  # the stages that cost something
+            axis.plot(xs, [p.timings.get(stage, 0.0) for p in points], ".--", label=stage)
     axis.set_title(title)
     axis.set_xlabel(xlabel)
     axis.set_ylabel("seconds")

@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from .stats import Stats, ratio
 
 # The stages `slim build` reports timings for, in pipeline order (loading the image into the engine is part
-# of "assemble"). A stage the report lacks shows as a dash; one the report adds is kept in the JSON.
+# of "assemble"). A stage the report lacks shows as a dash; one it adds gets a column after these.
 STAGES = ("inspect", "index", "trace", "closure", "assemble", "verify")
+
+
+def stage_names(timings: Iterable[Mapping[str, float]]) -> tuple[str, ...]:
+    """STAGES, then any other stage the reports timed, in the order first seen."""
+    extra = dict.fromkeys(name for timing in timings for name in timing if name not in STAGES)
+    return STAGES + tuple(extra)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Sequence
 
-from .model import STAGES, BenchRun, ImageResult, OverheadResult, ScalingPoint
+from .model import BenchRun, ImageResult, OverheadResult, ScalingPoint, stage_names
 from .stats import human_bytes, human_seconds, linear_fit
 from .targets import evaluate
 
@@ -99,12 +99,13 @@ def _size_notes() -> str:
 
 
 def _costs(images: Sequence[ImageResult]) -> str:
+    stages = stage_names(image.timings for image in images)
     rows = [
-        (image.name, *(human_seconds(image.timings.get(stage)) for stage in STAGES),
+        (image.name, *(human_seconds(image.timings.get(stage)) for stage in stages),
          human_seconds(image.wall_seconds), human_bytes(image.peak_rss))
         for image in images
     ]
-    return table(("image", *STAGES, "total (wall)", "peak RSS"), rows, "l" + "r" * (len(STAGES) + 2))
+    return table(("image", *stages, "total (wall)", "peak RSS"), rows, "l" + "r" * (len(stages) + 2))
 
 
 def _cost_notes() -> str:
@@ -145,6 +146,7 @@ def _overhead(result: OverheadResult | None, error: str | None) -> str:
 
 
 def _scaling(points: Sequence[ScalingPoint]) -> str:
+    stages = stage_names(p.timings for p in points)
     rows = []
     for p in points:
         rows.append((
@@ -154,22 +156,19 @@ def _scaling(points: Sequence[ScalingPoint]) -> str:
             human_bytes(p.slimmed_size),
             human_bytes(p.floor),
             p.verification if not p.error else f"error: {p.error}",
-            human_seconds(p.timings.get("index")),
-            human_seconds(p.timings.get("assemble")),
+            *(human_seconds(p.timings.get(stage)) for stage in stages),
             human_seconds(p.wall_seconds),
-            _per_gb(p),
             human_bytes(p.peak_rss),
         ))
-    headers = ("files", "data", "image", "slimmed", "floor", "verification", "index s", "assemble s",
-               "total s (wall)", "s / GB of image", "peak RSS")
-    return table(headers, rows, "rrrrrlrrrrr")
+    headers = ("files", "data", "image", "slimmed", "floor", "verification", *stages, "total (wall)", "peak RSS")
+    return table(headers, rows, "rrrrrl" + "r" * (len(stages) + 2))
 
 
 def _scaling_notes(points: Sequence[ScalingPoint]) -> str:
     lines = [
         "Synthetic images: the fixture base plus *files* files of random bytes, *data* in all; the app reads "
-        "three of them, so what is kept stays small while the image grows. *index* reads the whole image "
-        "(`docker save` and the filesystem index), *assemble* writes the slimmed layer."
+        "three of them, so what is kept stays small while the image grows. Stage columns are seconds: *index* "
+        "reads the whole image (`docker save` and the filesystem index), *assemble* writes the slimmed layer."
     ]
     fewest = min(q.files for q in points)
     by_bytes = [(p.image_size / 1e9, p.wall_seconds) for p in points
@@ -190,12 +189,6 @@ def _targets(run: BenchRun) -> str:
 
 def _options(options: Mapping[str, Any]) -> str:
     return " ".join(f"{key}={value}" for key, value in options.items())
-
-
-def _per_gb(point: ScalingPoint) -> str:
-    if not point.wall_seconds or not point.image_size:
-        return "–"
-    return f"{point.wall_seconds / (point.image_size / 1e9):.1f}"
 
 
 def _x(value: float | None, digits: int = 1) -> str:

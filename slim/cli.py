@@ -16,6 +16,7 @@ from . import __version__
 from .engine import BindMount
 from .errors import ExitCode
 from .pipeline import BuildOptions, RunOptions
+from .rules import APP_FILES_MODES, RULE_NAMES, RULES
 
 err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False, soft_wrap=True)
@@ -94,6 +95,53 @@ class ImagePath(click.ParamType):
         return PurePosixPath(os.path.normpath(value))
 
 
+class Size(click.ParamType):
+    """A size: bytes, or a number with a decimal (10MB) or binary (1.5GiB) unit."""
+
+    name = "SIZE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        from .sizes import parse_size
+
+        try:
+            return parse_size(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+class ReportFile(click.ParamType):
+    """A build report written by `slim build`, read and checked at parse time."""
+
+    name = "REPORT.json"
+
+    def convert(self, value, param, ctx):
+        from .report import InvalidReport, Report
+
+        if isinstance(value, tuple):
+            return value
+        try:
+            return Path(value), Report.load(Path(value))
+        except InvalidReport as e:
+            self.fail(e.message, param, ctx)
+
+
+def gate_options(function):
+    """CI gates shared by `build` and `report`: each prints PASS/FAIL/SKIP; a FAIL exits with code 7."""
+    decorators = [
+        click.option("--fail-under-ratio", "min_ratio", type=click.FloatRange(min=0, min_open=True),
+                     help="Gate: fail unless the original is at least this many times the slimmed size, e.g. 5."),
+        click.option("--max-size", type=Size(),
+                     help="Gate: fail if the slimmed image is larger (uncompressed), e.g. 50MB, 1.5GiB, 123456."),
+        click.option("--require-verified", is_flag=True,
+                     help="Gate: fail unless verification ran and passed."),
+    ]
+    for decorate in reversed(decorators):
+        function = decorate(function)
+    return function
+
+
 # ---------------------------------------------------------------- commands
 
 
@@ -158,13 +206,24 @@ def _run_options(kwargs) -> RunOptions:
     )
 
 
-@cli.command()
+def _rules_epilog() -> str:
+    lines = [f"  {rule.name:<16} {rule.summary}" for rule in RULES]
+    heading = "Keep rules (the report names the rule of each file it keeps; --no-rule NAME turns one off):"
+    return "\b\n" + heading + "\n" + "\n".join(lines)
+
+
+@cli.command(epilog=_rules_epilog())
 @click.argument("image")
 @click.option("--tag", help="Tag for the slimmed image (default: REPO.slim:TAG).")
 @click.option("--include-path", "include_paths", type=ImagePath(), multiple=True,
               help="Always keep this file or directory (with everything below it). Repeatable.")
 @click.option("--exclude-path", "exclude_paths", type=ImagePath(), multiple=True,
               help="Never keep this file or directory, even if the run used it. Repeatable.")
+@click.option("--app-files", type=click.Choice(APP_FILES_MODES), default="all", show_default=True,
+              help="Files the image's own layers added (COPY/ADD, below WORKDIR or the entrypoint script): keep "
+                   "all of them, only those in directories the run touched, or none beyond what the run used.")
+@click.option("--no-rule", "no_rules", type=click.Choice(RULE_NAMES), multiple=True,
+              help="Do not apply this keep rule (listed below). Repeatable.")
 @run_options
 @click.option("--no-verify", is_flag=True, help="Skip verification (the report says it was skipped).")
 @click.option("--keep-unverified", is_flag=True,
@@ -172,7 +231,9 @@ def _run_options(kwargs) -> RunOptions:
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the JSON report (default: ./<image>.slim-report.json).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout instead of a summary.")
-def build(image, tag, include_paths, exclude_paths, no_verify, keep_unverified, report_path, as_json, **kwargs):
+@gate_options
+def build(image, tag, include_paths, exclude_paths, app_files, no_rules, no_verify, keep_unverified, report_path,
+          as_json, min_ratio, max_size, require_verified, **kwargs):
     """Slim IMAGE: run it traced, keep what it uses, verify, tag the result.
 
     Example: slim build nginx:latest --tag nginx:slim
@@ -190,13 +251,21 @@ def build(image, tag, include_paths, exclude_paths, no_verify, keep_unverified, 
         verify=not no_verify,
         keep_unverified=keep_unverified,
         report_path=report_path,
+        disabled_rules=tuple(dict.fromkeys(no_rules)),
+        app_files=app_files,
     )
+    from .gates import evaluate, gates_from_options
+
+    gates = gates_from_options(min_ratio, max_size, require_verified)
     with _progress() as on_stage:
         result = run_build(DockerEngine(), options, on_stage)
+    outcomes = [evaluate(gates, result.report.data)] if gates else []
     if as_json:
-        click.echo(json.dumps(result.report.data, indent=2))
+        gated = {"gates": outcomes[0].as_dict()} if outcomes else {}
+        click.echo(json.dumps({**result.report.data, **gated}, indent=2))
     else:
         render_summary(out_console, result.report, result.report_path)
+    _show_gates(outcomes, err=as_json)
 
 
 @cli.command()
@@ -252,6 +321,113 @@ def _render_verification(result) -> None:
     verdict = "[bold green]passed[/]" if verification.passed else "[bold red]FAILED[/]"
     out_console.print(f"verification: {verdict} ({checks} checks, {len(verification.invariant_failures)} "
                       f"invariant failures; {result.original.ref} -> {result.slimmed.ref})")
+
+
+@cli.command()
+@click.argument("image")
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Rows to show in each list of the text output (--json always has everything).")
+@click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON on stdout.")
+def xray(image, top, as_json):
+    """Look inside IMAGE without running it: layers, wasted space, largest directories, ELF files and
+    their libraries, OS packages, setuid/setgid files.
+
+    Example: slim xray nginx:latest --top 20
+    """
+    from .adapters.engine import DockerEngine
+    from .render_xray import render_xray
+    from .xray import xray as analyse_image
+
+    with _progress() as on_stage:
+        result = analyse_image(DockerEngine(), image, on_stage)
+    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else render_xray(result, top))
+
+
+@cli.command()
+@click.argument("reports", nargs=-1, required=True, type=ReportFile())
+@click.option("--format", "output_format", type=click.Choice(["text", "json", "markdown", "html"]), default="text",
+              show_default=True, help="text for terminals and CI logs, markdown for pull requests, html to share.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the report to this file instead of stdout.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@gate_options
+def report(reports, output_format, output, as_json, min_ratio, max_size, require_verified):
+    """Compare one or more build reports: sizes before and after, files, verification, bytes kept and
+    removed per directory, the largest removed files. With $GITHUB_STEP_SUMMARY set, the markdown form is
+    also appended there.
+
+    Example: slim report *.slim-report.json --format html -o slim-report.html --max-size 50MB
+    """
+    from .comparison import compare
+    from .gates import evaluate, gates_from_options
+    from .render_html import render_html
+    from .render_report import render_markdown, render_text
+
+    gates = gates_from_options(min_ratio, max_size, require_verified)
+    comparison = compare(reports, [evaluate(gates, data.data) for _, data in reports] if gates else [])
+    output_format = "json" if as_json else output_format
+    renderers = {
+        "text": render_text,
+        "markdown": render_markdown,
+        "html": render_html,
+        "json": lambda c: json.dumps(c.as_dict(), indent=2) + "\n",
+    }
+    document = renderers[output_format](comparison)
+    if output is not None:
+        _write(output, document)
+        err_console.print(f"report: {output}", markup=False)
+    else:
+        click.echo(document, nl=not document.endswith("\n"))
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        _write(Path(summary), render_markdown(comparison), append=True)
+    # The text on stdout already ends with the gate lines; elsewhere they go to stderr for the CI log.
+    _show_gates(list(comparison.gates), err=True, quiet=output is None and output_format == "text")
+
+
+@cli.command()
+@click.argument("report_file", metavar="REPORT.json", type=ReportFile())
+@click.argument("path", type=ImagePath())
+@click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON on stdout.")
+def explain(report_file, path, as_json):
+    """Say why PATH is in the slimmed image (each reason followed back to what the run did or a rule),
+    or that it was removed and why.
+
+    Example: slim explain nginx.slim-report.json /usr/lib/x86_64-linux-gnu/libssl.so.3
+    """
+    from .explanation import explain as explain_path
+    from .render_explain import render_explanation
+
+    _, loaded = report_file
+    result = explain_path(loaded.data, path)
+    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else render_explanation(result))
+
+
+def _show_gates(outcomes, err: bool, quiet: bool = False) -> None:
+    """Print each gate as dive's CI does, then fail with exit code 7 if any gate failed."""
+    from .errors import PolicyFailed
+    from .render_report import gate_lines
+
+    colours = {"PASS": "green", "FAIL": "red", "SKIP": "yellow"}
+    for outcome in outcomes if not quiet else ():
+        for line in gate_lines(outcome):
+            word = line.strip().split(" ", 1)[0].rstrip(":")
+            if word in colours:
+                line = line.replace(word, click.style(word, fg=colours[word], bold=True), 1)
+            click.echo(line, err=err)
+    failed = [f"{o.image}: {r.gate}" for o in outcomes for r in o.results if r.status.value == "FAIL"]
+    if failed:
+        raise PolicyFailed(f"{len(failed)} gate{'s' if len(failed) > 1 else ''} failed ({'; '.join(failed)})")
+
+
+def _write(path: Path, text: str, append: bool = False) -> None:
+    from .errors import SlimError
+
+    try:
+        with path.open("a" if append else "w", encoding="utf-8") as out:
+            out.write(text)
+    except OSError as e:
+        raise SlimError(f"cannot write {path}: {e.strerror or e}") from e
 
 
 class _progress:

@@ -1,8 +1,10 @@
 """Trace + rootfs index -> Closure: what the run touched plus what it provably needs, each with reasons.
 
 Seeds (traced paths, the entrypoint, always-kept and included paths, volume seed data) are followed to a
-fixpoint through #! interpreters and the dynamic loader's rules, then hard links, the symlinks leading
-to kept paths and the directories above them are added, and excluded paths are taken out last.
+fixpoint through #! interpreters and the dynamic loader's rules; the rules of slim/rules.py (application
+files, packages, runtimes, data sets, ...) add what the run will plausibly need, and what they add is
+followed in turn, until neither adds a path. Then hard links, the symlinks leading to kept paths and the
+directories above them are added, and excluded paths are taken out last.
 Everything is resolved inside the image root; the only I/O is reading the rootfs index.
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .model import (
     TracedPath,
 )
 from .rootfs import Resolved, RootFS
+from .rules import APP_FILES_MODES, RULES, RuleContext
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # Docker's default
 LD_SO_CONF = PurePosixPath("/etc/ld.so.conf")
@@ -66,11 +69,24 @@ PACKAGE_MANAGER_STATE = tuple(
 )
 
 
+# Files kept as parts of a library (imported by their interpreter), never run as programs on their own.
+LIBRARY_REASONS = frozenset({ReasonKind.RUNTIME, ReasonKind.PACKAGE})
+
+
 @dataclass(frozen=True)
 class ClosureOptions:
     include_paths: tuple[PurePosixPath, ...] = ()
     exclude_paths: tuple[PurePosixPath, ...] = ()
     always_keep: tuple[PurePosixPath, ...] = ALWAYS_KEEP
+    disabled_rules: frozenset[str] = frozenset()  # names of slim/rules.py RULES not to apply (--no-rule)
+    app_files: str = "all"  # none | touched | all (--app-files)
+    # The Dockerfile step behind each layer, bottom first (from the image history); None when unknown.
+    layer_steps: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        unknown = self.disabled_rules - {rule.name for rule in RULES}
+        if unknown or self.app_files not in APP_FILES_MODES:
+            raise ValueError(f"unknown rule {sorted(unknown)} or --app-files mode {self.app_files!r}")
 
 
 def compute_closure(trace: Trace, rootfs: RootFS, facts: ImageFacts, options: ClosureOptions) -> Closure:
@@ -82,10 +98,19 @@ def compute_closure(trace: Trace, rootfs: RootFS, facts: ImageFacts, options: Cl
     _keep_state_directories(kept)
     _keep_seeds(kept, options, facts.volumes)
     loader = _Loader(kept, image)
-    _follow_dependencies(kept, image, loader)
+    context = _rule_context(trace, image, facts, options, kept, loader)
+    rules = [rule for rule in RULES if rule.name not in options.disabled_rules]
+    while True:  # until the rules add nothing that the loader, #! lines or companions would follow
+        before = len(kept.reasons)
+        _follow_dependencies(kept, image, loader)
+        _keep_python_companions(kept)
+        for rule in rules:
+            for path, reason in rule.keep(context):
+                _keep_for_rule(kept, path, reason)
+        if len(kept.reasons) == before:
+            break
     for warning in loader.missing():
         kept.warn(warning)
-    _keep_python_companions(kept)
     _keep_hard_links(kept)
     _keep_symlinks_and_parents(kept)
     return kept.closure(options.exclude_paths)
@@ -203,13 +228,16 @@ def _keep_state_directories(kept: _Kept) -> None:
     """
     for entry in kept.rootfs.walk(ROOT):
         if entry.kind is EntryKind.DIR and (entry.uid != 0 or _is_state_path(entry.path)):
-            kept.add(entry.path, Reason(ReasonKind.STATE_DIR))
+            if not _under_any(entry.path, PACKAGE_MANAGER_STATE):  # /var/cache/apt/archives/partial is _apt's
+                kept.add(entry.path, Reason(ReasonKind.STATE_DIR))
 
 
 def _is_state_path(path: PurePosixPath) -> bool:
-    return any(path == top or top in path.parents for top in STATE_TOPS) and not any(
-        path == skip or skip in path.parents for skip in PACKAGE_MANAGER_STATE
-    )
+    return _under_any(path, STATE_TOPS)
+
+
+def _under_any(path: PurePosixPath, tops: Iterable[PurePosixPath]) -> bool:
+    return any(path == top or top in path.parents for top in tops)
 
 
 def _keep_seeds(kept: _Kept, options: ClosureOptions, volumes: tuple[PurePosixPath, ...]) -> None:
@@ -237,6 +265,63 @@ def _keep_tree(kept: _Kept, path: PurePosixPath, reason: Reason) -> bool:
     return True
 
 
+# ---------------------------------------------------------------- the rules (slim/rules.py)
+
+
+def _rule_context(
+    trace: Trace, image: _Image, facts: ImageFacts, options: ClosureOptions, kept: _Kept, loader: _Loader
+) -> RuleContext:
+    traced = (image.rootfs.resolve(t.path) for t in trace.paths)
+    return RuleContext(
+        rootfs=image.rootfs,
+        facts=facts,
+        traced=frozenset(r.path for r in traced if r.exists),
+        kept=kept.reasons,
+        library_dirs=tuple(dict.fromkeys(loader.conf_dirs + _default_dirs(64))),
+        entrypoint_script=_entrypoint_script(image, facts.command),
+        layer_steps=options.layer_steps,
+        app_files=options.app_files,
+    )
+
+
+def _keep_for_rule(kept: _Kept, path: PurePosixPath, reason: Reason) -> None:
+    """Keep what a rule named; a symlink also keeps where it leads, so nothing kept dangles."""
+    entry = kept.rootfs.get(path)
+    if entry is not None:
+        kept.add(path, reason)
+    if entry is None or entry.kind is EntryKind.SYMLINK:
+        resolved = kept.rootfs.resolve(path)
+        if resolved.exists:
+            kept.add_resolved(resolved, reason)
+
+
+# Programs that run a script or file named by a later argument (python3 /app/app.py).
+_INTERPRETER = re.compile(r"(python|ruby|node|nodejs|perl|php|java|bash|sh|dash|ash|zsh|bun|deno)[\d.]*")
+
+
+def _entrypoint_script(image: _Image, command: tuple[str, ...]) -> PurePosixPath | None:
+    """The script the container's command runs: the command itself when it is a #! script, else the
+    first file an interpreter is given (python3 /app/app.py). Its directory is the application's (see
+    rules.keep_app_files); a compiled program names none (its directory is often /usr/lib/<package>/bin)."""
+    if not command:
+        return None
+    found = image.which(command[0])
+    if found is None:
+        return None
+    if image.rootfs.read(found.path, limit=2) == b"#!":
+        return found.path
+    if not _INTERPRETER.fullmatch(found.path.name):
+        return None
+    for argument in command[1:]:
+        if argument.startswith("-"):
+            continue
+        target = image.resolve(argument)
+        entry = _entry(image.rootfs, target)
+        if entry is not None and entry.kind is EntryKind.FILE:
+            return target.path
+    return None
+
+
 # ---------------------------------------------------------------- dependencies: #! and the loader
 
 
@@ -246,7 +331,10 @@ def _follow_dependencies(kept: _Kept, image: _Image, loader: _Loader) -> None:
         path = kept.unread.popleft()
         head = kept.rootfs.read(path, limit=SHEBANG_LIMIT)
         if head.startswith(b"#!"):
-            _keep_interpreter(kept, image, path, head)
+            # The kernel reads a #! line only when the file is executed: a library module's line is a comment,
+            # and so is that of a module kept whole with its standard library or package.
+            if _is_executable(kept.rootfs.get(path)) and kept.reasons[path][0].kind not in LIBRARY_REASONS:
+                _keep_interpreter(kept, image, path, head)
         elif head.startswith(ELF_MAGIC):
             loader.load(_Object(found=path, real=path, chain=()))
 
@@ -511,7 +599,9 @@ def _keep_python_companions(kept: _Kept) -> None:
     .pyc against its source's mtime: neither is an open the tracer sees, and without them the interpreter
     cannot even start. Tracebacks also read the sources.
     """
-    for path in list(kept.reasons):
+    for path, reasons in list(kept.reasons.items()):
+        if reasons[0].kind is ReasonKind.RUNTIME:
+            continue  # a standard library kept whole keeps its sources; only used modules keep bytecode
         for companion in _python_companions(kept.rootfs, path):
             kept.add(companion, Reason(ReasonKind.COMPANION, source=str(path)))
 

@@ -59,6 +59,15 @@ class PolicyFailed(SlimError):
     exit_code = ExitCode.POLICY_FAILED
 
 
+class ContainerStartFailed(SlimError):
+    """The engine could not start a container (its entrypoint is missing, say). Verification treats it as
+    the slimmed image's behaviour, not as a tool error."""
+
+    def __init__(self, why: str):
+        super().__init__(f"the container did not start: {why}")
+        self.why = why
+
+
 class TracingUnavailable(SlimError):
     """The host cannot trace: not root, no fanotify, no overlay2 storage, engine on another host."""
 

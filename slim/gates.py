@@ -29,7 +29,7 @@ class GateResult:
     def line(self) -> str:
         if self.status is Status.SKIP:
             return f"SKIP  {self.gate}: {self.why}"
-        return f"{self.status.value}  {self.gate}: {self.measured} (threshold {self.threshold})"
+        return f"{self.status.value}  {self.gate}: measured {self.measured}, threshold {self.threshold}"
 
     def as_dict(self) -> dict[str, str]:
         return {"gate": self.gate, "status": self.status.value, "measured": self.measured,
@@ -71,11 +71,11 @@ class MaxSize:
         if self.maximum is None:
             return GateResult(self.name, Status.SKIP, "", "", "not set")
         size = report["result"].get("size")
-        threshold = f"<= {human_size(self.maximum)} ({self.maximum:,} bytes)"
+        threshold = f"<= {self.maximum:,} bytes ({human_size(self.maximum)})"
         if size is None:
             return GateResult(self.name, Status.SKIP, "", threshold, "the report has no slimmed size")
         status = Status.PASS if size <= self.maximum else Status.FAIL
-        return GateResult(self.name, status, f"{human_size(size)} ({size:,} bytes)", threshold)
+        return GateResult(self.name, status, f"{size:,} bytes ({human_size(size)})", threshold)
 
 
 @dataclass(frozen=True)

@@ -179,6 +179,17 @@ class ReasonKind(enum.Enum):
     HARDLINK = "hard-link"  # another name of a kept file's inode
     COMPANION = "companion"  # the other half of a pair that works together: foo.py and its foo.*.pyc
     STATE_DIR = "state-directory"  # a directory where programs create files at run time (kept empty)
+    # The rules of slim/rules.py (issue 6): what a run will plausibly need although it did not touch it.
+    APP_FILE = "app-file"  # added by the image's own application layers
+    DATA_TREE = "data-tree"  # part of a non-root-owned data directory the run touched (a database's)
+    PACKAGE = "package"  # part of a language package one file of which was used
+    RUNTIME = "runtime"  # standard library or native helper of a kept interpreter or VM
+    TIMEZONE = "timezone-data"  # the timezone database, read by zone name
+    CA_CERTIFICATES = "ca-certificates"  # trust roots of a kept TLS library
+    NSS = "nss"  # name service switch configuration and modules
+    GCONV = "gconv"  # iconv's conversion modules
+    LOCALE = "locale"  # the compiled locale the image's Env sets
+    EMPTY_DIRECTORY = "empty-subdirectory"  # an empty subdirectory of a directory the run used
 
 
 @dataclass(frozen=True)
@@ -202,6 +213,16 @@ class Reason:
             ReasonKind.HARDLINK: "hard link of",
             ReasonKind.STATE_DIR: "run-time state directory",
             ReasonKind.COMPANION: "companion of",
+            ReasonKind.APP_FILE: "application file from",
+            ReasonKind.DATA_TREE: "data directory",
+            ReasonKind.PACKAGE: "part of package",
+            ReasonKind.RUNTIME: "runtime of",
+            ReasonKind.TIMEZONE: "timezone database",
+            ReasonKind.CA_CERTIFICATES: "CA certificates for",
+            ReasonKind.NSS: "name service switch for",
+            ReasonKind.GCONV: "iconv modules for",
+            ReasonKind.LOCALE: "locale",
+            ReasonKind.EMPTY_DIRECTORY: "empty subdirectory of",
         }[self.kind]
         return " ".join(part for part in (words, self.source, self.detail) if part)
 

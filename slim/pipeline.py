@@ -25,6 +25,7 @@ from .errors import ApplicationFailed, SlimError, UsageError, VerificationFailed
 from .exercise import ExercisePlan, exercise
 from .model import BuiltImage, ImageFacts, RunOutcome, Trace, Verification
 from .report import Report, build_report
+from .rules import layer_steps
 from .rootfs import RootFS, spool_image
 from .sizes import BackgroundGzip
 from .tracing import run_traced
@@ -64,6 +65,8 @@ class BuildOptions:
     verify: bool = True
     keep_unverified: bool = False
     report_path: Path | None = None
+    disabled_rules: tuple[str, ...] = ()  # --no-rule: names of slim.rules.RULES not to apply
+    app_files: str = "all"  # --app-files: none | touched | all
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ def build(engine: Engine, options: BuildOptions, on_stage: StageCallback = lambd
 
         with timer.stage("inspect"):
             facts = engine.inspect_image(options.image)
+            steps = layer_steps(engine.image_history(facts.id), len(facts.layer_diff_ids))
             tag = options.tag or default_tag(facts)
             _check_tag(tag, facts)
             plan = exercise_plan(facts, options.run)
@@ -136,7 +140,13 @@ def build(engine: Engine, options: BuildOptions, on_stage: StageCallback = lambd
         with timer.stage("closure"):
             closure = compute_closure(
                 trace, rootfs, facts,
-                ClosureOptions(include_paths=options.include_paths, exclude_paths=options.exclude_paths),
+                ClosureOptions(
+                    include_paths=options.include_paths,
+                    exclude_paths=options.exclude_paths,
+                    disabled_rules=frozenset(options.disabled_rules),
+                    app_files=options.app_files,
+                    layer_steps=steps,
+                ),
             )
         with timer.stage("assemble"):
             image_plan = plan_image(closure, rootfs, facts)
@@ -161,6 +171,7 @@ def build(engine: Engine, options: BuildOptions, on_stage: StageCallback = lambd
         report = build_report(
             facts, rootfs, trace, closure, built, tag if tagged else None, result, timer.seconds,
             source_layers=source_layers, include_paths=options.include_paths, exclude_paths=options.exclude_paths,
+            disabled_rules=options.disabled_rules, app_files=options.app_files,
         )
         report_path = options.report_path or Path(_report_name(facts))
         report.write(report_path)

@@ -10,7 +10,7 @@ from .render_report import before_after, ratio_text, verification_text
 
 CHART_WIDTH = 900
 LABEL_WIDTH = 260  # left column of the charts: the image names
-VALUE_WIDTH = 90  # right of a bar: its value
+VALUE_WIDTH = 140  # right of a bar: its value
 BAR = 18
 # Colour-blind-safe (Okabe-Ito), then greys for the long tail of directories.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
@@ -33,6 +33,7 @@ code { font: 12.5px ui-monospace, SFMono-Regular, Menlo, monospace; word-break: 
 .passed, .PASS { color: #0a7a3e; font-weight: 600; }
 .failed, .FAIL { color: #c62828; font-weight: 600; }
 .skipped, .SKIP { color: #8a6d00; font-weight: 600; }
+svg.chart { max-width: 100%; height: auto; }
 svg text { font: 12px system-ui, sans-serif; fill: #1f2933; }
 svg .value { fill: #52606d; }
 .legend { display: flex; flex-wrap: wrap; gap: .4rem 1rem; margin: .3rem 0 1rem; padding: 0; list-style: none; }

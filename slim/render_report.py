@@ -2,6 +2,8 @@
 $GITHUB_STEP_SUMMARY. Both read a Comparison; neither computes anything it does not hold."""
 from __future__ import annotations
 
+from html import escape
+
 from .comparison import Comparison, ImageSummary
 from .gates import GateOutcome
 from .render import human_size
@@ -123,7 +125,8 @@ def render_markdown(comparison: Comparison) -> str:
 def _image_markdown(image: ImageSummary) -> list[str]:
     lines = [
         "<details>",
-        f"<summary>{_code(image.image)}: what was kept and removed</summary>",
+        # Markdown is not read inside an HTML block: the summary line is HTML of its own.
+        f"<summary><code>{escape(image.image)}</code>: what was kept and removed</summary>",
         "",
         f"Slimmed image {_code(image.slimmed_tag or '(not tagged)')}; report {_code(image.report)}.",
     ]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 
 from .render import human_size
 from .xray import XRay
@@ -27,7 +28,7 @@ def render_xray(x: XRay, top: int = 10) -> str:
         f"{x.ref}  {x.id[:19]}",
         f"  {x.os}/{x.architecture}, {human_size(x.size)}, {len(x.layers)} layers, {x.files:,} files"
         + (f", created {x.created[:19]}" if x.created else ""),
-        f"  command: {' '.join(x.command) or '(none)'}" + (f"  (user {x.user})" if x.user else ""),
+        f"  command: {shlex.join(x.command) or '(none)'}" + (f"  (user {x.user})" if x.user else ""),
         "",
         "Layers",
     ]

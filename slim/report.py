@@ -90,6 +90,8 @@ def build_report(
     source_layers: LayerSizes | None = None,
     include_paths: Iterable[PurePosixPath] = (),
     exclude_paths: Iterable[PurePosixPath] = (),
+    disabled_rules: Iterable[str] = (),
+    app_files: str = "all",
 ) -> Report:
     kept = _kept_files(rootfs, closure)
     return Report(
@@ -128,8 +130,11 @@ def build_report(
             "options": {
                 "include_paths": [str(path) for path in include_paths],
                 "exclude_paths": [str(path) for path in exclude_paths],
+                "no_rules": sorted(disabled_rules),
+                "app_files": app_files,
             },
             "bytes_by_reason": _bytes_by_reason(kept),
+            "volumes": _volumes_section(kept),
             "kept_totals": _kept_totals(kept),
             "removed": _removed_section(rootfs, closure),
             "warnings": list(closure.warnings),
@@ -185,6 +190,20 @@ def _bytes_by_reason(kept: list[dict[str, Any]]) -> dict[str, int]:
     for item in kept:
         totals[item["reasons"][0]["kind"]] += item["size"]
     return dict(sorted(totals.items()))
+
+
+def _volumes_section(kept: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the image ships under each declared VOLUME: kept whole as the volume's seed data."""
+    volumes: dict[str, dict[str, Any]] = {}
+    for item in kept:
+        for reason in item["reasons"]:
+            if reason["kind"] == "volume-seed":
+                volume = volumes.setdefault(reason["source"], {"path": reason["source"], "files": 0, "bytes": 0})
+                if item["kind"] == EntryKind.FILE.value:
+                    volume["files"] += 1
+                    volume["bytes"] += item["size"]
+    note = "seed data: Docker copies it into the volume at first start (opens there are not traced), kept whole"
+    return [{**volume, "note": note} for _, volume in sorted(volumes.items())]
 
 
 def _removed_section(rootfs: RootFS, closure: Closure) -> dict[str, Any]:

@@ -362,7 +362,7 @@ def _add_member(layer: _Layer, index: int, member: tarfile.TarInfo, tar_path: Pa
     elif member.islnk():
         _add_hardlink(layer, key, _member_key(member.linkname), tar_path)
     else:
-        layer.members[key] = (_entry(key, member, tar_path), (index, member.offset_data) if member.isreg() else None)
+        layer.members[key] = (_entry(key, member, tar_path, index), (index, member.offset_data) if member.isreg() else None)
 
 
 def _add_hardlink(layer: _Layer, key: str, target: str, tar_path: Path) -> None:
@@ -373,7 +373,7 @@ def _add_hardlink(layer: _Layer, key: str, target: str, tar_path: Path) -> None:
     layer.members[key] = (dataclasses.replace(entry, path=PurePosixPath(key)), blob)
 
 
-def _entry(key: str, member: tarfile.TarInfo, tar_path: Path) -> FileEntry:
+def _entry(key: str, member: tarfile.TarInfo, tar_path: Path, layer: int) -> FileEntry:
     kind = _KINDS.get(member.type)
     if kind is None or member.issparse():
         raise UnreadableImage(f"layer {tar_path}: {key}: unsupported tar member type {member.type!r}")
@@ -396,6 +396,7 @@ def _entry(key: str, member: tarfile.TarInfo, tar_path: Path) -> FileEntry:
         devminor=member.devminor,
         uname=member.uname,
         gname=member.gname,
+        layer=layer,
     )
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import PurePosixPath
+from typing import Any, Mapping
 
 from .closure import ClosureOptions, compute_closure
 from .engine import ContainerSpec, Engine
-from .exercise import ExercisePlan, exercise
+from .errors import ContainerStartFailed
+from .exercise import BATCH_RUN, ExercisePlan, exercise
 from .model import (
     Access,
     EntryKind,
@@ -128,13 +130,23 @@ def _names(root: RootFS, database: str) -> set[str]:
 
 
 def run_exercised(engine: Engine, spec: ContainerSpec, plan: ExercisePlan) -> RunOutcome:
-    """One untraced run of an image with the probes; the container never outlives the call."""
+    """One untraced run of an image with the probes; the container never outlives the call. A container
+    that cannot even start (its entrypoint is gone) is an outcome to compare, not an error."""
     container_id = engine.create_container(spec)
     try:
-        engine.start(container_id)
+        try:
+            engine.start(container_id)
+        except ContainerStartFailed as error:
+            return _not_started(plan, engine.wait(container_id, 0), error.why)
         return exercise(engine, container_id, plan, lambda _phase: None)
     finally:
         engine.remove_container(container_id)
+
+
+def _not_started(plan: ExercisePlan, exit_code: int | None, why: str) -> RunOutcome:
+    names = [probe.name for probe in plan.probes] if plan.mode == "server" else [BATCH_RUN]
+    outcomes = tuple(ProbeOutcome(name, False, f"not run: the container did not start ({why})") for name in names)
+    return RunOutcome(plan.mode, exit_code, running_after_probes=False, probes=outcomes, output_tail=why)
 
 
 def compare_runs(original: RunOutcome, slimmed: RunOutcome) -> tuple[ProbeComparison, ...]:
@@ -155,11 +167,29 @@ def _compare_probe(original: ProbeOutcome, slimmed: ProbeOutcome | None) -> Prob
 
 
 def _difference(original: ProbeOutcome, slimmed: ProbeOutcome) -> str:
-    """Name the first fingerprint key that differs, so a user knows which URL or output broke."""
-    for key in sorted(set(original.fingerprint) | set(slimmed.fingerprint)):
-        if original.fingerprint.get(key) != slimmed.fingerprint.get(key):
-            return f"{slimmed.detail} ({key}: {slimmed.fingerprint.get(key)!r} vs {original.fingerprint.get(key)!r})"
+    """Name the first fingerprint key that differs (in the original's order: the crawl's), so a user knows
+    which URL or output broke."""
+    if not slimmed.fingerprint:  # the probe did not run or got nothing: its detail says why
+        return slimmed.detail
+    for key in dict.fromkeys([*original.fingerprint, *slimmed.fingerprint]):
+        before, after = original.fingerprint.get(key), slimmed.fingerprint.get(key)
+        if before != after:
+            return f"{slimmed.detail} (first difference: {key}: {_change(key, before, after)})"
     return slimmed.detail
+
+
+def _change(key: str, before: Any, after: Any) -> str:
+    if after is None:
+        return "not seen in the slimmed run"
+    if before is None:
+        return "not seen in the original run"
+    if isinstance(before, Mapping) and isinstance(after, Mapping) and "status" in before:  # an HTTP visit
+        if before.get("status") != after.get("status"):
+            return f"status {after.get('status')}, the original {before.get('status')}"
+        return f"same status {after.get('status')}, different body"
+    if key == "sha256":
+        return "different output"
+    return f"{after!r}, the original {before!r}"
 
 
 def _compare_state(original: RunOutcome, slimmed: RunOutcome) -> ProbeComparison:

@@ -180,3 +180,9 @@ def test_synthetic_dockerfile_names_the_files_its_app_reads():
     assert '"/data/000/f0000"' in text  # split -a 4 -d names the first file f0000
     assert size.tag == "slimtrace-bench/synthetic:10000f-100MB"
     assert scaling.Size(1000, 5_000_000_000).tag.endswith(":1000f-5GB")
+
+
+def test_stage_columns_follow_the_pipeline_then_new_stages():
+    from bench.model import STAGES, stage_names
+
+    assert stage_names([{"verify": 1.0, "measure": 2.0}, {"index": 1.0, "sign": 0.1}]) == (*STAGES, "measure", "sign")

@@ -515,7 +515,8 @@ def test_exec_probe_retries_until_the_command_succeeds():
     engine = FakeEngine(exec_result=[refused, refused, ExecResult(0, b"PONG\n")])
     outcome = ExecProbe(("redis-cli", "ping"), ready_timeout=10).run(target(1, engine))
     assert (outcome.ok, outcome.detail) == (True, "exit 0: PONG (attempt 3)")
-    assert outcome.fingerprint == ExecProbe(("x",)).run(target(1, FakeEngine(exec_result=ExecResult(0, b"PONG\n")))).fingerprint
+    pong = ExecProbe(("x",)).run(target(1, FakeEngine(exec_result=ExecResult(0, b"PONG\n"))))
+    assert outcome.fingerprint == pong.fingerprint
     assert len(engine.execs) == 3
 
 

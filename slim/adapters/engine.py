@@ -18,8 +18,8 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from ..engine import OWNER_LABEL, ContainerSpec, ExecResult
-from ..errors import EngineUnreachable, ImageNotFound, SlimError, TracingUnavailable
+from ..engine import OWNER_LABEL, ContainerSpec, ExecResult, HistoryStep, infer_empty_layers
+from ..errors import ContainerStartFailed, EngineUnreachable, ImageNotFound, SlimError, TracingUnavailable
 from ..model import ImageFacts
 
 SAVE_CHUNK = 1 << 20
@@ -105,6 +105,16 @@ class DockerEngine:
         )
 
     @_translate
+    def image_history(self, image_id: str) -> tuple[HistoryStep, ...]:
+        # The history endpoint lists the steps newest first with their layer's size, but not the image
+        # config's empty_layer flags: those are inferred, and checked against the number of layers.
+        entries = list(reversed(self._client.api.history(image_id)))
+        layers = self._client.api.inspect_image(image_id).get("RootFS", {}).get("Layers") or ()
+        steps = [(entry.get("CreatedBy") or "", int(entry.get("Size") or 0)) for entry in entries]
+        empty = infer_empty_layers(steps, len(layers))
+        return tuple(HistoryStep(created_by, flag) for (created_by, _), flag in zip(steps, empty))
+
+    @_translate
     def save_image(self, image_id: str) -> Iterator[bytes]:
         yield from self._client.api.get_image(image_id, chunk_size=SAVE_CHUNK)
 
@@ -154,7 +164,16 @@ class DockerEngine:
 
     @_translate
     def start(self, container_id: str) -> None:
-        self._client.api.start(container_id)
+        try:
+            self._client.api.start(container_id)
+        except docker.errors.APIError as e:
+            # The container exists but its process could not be started: runc's own words say why.
+            explanation = str(e.explanation or "")
+            if e.status_code in (400, 500) and "OCI runtime" in explanation:
+                # "failed to create shim task: OCI runtime create failed: ... process: exec: ...": the end says why
+                why = explanation.rpartition("unable to start container process: ")[2].removesuffix(": unknown")
+                raise ContainerStartFailed(why[:200]) from e
+            raise
 
     @_translate
     def merged_dir(self, container_id: str) -> PurePosixPath:
@@ -212,18 +231,18 @@ class DockerEngine:
         api = self._client.api
         created = api.exec_create(container_id, list(argv), user=user or "")
         # The SDK reads the exec's output with no timeout, so it reads on a thread we can stop waiting for.
-        result: dict[str, object] = {}
-        reader = threading.Thread(target=_exec_start, args=(api, created["Id"], result), daemon=True)
+        reading = _ExecReading(api, created["Id"])
+        reader = threading.Thread(target=reading.run, name="slimtrace-exec", daemon=True)
         reader.start()
         reader.join(timeout)
         if reader.is_alive():
             _kill_exec(api, created["Id"])
             reader.join(EXEC_KILL_GRACE)  # once killed, the engine ends the stream and the thread returns
             return ExecResult(exit_code=-1, output=b"", timed_out=True)
-        if "error" in result:
-            raise result["error"]  # type: ignore[misc]
+        if reading.error is not None:
+            raise reading.error
         code = api.exec_inspect(created["Id"])["ExitCode"]
-        return ExecResult(exit_code=int(code if code is not None else -1), output=result["output"])  # type: ignore[arg-type]
+        return ExecResult(exit_code=int(code if code is not None else -1), output=reading.output)
 
     @_translate
     def stop(self, container_id: str, timeout: int = 10) -> None:
@@ -236,11 +255,20 @@ class DockerEngine:
             self._client.api.remove_container(container_id, v=True, force=True)
 
 
-def _exec_start(api: docker.APIClient, exec_id: str, result: dict[str, object]) -> None:
-    try:
-        result["output"] = api.exec_start(exec_id)
-    except Exception as error:  # re-raised on the caller's thread, where _translate sees it
-        result["error"] = error
+class _ExecReading:
+    """An exec's output, read to its end on a thread of its own."""
+
+    def __init__(self, api: docker.APIClient, exec_id: str):
+        self._api = api
+        self._exec_id = exec_id
+        self.output = b""
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            self.output = self._api.exec_start(self._exec_id)
+        except Exception as error:  # noqa: BLE001 -- re-raised on the caller's thread, where _translate sees it
+            self.error = error
 
 
 def _kill_exec(api: docker.APIClient, exec_id: str) -> None:
