@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +22,9 @@ LOOPBACK = "127.0.0.1"
 STARTUP_SECONDS = 60.0  # for a server to answer, or a batch job to finish
 RETRY_INTERVAL = 0.25
 REQUEST_TIMEOUT = 10.0
+
+# nodeapp's /report says when it was generated: the same in no two runs (bench/probefiles/nodeapp.yaml too).
+REPORT_TIMESTAMP = '"generated":"[^"]*"'
 
 Observation = dict[str, str]  # what a check saw, by step ("GET /", "exec redis-cli ping", "run")
 
@@ -39,6 +43,7 @@ class HttpCheck:
 
     port: int
     paths: tuple[str, ...]
+    ignore: tuple[str, ...] = ()  # regexes removed from every body before hashing (timestamps)
 
     def observe(self, engine: Engine, image: str) -> Observation:
         with _running(engine, ContainerSpec(image=image, publish_tcp=(self.port,))) as container_id:
@@ -46,7 +51,7 @@ class HttpCheck:
             if host_port is None:
                 return {"start": "exited before its port was published"}
             deadline = time.monotonic() + STARTUP_SECONDS
-            return {f"GET {path}": _get(host_port, path, deadline) for path in self.paths}
+            return {f"GET {path}": _get(host_port, path, deadline, self.ignore) for path in self.paths}
 
     def problems(self, observation: Observation) -> list[str]:
         return [f"{step}: {value}" for step, value in observation.items() if not value.startswith("200 ")]
@@ -103,7 +108,8 @@ CORPUS: tuple[CorpusImage, ...] = (
         ("--probe-file", str(PROBE_FILES / "pyapp.yaml")),
     ),
     CorpusImage(
-        "nodeapp", "web app (Node, Express)", HttpCheck(3000, ("/", "/a.html", "/deep/b.html", "/report")),
+        "nodeapp", "web app (Node, Express)",
+        HttpCheck(3000, ("/", "/a.html", "/deep/b.html", "/report"), ignore=(REPORT_TIMESTAMP,)),
         ("--probe-file", str(PROBE_FILES / "nodeapp.yaml")),
     ),
     CorpusImage(
@@ -141,19 +147,25 @@ def _running(engine: Engine, spec: ContainerSpec) -> Iterator[str]:
         engine.remove_container(container_id)
 
 
-def _get(host_port: int, path: str, deadline: float) -> str:
+def _get(host_port: int, path: str, deadline: float, ignore: tuple[str, ...]) -> str:
     """"STATUS sha256:HEX" of GET path, retrying while the server starts (docker-proxy accepts early)."""
     url = f"http://{LOOPBACK}:{host_port}{path}"
     while True:
         try:
             with urllib.request.urlopen(url, timeout=REQUEST_TIMEOUT) as response:
-                return f"{response.status} sha256:{hashlib.sha256(response.read()).hexdigest()[:16]}"
+                return f"{response.status} sha256:{_digest(response.read(), ignore)}"
         except urllib.error.HTTPError as error:  # the server answered: that is the observation
-            return f"{error.code} sha256:{hashlib.sha256(error.read()).hexdigest()[:16]}"
+            return f"{error.code} sha256:{_digest(error.read(), ignore)}"
         except OSError as error:
             if time.monotonic() > deadline:
                 return f"no answer ({error})"
             time.sleep(RETRY_INTERVAL)
+
+
+def _digest(body: bytes, ignore: tuple[str, ...]) -> str:
+    for pattern in ignore:
+        body = re.sub(pattern.encode(), b"", body)
+    return hashlib.sha256(body).hexdigest()[:16]
 
 
 def _exec(engine: Engine, container_id: str, argv: tuple[str, ...], retry: bool) -> str:

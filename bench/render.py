@@ -128,13 +128,13 @@ def _overhead(result: OverheadResult | None, error: str | None) -> str:
                    rows, "rlrrrr")
     u, t, q = result.untraced, result.traced, result.ratio
     summary = table(
-        ("", "mean", "stdev", "min", "max"),
+        ("", "median", "mean", "stdev", "min", "max"),
         [
-            ("untraced req/s", f"{u.mean:,.0f}", f"{u.stdev:,.0f}", f"{u.min:,.0f}", f"{u.max:,.0f}"),
-            ("traced req/s", f"{t.mean:,.0f}", f"{t.stdev:,.0f}", f"{t.min:,.0f}", f"{t.max:,.0f}"),
-            ("traced / untraced (per round)", f"{q.mean:.3f}", f"{q.stdev:.3f}", f"{q.min:.3f}", f"{q.max:.3f}"),
+            ("untraced req/s", *(f"{v:,.0f}" for v in (u.median, u.mean, u.stdev, u.min, u.max))),
+            ("traced req/s", *(f"{v:,.0f}" for v in (t.median, t.mean, t.stdev, t.min, t.max))),
+            ("traced / untraced (per round)", *(f"{v:.3f}" for v in (q.median, q.mean, q.stdev, q.min, q.max))),
         ],
-        "lrrrr",
+        "lrrrrr",
     )
     events = ", ".join(map(str, result.trace_events))
     return (

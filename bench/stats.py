@@ -9,16 +9,14 @@ from typing import Any, Iterable, Mapping, Sequence
 
 @dataclass(frozen=True)
 class Stats:
-    """Mean and spread of a few repeated measurements (stdev is the sample one; 0 for a single value)."""
+    """Centre and spread of a few repeated measurements (stdev is the sample one; 0 for a single value)."""
 
     n: int
     mean: float
+    median: float
     stdev: float
     min: float
     max: float
-
-    def as_dict(self) -> dict[str, float]:
-        return {"n": self.n, "mean": self.mean, "stdev": self.stdev, "min": self.min, "max": self.max}
 
 
 def summarize(values: Iterable[float]) -> Stats:
@@ -26,7 +24,7 @@ def summarize(values: Iterable[float]) -> Stats:
     if not values:
         raise ValueError("no measurements to summarize")
     stdev = statistics.stdev(values) if len(values) > 1 else 0.0
-    return Stats(len(values), statistics.fmean(values), stdev, min(values), max(values))
+    return Stats(len(values), statistics.fmean(values), statistics.median(values), stdev, min(values), max(values))
 
 
 def paired_ratios(numerators: Sequence[float], denominators: Sequence[float]) -> list[float]:

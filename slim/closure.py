@@ -95,8 +95,8 @@ def compute_closure(trace: Trace, rootfs: RootFS, facts: ImageFacts, options: Cl
     for traced in trace.paths:
         _keep_traced(kept, traced)
     _keep_entrypoint(kept, image, facts.command)
+    _keep_seeds(kept, options, facts.volumes)  # before the state directories: a volume is named as one
     _keep_state_directories(kept)
-    _keep_seeds(kept, options, facts.volumes)
     loader = _Loader(kept, image)
     context = _rule_context(trace, image, facts, options, kept, loader)
     rules = [rule for rule in RULES if rule.name not in options.disabled_rules]

@@ -602,7 +602,7 @@ def keep_ca_certificates(ctx: RuleContext) -> Iterator[Keep]:
 
 NSSWITCH = P("/etc/nsswitch.conf")
 # glibc's resolver and NSS dispatcher: inside libc.so.6 since glibc 2.34, in libresolv and libnss_* before.
-_RESOLVER = re.compile(r"libc\.so\.6|libresolv\.so[.\d]*|libnss_\w+\.so[.\d]*")
+_RESOLVER = re.compile(r"libc\.so\.6|libc-2\.\d+\.so|libresolv\.so[.\d]*|libnss_\w+\.so[.\d]*")
 NAME_SERVICE_FILES = tuple(P(p) for p in ("/etc/host.conf", "/etc/gai.conf", "/etc/services", "/etc/protocols"))
 
 

@@ -27,7 +27,7 @@ def kept(path, size, *reasons, kind="file"):
 
 def test_summarize_gives_mean_sample_stdev_and_range():
     stats = summarize([2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0])
-    assert (stats.n, stats.mean, stats.min, stats.max) == (8, 5.0, 2.0, 9.0)
+    assert (stats.n, stats.mean, stats.median, stats.min, stats.max) == (8, 5.0, 4.5, 2.0, 9.0)
     assert stats.stdev == pytest.approx(2.138, abs=1e-3)
 
 
@@ -131,6 +131,7 @@ def test_targets_compare_measured_with_the_goals():
     rows = {(row.goal.split()[0], row.subject): row for row in evaluate(sample_run())}
     assert rows[("ratio", "nginx")].status == MET
     assert rows[("ratio", "redis")].status == MISSED  # 7.3x
+    assert rows[("ratio", "redis")].measured == "7.3x, passed (the floor allows 7.4x)"
     assert rows[("ratio", "pyapp")].status == NOT_MEASURED
     assert rows[("ratio", "nodeapp")].status == NOT_MEASURED  # not in the run
     assert rows[("slimmed", "nginx")].status == MET

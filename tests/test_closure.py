@@ -23,6 +23,9 @@ from slim.model import (
     TraceHealth,
 )
 from slim.rootfs import RootFS, spool_image
+from slim.assemble import plan_image
+from slim.engine import HistoryStep, infer_empty_layers
+from slim.rules import RULE_NAMES, RULES, StepKind, layer_steps, locale_candidates, nss_services, step_kind
 from test_elf import TINY_APP_C, build_tiny_app, build_tiny_lib, fake_elf32, gcc
 
 P = PurePosixPath
@@ -31,6 +34,7 @@ IMAGE_LIBS = "/usr/lib/x86_64-linux-gnu"
 LOADER = f"{IMAGE_LIBS}/ld-linux-x86-64.so.2"
 LIBC = f"{IMAGE_LIBS}/libc-2.36.so"  # the real file; libc.so.6 is a symlink to it, as in older glibcs
 NO_ALWAYS = ClosureOptions(always_keep=())
+NO_RULES = ClosureOptions(always_keep=(), disabled_rules=frozenset(RULE_NAMES))  # the loader's rules alone
 
 
 class Layer:
@@ -39,15 +43,18 @@ class Layer:
     def __init__(self) -> None:
         self.members: list[tuple[tarfile.TarInfo, bytes | None]] = []
 
-    def add(self, path: str, kind: bytes, *, data: bytes | None = None, link: str = "", mode: int = 0o755) -> None:
+    def add(
+        self, path: str, kind: bytes, *, data: bytes | None = None, link: str = "", mode: int = 0o755, uid: int = 0
+    ) -> None:
         info = tarfile.TarInfo(path.lstrip("/"))
         info.type, info.mode, info.linkname, info.mtime = kind, mode, link, 1700000000
+        info.uid = info.gid = uid
         if data is not None:
             info.size = len(data)
         self.members.append((info, data))
 
-    def file(self, path: str, data: bytes, mode: int = 0o755) -> None:
-        self.add(path, tarfile.REGTYPE, data=data, mode=mode)
+    def file(self, path: str, data: bytes, mode: int = 0o755, uid: int = 0) -> None:
+        self.add(path, tarfile.REGTYPE, data=data, mode=mode, uid=uid)
 
     def host(self, path: str, source: Path | str) -> None:
         self.file(path, Path(source).read_bytes())
@@ -58,15 +65,23 @@ class Layer:
     def hardlink(self, path: str, target: str) -> None:
         self.add(path, tarfile.LNKTYPE, link=target.lstrip("/"))
 
-    def directory(self, path: str, mode: int = 0o755) -> None:
-        self.add(path, tarfile.DIRTYPE, mode=mode)
+    def directory(self, path: str, mode: int = 0o755, uid: int = 0) -> None:
+        self.add(path, tarfile.DIRTYPE, mode=mode, uid=uid)
 
-    def rootfs(self, tmp_path: Path) -> RootFS:
+    def tar(self, tmp_path: Path) -> Path:
         tar_path = tmp_path / f"layer-{len(list(tmp_path.glob('layer-*.tar')))}.tar"
         with tarfile.open(tar_path, "w") as tar:
             for info, data in self.members:
                 tar.addfile(info, io.BytesIO(data) if data is not None else None)
-        return RootFS.from_layers([tar_path])
+        return tar_path
+
+    def rootfs(self, tmp_path: Path) -> RootFS:
+        return RootFS.from_layers([self.tar(tmp_path)])
+
+
+def stacked(tmp_path: Path, *layers: Layer) -> RootFS:
+    """An image of several layers, the first at the bottom."""
+    return RootFS.from_layers([layer.tar(tmp_path) for layer in layers])
 
 
 def debian_like() -> Layer:
@@ -391,10 +406,10 @@ def test_always_keep_and_include_paths(tmp_path):
     layer.symlink("/data", "opt/data")
     closure = compute_closure(
         trace_of(), layer.rootfs(tmp_path), facts_with(),
-        ClosureOptions(include_paths=(P("/data"), P("/etc/ld.so.conf"), P("/missing"))),
+        ClosureOptions(include_paths=(P("/data"), P("/usr/lib/os-release"), P("/missing"))),
     )
     include = Reason(ReasonKind.INCLUDE)
-    for path in ("/opt/data", "/opt/data/one", "/opt/data/sub", "/opt/data/sub/two", "/etc/ld.so.conf"):
+    for path in ("/opt/data", "/opt/data/one", "/opt/data/sub", "/opt/data/sub/two", "/usr/lib/os-release"):
         assert main_reason(closure, path) == include
     assert main_reason(closure, "/data") == Reason(ReasonKind.SYMLINK, source="/opt/data")
     assert main_reason(closure, "/etc/passwd") == Reason(ReasonKind.ALWAYS)
@@ -479,9 +494,504 @@ def test_elf_closure_matches_ldd_in_the_container(name, fixture_image, docker_cl
     # The binary alone: no entrypoint, volumes or always-kept files, only the image's Env.
     alone = dataclasses.replace(facts, config={"Env": facts.config.get("Env") or []})
     started = time.perf_counter()
-    closure = compute_closure(trace_of(binary, access=Access.EXEC), rootfs, alone, NO_ALWAYS)
+    closure = compute_closure(trace_of(binary, access=Access.EXEC), rootfs, alone, NO_RULES)
     seconds = time.perf_counter() - started
     files = {p for p in closure.kept if rootfs.get(p).kind is EntryKind.FILE} - {P(binary)}
     assert closure.warnings == ()
     assert files == ldd
     print(f"{name}: {len(ldd)} libraries, closure of {binary} in {seconds:.3f}s")
+
+
+# ---------------------------------------------------------------- keep rules (slim/rules.py, issue 6)
+
+
+def rule_closure(rootfs: RootFS, *paths: str, facts: ImageFacts | None = None, exec_paths: tuple[str, ...] = (),
+                 **options) -> Closure:
+    """The closure of a run that opened `paths` and executed `exec_paths`, with every rule on."""
+    traced = trace_of(*paths).paths + trace_of(*exec_paths, access=Access.EXEC).paths
+    trace = Trace(traced, TraceHealth(len(traced), False), RunOutcome("server", None, True, ()))
+    return compute_closure(trace, rootfs, facts or facts_with(), ClosureOptions(always_keep=(), **options))
+
+
+def kept_for(closure: Closure, kind: ReasonKind) -> set[str]:
+    """Paths kept (among other reasons) for `kind`: a file a rule keeps may have been kept first for another
+    reason (the symlink on the way to it, the source of a traced .pyc)."""
+    return {str(path) for path, reasons in closure.kept.items() if kind in (r.kind for r in reasons)}
+
+
+def test_every_reason_kind_has_words():
+    for kind in ReasonKind:
+        assert Reason(kind, source="x").describe().endswith("x")
+
+
+def test_rule_names_are_unique_and_each_has_its_own_reason():
+    assert len(set(RULE_NAMES)) == len(RULES) == len({rule.kind for rule in RULES})
+
+
+@pytest.mark.parametrize(
+    "created_by, kind",
+    [
+        ("", StepKind.BASE),  # docker import
+        ("/bin/sh -c #(nop) ADD file:2f1b82fa0ae9 in / ", StepKind.BASE),
+        ("ADD rootfs.tar.xz / # buildkit", StepKind.BASE),
+        ("/bin/sh -c #(nop) COPY dir:98222fbd1cab in /app/ ", StepKind.COPY),
+        ("/bin/sh -c #(nop) COPY file:4e480c2308e4 in /data/input.json ", StepKind.COPY),
+        ("COPY --chown=app:app --from=build /out /srv/app # buildkit", StepKind.COPY),
+        ("COPY docker-entrypoint.sh / # buildkit", StepKind.COPY),
+        ("|1 DEBIAN_FRONTEND=noninteractive /bin/sh -c apt-get update && apt-get install -y nginx", StepKind.OS_PACKAGES),
+        ("RUN /bin/sh -c apk add --no-cache curl # buildkit", StepKind.OS_PACKAGES),
+        ("/bin/sh -c pip install -r requirements.txt && rm -rf /var/lib/apt/lists/x", StepKind.RUN),
+        ("RUN /bin/sh -c npm ci && npm run build # buildkit", StepKind.RUN),
+        ("/bin/sh -c #(nop) WORKDIR /app", StepKind.OTHER),
+        ("ENV NODE_ENV=production", StepKind.OTHER),
+    ],
+)
+def test_step_kinds(created_by, kind):
+    assert step_kind(created_by) is kind
+
+
+def test_history_maps_onto_layers_or_not_at_all():
+    history = [HistoryStep("", False), HistoryStep("ARG A=b", True), HistoryStep("COPY a /a # buildkit", False)]
+    assert layer_steps(history, 2) == ("", "COPY a /a # buildkit")
+    assert layer_steps(history, 3) is None
+
+
+@pytest.mark.parametrize(
+    "steps, layers, empty",
+    [
+        # the classic builder: metadata steps make no layer, RUN and COPY always do (even of 0 bytes)
+        ([("", 100), ("/bin/sh -c #(nop)  ARG A", 0), ("/bin/sh -c true", 0), ("/bin/sh -c #(nop) WORKDIR /a", 0)],
+         2, [False, True, False, True]),
+        # BuildKit: a WORKDIR that created its directory made a layer
+        ([("", 100), ("WORKDIR /app", 0), ("COPY . . # buildkit", 10)], 3, [False, False, False]),
+        # BuildKit: a RUN that changed nothing made none
+        ([("", 100), ("RUN /bin/sh -c true # buildkit", 0), ("COPY . . # buildkit", 10)], 2, [False, True, False]),
+    ],
+)
+def test_empty_layers_are_inferred_from_steps_and_sizes(steps, layers, empty):
+    assert infer_empty_layers(steps, layers) == empty
+
+
+def app_image(tmp_path: Path) -> RootFS:
+    """base / apt-get layer / COPY of the app / a build step under WORKDIR / a RUN step elsewhere."""
+    base = debian_like()
+    apt = Layer()
+    apt.file("/usr/share/tool/data.txt", b"os package")
+    apt.file("/app/from-apt.txt", b"a package manager wrote this under WORKDIR")
+    copy = Layer()
+    copy.file("/app/app.py", b"import lazy\n", mode=0o644)
+    copy.file("/app/lazy.py", b"X = 1\n", mode=0o644)
+    copy.file("/app/templates/hello.html", b"<p>hi</p>", mode=0o644)
+    copy.directory("/app/uploads")
+    copy.file("/app/.git/HEAD", b"ref: refs/heads/main\n", mode=0o644)
+    copy.file("/app/node_modules/left-pad/index.js", b"module.exports = 1;\n", mode=0o644)
+    copy.file("/etc/app.conf", b"port=8000\n", mode=0o644)
+    copy.file("/opt/svc/run.sh", b"#!/bin/bash\nexec true\n")
+    build = Layer()
+    build.file("/app/dist/bundle.js", b"built", mode=0o644)
+    build.file("/opt/svc/helper.sh", b"#!/bin/bash\n")
+    other = Layer()
+    other.file("/opt/tool/bin/tool", b"\x00downloaded by curl")
+    return stacked(tmp_path, base, apt, copy, build, other)
+
+
+APP_STEPS = (
+    "", "/bin/sh -c apt-get install -y tool", "/bin/sh -c #(nop) COPY dir:abc in / ",
+    "/bin/sh -c npm run build", "/bin/sh -c curl -o /opt/tool/bin/tool https://example.org/tool",
+)
+
+
+def test_app_files_are_what_the_app_layers_added(tmp_path):
+    facts = facts_with(WorkingDir="/app", Cmd=["/opt/svc/run.sh"])
+    closure = rule_closure(app_image(tmp_path), "/app/app.py", facts=facts, layer_steps=APP_STEPS)
+    app = kept_for(closure, ReasonKind.APP_FILE)
+    assert app == {
+        "/app/app.py", "/app/lazy.py", "/app/templates/hello.html", "/app/uploads", "/etc/app.conf",
+        "/app/dist/bundle.js", "/opt/svc/run.sh", "/opt/svc/helper.sh",  # next to the entrypoint script
+    }
+    assert main_reason(closure, "/app/lazy.py") == Reason(
+        ReasonKind.APP_FILE, source="layer 2 (COPY dir:abc in /)", detail="under WORKDIR /app"
+    )
+    assert main_reason(closure, "/etc/app.conf").detail == "copied into the image"
+    for never in ("/app/from-apt.txt", "/usr/share/tool/data.txt", "/app/.git/HEAD", "/opt/tool/bin/tool",
+                  "/app/node_modules/left-pad/index.js"):
+        assert P(never) not in closure.kept, never
+
+
+def test_app_files_touched_keeps_only_those_in_directories_the_run_used(tmp_path):
+    facts = facts_with(WorkingDir="/app")
+    closure = rule_closure(app_image(tmp_path), "/app/app.py", facts=facts, layer_steps=APP_STEPS, app_files="touched")
+    assert kept_for(closure, ReasonKind.APP_FILE) == {"/app/app.py", "/app/lazy.py", "/app/uploads"}
+    none = rule_closure(app_image(tmp_path), "/app/app.py", facts=facts, layer_steps=APP_STEPS, app_files="none")
+    assert kept_for(none, ReasonKind.APP_FILE) == set()
+
+
+def test_app_files_without_history_trust_only_workdir(tmp_path):
+    closure = rule_closure(app_image(tmp_path), facts=facts_with(WorkingDir="/app"))
+    assert P("/app/lazy.py") in closure.kept and P("/etc/app.conf") not in closure.kept
+    assert P("/usr/share/tool/data.txt") not in closure.kept  # never the first layer
+
+
+def test_interpreted_entrypoints_name_the_app_directory(tmp_path):
+    layer = debian_like()
+    layer.host("/usr/bin/python3.11", "/usr/bin/env")  # any executable will do: only its name matters
+    app = Layer()
+    app.file("/srv/shop/main.py", b"import views\n", mode=0o644)
+    app.file("/srv/shop/views.py", b"", mode=0o644)
+    facts = facts_with(Cmd=["python3.11", "-u", "/srv/shop/main.py"])
+    closure = rule_closure(stacked(tmp_path, layer, app), facts=facts, layer_steps=("", "RUN /bin/sh -c x # buildkit"))
+    assert main_reason(closure, "/srv/shop/views.py").detail == "next to the entrypoint /srv/shop/main.py"
+
+
+def site_packages() -> Layer:
+    layer = debian_like()
+    site = "/usr/lib/python3/dist-packages"
+    for path in ("flask/__init__.py", "flask/app.py", "flask/json/provider.py", "flask/templates/x.html",
+                 "flask/__pycache__/app.cpython-311.pyc", "flask/tests/test_app.py", "flask/docs/index.rst"):
+        layer.file(f"{site}/{path}", b"# code\n", mode=0o644)
+    layer.file(f"{site}/Flask-2.2.2.egg-info/top_level.txt", b"flask\n", mode=0o644)
+    layer.file(f"{site}/Flask-2.2.2.egg-info/PKG-INFO", b"Name: Flask\n", mode=0o644)
+    # a wheel with two top-level names, one of them a module with its extension
+    layer.file(f"{site}/yaml/__init__.py", b"", mode=0o644)
+    layer.file(f"{site}/yaml/loader.py", b"", mode=0o644)
+    layer.file(f"{site}/_yaml.cpython-311-x86_64-linux-gnu.so", b"\x00", mode=0o644)
+    layer.file(f"{site}/PyYAML-6.0.dist-info/RECORD",
+               b"yaml/__init__.py,sha256=x,1\nyaml/loader.py,,\n_yaml.cpython-311-x86_64-linux-gnu.so,,\n"
+               b"PyYAML-6.0.dist-info/RECORD,,\n../../../bin/yamlx,,\n", mode=0o644)
+    layer.file(f"{site}/six.py", b"", mode=0o644)
+    layer.file(f"{site}/__pycache__/six.cpython-311.pyc", b"", mode=0o644)
+    layer.file(f"{site}/google/protobuf/__init__.py", b"", mode=0o644)
+    layer.file(f"{site}/google/protobuf/message.py", b"", mode=0o644)
+    layer.file(f"{site}/google/cloud/storage/__init__.py", b"", mode=0o644)
+    layer.file(f"{site}/unused/__init__.py", b"", mode=0o644)
+    return layer
+
+
+def test_python_packages_are_kept_whole_once_used(tmp_path):
+    site = "/usr/lib/python3/dist-packages"
+    closure = rule_closure(
+        site_packages().rootfs(tmp_path), f"{site}/flask/__init__.py", f"{site}/_yaml.cpython-311-x86_64-linux-gnu.so",
+        f"{site}/__pycache__/six.cpython-311.pyc", f"{site}/google/protobuf/message.py",
+    )
+    package = kept_for(closure, ReasonKind.PACKAGE)
+    expected = {
+        "flask/app.py", "flask/json/provider.py", "flask/templates/x.html", "flask/__pycache__/app.cpython-311.pyc",
+        "Flask-2.2.2.egg-info/top_level.txt", "Flask-2.2.2.egg-info/PKG-INFO",
+        "yaml/__init__.py", "yaml/loader.py", "PyYAML-6.0.dist-info/RECORD", "six.py",
+        "google/protobuf/__init__.py",
+    }
+    assert {f"{site}/{p}" for p in expected} <= package
+    assert main_reason(closure, f"{site}/flask/app.py") == Reason(
+        ReasonKind.PACKAGE, source=f"{site}/Flask-2.2.2.egg-info", detail=f"used: {site}/flask/__init__.py"
+    )
+    for never in ("flask/tests/test_app.py", "flask/docs/index.rst", "google/cloud/storage/__init__.py",
+                  "unused/__init__.py"):
+        assert P(f"{site}/{never}") not in closure.kept, never
+
+
+def node_tree() -> Layer:
+    layer = debian_like()
+    modules = "/app/node_modules"
+    for path in ("express/package.json", "express/index.js", "express/lib/router/index.js", "express/README.md",
+                 "express/History.md", "express/test/app.js", "express/LICENSE",
+                 "express/node_modules/debug/index.js", "@scope/pkg/index.js", "@scope/other/index.js"):
+        layer.file(f"{modules}/{path}", b"//\n", mode=0o644)
+    layer.file("/usr/share/nodejs/qs/package.json", b"{}", mode=0o644)
+    layer.file("/usr/share/nodejs/qs/lib/parse.js", b"//", mode=0o644)
+    layer.file("/usr/share/nodejs/qs/lib/stringify.js", b"//", mode=0o644)
+    return layer
+
+
+def test_node_packages_are_kept_whole_once_used(tmp_path):
+    closure = rule_closure(
+        node_tree().rootfs(tmp_path), "/app/node_modules/express/index.js", "/app/node_modules/@scope/pkg/index.js",
+        "/usr/share/nodejs/qs/lib/parse.js",
+    )
+    package = kept_for(closure, ReasonKind.PACKAGE)
+    assert {"/app/node_modules/express/lib/router/index.js", "/app/node_modules/express/package.json",
+            "/app/node_modules/express/LICENSE", "/usr/share/nodejs/qs/lib/stringify.js"} <= package
+    for never in ("express/README.md", "express/History.md", "express/test/app.js",
+                  "express/node_modules/debug/index.js", "@scope/other/index.js"):
+        assert P(f"/app/node_modules/{never}") not in closure.kept, never
+
+
+def test_ruby_gems_and_vendor_ruby_libraries_are_kept_whole_once_used(tmp_path):
+    layer = debian_like()
+    gems = "/var/lib/gems/3.1.0"
+    layer.file(f"{gems}/specifications/rack-2.2.4.gemspec", b"#", mode=0o644)
+    layer.file(f"{gems}/gems/rack-2.2.4/lib/rack.rb", b"#", mode=0o644)
+    layer.file(f"{gems}/gems/rack-2.2.4/lib/rack/lint.rb", b"#", mode=0o644)
+    layer.file(f"{gems}/gems/rack-2.2.4/test/spec_lint.rb", b"#", mode=0o644)
+    layer.file(f"{gems}/gems/thin-1.8/lib/thin.rb", b"#", mode=0o644)
+    layer.file("/usr/lib/ruby/vendor_ruby/sinatra.rb", b"#", mode=0o644)
+    layer.file("/usr/lib/ruby/vendor_ruby/sinatra/base.rb", b"#", mode=0o644)
+    layer.file("/usr/lib/ruby/vendor_ruby/mustermann.rb", b"#", mode=0o644)
+    closure = rule_closure(layer.rootfs(tmp_path), f"{gems}/gems/rack-2.2.4/lib/rack.rb",
+                           "/usr/lib/ruby/vendor_ruby/sinatra.rb")
+    package = kept_for(closure, ReasonKind.PACKAGE)
+    assert {f"{gems}/gems/rack-2.2.4/lib/rack/lint.rb", f"{gems}/specifications/rack-2.2.4.gemspec",
+            "/usr/lib/ruby/vendor_ruby/sinatra/base.rb"} <= package
+    for never in (f"{gems}/gems/rack-2.2.4/test/spec_lint.rb", f"{gems}/gems/thin-1.8/lib/thin.rb",
+                  "/usr/lib/ruby/vendor_ruby/mustermann.rb"):
+        assert P(never) not in closure.kept, never
+
+
+def python_runtime() -> Layer:
+    layer = debian_like()
+    layer.file("/usr/bin/python3.11", b"\x00python", mode=0o755)
+    layer.symlink("/usr/bin/python3", "python3.11")
+    stdlib = "/usr/lib/python3.11"
+    for path in ("os.py", "json/__init__.py", "zoneinfo/_tzpath.py", "__pycache__/os.cpython-311.pyc",
+                 "json/__pycache__/__init__.cpython-311.pyc", "lib-dynload/_zoneinfo.cpython-311-x86_64-linux-gnu.so",
+                 "lib-dynload/_testcapi.cpython-311-x86_64-linux-gnu.so",
+                 "lib-dynload/readline.cpython-311-x86_64-linux-gnu.so", "test/test_os.py", "idlelib/idle.py",
+                 "tkinter/__init__.py", "ensurepip/__init__.py", "lib2to3/tests/data/x.py", "turtle.py",
+                 "config-3.11-x86_64-linux-gnu/Makefile", "site-packages/README.txt"):
+        layer.file(f"{stdlib}/{path}", b"#! /usr/local/bin/python\n", mode=0o755 if path.endswith(".so") else 0o644)
+    layer.file(f"{stdlib}/cgi.py", b"#! /usr/local/bin/python\n", mode=0o755)  # executable, its #! is dead
+    return layer
+
+
+def test_python_runtime_keeps_the_standard_library(tmp_path):
+    closure = rule_closure(python_runtime().rootfs(tmp_path), "/usr/lib/python3.11/__pycache__/os.cpython-311.pyc",
+                           exec_paths=("/usr/bin/python3.11",))
+    runtime = kept_for(closure, ReasonKind.RUNTIME)
+    stdlib = "/usr/lib/python3.11"
+    assert {f"{stdlib}/json/__init__.py", f"{stdlib}/zoneinfo/_tzpath.py", f"{stdlib}/cgi.py",
+            f"{stdlib}/lib-dynload/_zoneinfo.cpython-311-x86_64-linux-gnu.so"} <= runtime
+    assert main_reason(closure, f"{stdlib}/json/__init__.py") == Reason(
+        ReasonKind.RUNTIME, source="/usr/bin/python3.11", detail="Python 3.11 standard library"
+    )
+    for never in ("lib-dynload/_testcapi.cpython-311-x86_64-linux-gnu.so",
+                  "lib-dynload/readline.cpython-311-x86_64-linux-gnu.so", "test/test_os.py", "idlelib/idle.py",
+                  "tkinter/__init__.py", "ensurepip/__init__.py", "lib2to3/tests/data/x.py", "turtle.py",
+                  "config-3.11-x86_64-linux-gnu/Makefile", "site-packages/README.txt",
+                  # only the bytecode of modules the run imported: the others compile on first import
+                  "json/__pycache__/__init__.cpython-311.pyc"):
+        assert P(f"{stdlib}/{never}") not in closure.kept, never
+    assert closure.warnings == ()  # no "interpreter /usr/local/bin/python of cgi.py not found"
+
+
+def test_runtimes_of_node_java_and_ruby(tmp_path):
+    layer = debian_like()
+    layer.file("/usr/lib/x86_64-linux-gnu/libnode.so.108", b"\x00...require('/usr/share/nodejs/undici/index.js')")
+    layer.file("/usr/share/nodejs/undici/index.js", b"//", mode=0o644)
+    layer.file("/usr/share/nodejs/undici/lib/fetch.js", b"//", mode=0o644)
+    layer.file("/usr/share/nodejs/unrelated/index.js", b"//", mode=0o644)
+    jdk = "/usr/lib/jvm/java-17-openjdk-amd64"
+    for path in ("lib/server/libjvm.so", "lib/modules", "lib/libnet.so", "lib/src.zip", "lib/ct.sym",
+                 "conf/security/java.security", "release", "bin/javac"):
+        layer.file(f"{jdk}/{path}", b"\x00")
+    layer.file("/usr/lib/x86_64-linux-gnu/libruby-3.1.so.3.1", b"\x00")
+    layer.file("/usr/lib/ruby/3.1.0/set.rb", b"#", mode=0o644)
+    layer.file("/usr/lib/x86_64-linux-gnu/ruby/3.1.0/etc.so", b"\x00")
+    layer.file("/usr/lib/ruby/2.7.0/old.rb", b"#", mode=0o644)
+    closure = rule_closure(layer.rootfs(tmp_path), "/usr/lib/x86_64-linux-gnu/libnode.so.108",
+                           f"{jdk}/lib/server/libjvm.so", "/usr/lib/x86_64-linux-gnu/libruby-3.1.so.3.1")
+    runtime = kept_for(closure, ReasonKind.RUNTIME)
+    assert {"/usr/share/nodejs/undici/lib/fetch.js", f"{jdk}/lib/modules", f"{jdk}/lib/libnet.so",
+            f"{jdk}/conf/security/java.security", f"{jdk}/release", "/usr/lib/ruby/3.1.0/set.rb",
+            "/usr/lib/x86_64-linux-gnu/ruby/3.1.0/etc.so"} <= runtime
+    for never in ("/usr/share/nodejs/unrelated/index.js", f"{jdk}/lib/src.zip", f"{jdk}/lib/ct.sym",
+                  f"{jdk}/bin/javac", "/usr/lib/ruby/2.7.0/old.rb"):
+        assert P(never) not in closure.kept, never
+
+
+def zoneinfo() -> Layer:
+    layer = debian_like()
+    for zone in ("Etc/UTC", "Europe/Paris", "right/Europe/Paris", "tzdata.zi", "zone1970.tab"):
+        layer.file(f"/usr/share/zoneinfo/{zone}", b"TZif2", mode=0o644)
+    layer.symlink("/usr/share/zoneinfo/posix/Europe", "../Europe")
+    layer.symlink("/etc/localtime", "/usr/share/zoneinfo/Etc/UTC")
+    return layer
+
+
+def test_timezone_database_once_localtime_is_read(tmp_path):
+    closure = rule_closure(zoneinfo().rootfs(tmp_path), "/usr/share/zoneinfo/Etc/UTC")  # what /etc/localtime led to
+    assert {"/usr/share/zoneinfo/Europe/Paris", "/usr/share/zoneinfo/posix/Europe"} <= kept_for(
+        closure, ReasonKind.TIMEZONE
+    )
+    for never in ("right/Europe/Paris", "tzdata.zi", "zone1970.tab"):
+        assert P(f"/usr/share/zoneinfo/{never}") not in closure.kept
+    untouched = rule_closure(zoneinfo().rootfs(tmp_path), "/usr/bin/ls")
+    assert kept_for(untouched, ReasonKind.TIMEZONE) == set()
+
+
+def ca_image() -> Layer:
+    layer = debian_like()
+    layer.file("/usr/lib/x86_64-linux-gnu/libssl.so.3", b"\x00")
+    layer.file("/etc/ssl/certs/ca-certificates.crt", b"-----BEGIN CERTIFICATE-----", mode=0o644)
+    layer.file("/usr/share/ca-certificates/mozilla/ISRG_Root_X1.crt", b"-----BEGIN", mode=0o644)
+    layer.file("/usr/share/ca-certificates/mozilla/Unlinked.crt", b"-----BEGIN", mode=0o644)
+    layer.symlink("/etc/ssl/certs/ISRG_Root_X1.pem", "/usr/share/ca-certificates/mozilla/ISRG_Root_X1.crt")
+    layer.symlink("/etc/ssl/certs/4042bcee.0", "ISRG_Root_X1.pem")
+    layer.file("/etc/ssl/openssl.cnf", b"#", mode=0o644)
+    layer.file("/usr/lib/ssl/misc/CA.pl", b"#!/usr/bin/perl\n")
+    return layer
+
+
+def test_ca_certificates_once_a_tls_library_is_kept(tmp_path):
+    closure = rule_closure(ca_image().rootfs(tmp_path), "/usr/lib/x86_64-linux-gnu/libssl.so.3")
+    ca = kept_for(closure, ReasonKind.CA_CERTIFICATES)
+    assert {"/etc/ssl/certs/ca-certificates.crt", "/etc/ssl/certs/4042bcee.0", "/etc/ssl/certs/ISRG_Root_X1.pem",
+            "/usr/share/ca-certificates/mozilla/ISRG_Root_X1.crt", "/etc/ssl/openssl.cnf"} <= ca
+    assert P("/usr/share/ca-certificates/mozilla/Unlinked.crt") not in closure.kept
+    assert P("/usr/lib/ssl/misc/CA.pl") not in closure.kept
+    assert kept_for(rule_closure(ca_image().rootfs(tmp_path), "/usr/bin/ls"), ReasonKind.CA_CERTIFICATES) == set()
+
+
+NSSWITCH_CONF = b"passwd: files\nhosts: files [NOTFOUND=return] mdns4_minimal dns # comment\nnetgroup: nis\n"
+
+
+def test_nss_services_are_read_like_libc_does():
+    assert nss_services(NSSWITCH_CONF.decode()) == {"files", "mdns4_minimal", "dns", "nis"}
+
+
+def test_nss_modules_once_name_resolution_is_used(tmp_path):
+    layer = debian_like()
+    layer.file("/etc/nsswitch.conf", NSSWITCH_CONF, mode=0o644)
+    layer.file("/etc/gai.conf", b"#", mode=0o644)
+    for service in ("files", "dns", "mdns4_minimal", "compat"):
+        layer.file(f"{IMAGE_LIBS}/libnss_{service}.so.2", b"\x00")
+    closure = rule_closure(layer.rootfs(tmp_path), "/etc/nsswitch.conf")
+    assert kept_for(closure, ReasonKind.NSS) == {
+        "/etc/nsswitch.conf", "/etc/gai.conf", *(f"{IMAGE_LIBS}/libnss_{s}.so.2" for s in ("files", "dns", "mdns4_minimal"))
+    }
+    assert main_reason(closure, "/etc/nsswitch.conf").kind is ReasonKind.TRACED
+    # glibc's resolver is part of libc.so.6 (2.34+): any program keeping libc can resolve names
+    libc = rule_closure(layer.rootfs(tmp_path), exec_paths=("/usr/bin/ls",))
+    assert P(f"{IMAGE_LIBS}/libnss_dns.so.2") in libc.kept
+
+
+def test_gconv_modules_once_iconv_loads_one(tmp_path):
+    layer = debian_like()
+    gconv = f"{IMAGE_LIBS}/gconv"
+    for name in ("gconv-modules.cache", "gconv-modules", "ISO8859-1.so", "UTF-16.so"):
+        layer.file(f"{gconv}/{name}", b"\x00")
+    cache_only = rule_closure(layer.rootfs(tmp_path), f"{gconv}/gconv-modules.cache")
+    assert kept_for(cache_only, ReasonKind.GCONV) == set()
+    used = rule_closure(layer.rootfs(tmp_path), f"{gconv}/gconv-modules.cache", f"{gconv}/ISO8859-1.so")
+    assert {f"{gconv}/UTF-16.so", f"{gconv}/gconv-modules"} <= kept_for(used, ReasonKind.GCONV)
+
+
+@pytest.mark.parametrize(
+    "name, candidates",
+    [
+        ("en_US.UTF-8", ["en_US.UTF-8", "en_US.utf8", "en_US", "en.UTF-8", "en.utf8", "en"]),
+        ("de_DE.ISO-8859-1@euro", ["de_DE.ISO-8859-1@euro", "de_DE.ISO-8859-1", "de.ISO-8859-1@euro"]),
+        ("C.UTF-8", ["C.UTF-8", "C.utf8", "C"]),
+    ],
+)
+def test_locale_names_are_normalised_like_glibc(name, candidates):
+    found = locale_candidates(name)
+    assert found[: len(candidates)] == candidates or set(candidates) <= set(found)
+
+
+def test_the_locale_the_image_sets(tmp_path):
+    layer = debian_like()
+    for locale in ("en_US.utf8", "fr_FR.utf8"):
+        layer.file(f"/usr/lib/locale/{locale}/LC_CTYPE", b"\x00", mode=0o644)
+    layer.file("/usr/share/locale/locale.alias", b"#", mode=0o644)
+    closure = rule_closure(layer.rootfs(tmp_path), facts=facts_with(Env=["LANG=en_US.UTF-8", "LC_ALL="]))
+    assert kept_for(closure, ReasonKind.LOCALE) == {
+        "/usr/lib/locale/en_US.utf8", "/usr/lib/locale/en_US.utf8/LC_CTYPE", "/usr/share/locale/locale.alias"
+    }
+    assert kept_for(rule_closure(layer.rootfs(tmp_path)), ReasonKind.LOCALE) == set()
+
+
+def test_empty_subdirectories_of_a_used_directory(tmp_path):
+    layer = debian_like()
+    for directory in ("/srv/db/pg_tblspc", "/srv/db/pg_wal/archive_status", "/srv/db/deep/a/b", "/srv/other/x"):
+        layer.directory(directory)
+    layer.file("/srv/db/pg_wal/000001", b"wal", mode=0o600)
+    closure = rule_closure(layer.rootfs(tmp_path), "/srv/db")
+    assert kept_for(closure, ReasonKind.EMPTY_DIRECTORY) == {
+        "/srv/db/pg_tblspc", "/srv/db/pg_wal/archive_status", "/srv/db/deep", "/srv/db/deep/a", "/srv/db/deep/a/b"
+    }
+    assert P("/srv/db/pg_wal/000001") not in closure.kept and P("/srv/other/x") not in closure.kept
+
+
+def database_image(executable: bool = False) -> Layer:
+    layer = debian_like()
+    for directory in ("/srv/pg", "/srv/pg/data", "/srv/pg/data/global", "/srv/pg/data/base", "/srv/pg/data/base/5",
+                      "/srv/pg/data/pg_wal", "/srv/pg/.cache"):
+        layer.directory(directory, mode=0o700, uid=999)
+    for path in ("data/PG_VERSION", "data/global/pg_control", "data/base/5/1249", "data/base/5/2684",
+                 "data/pg_wal/000000010000000000000001", ".cache/junk"):
+        layer.file(f"/srv/pg/{path}", b"page", mode=0o600, uid=999)
+    layer.directory("/srv/pg/data/pg_tblspc", mode=0o700, uid=999)
+    if executable:
+        layer.file("/srv/pg/bin/tool", b"\x00", mode=0o755, uid=999)
+    layer.file("/srv/root-owned/data.db", b"x", mode=0o644)
+    return layer
+
+
+def test_a_non_root_data_tree_the_run_touched_is_kept_whole(tmp_path):
+    closure = rule_closure(database_image().rootfs(tmp_path), "/srv/pg/data/global/pg_control", "/srv/root-owned/data.db")
+    assert {"/srv/pg", "/srv/pg/data/base/5/2684", "/srv/pg/data/pg_wal/000000010000000000000001",
+            "/srv/pg/data/pg_tblspc"} <= kept_for(closure, ReasonKind.DATA_TREE)
+    assert main_reason(closure, "/srv/pg/data/base/5/1249") == Reason(
+        ReasonKind.DATA_TREE, source="/srv/pg", detail="owned by 999"
+    )
+    assert P("/srv/pg/.cache/junk") not in closure.kept  # tool caches are no data
+    code = rule_closure(database_image(executable=True).rootfs(tmp_path), "/srv/pg/data/global/pg_control")
+    assert kept_for(code, ReasonKind.DATA_TREE) == set()  # a tree with programs is code, not data
+
+
+def test_a_volume_path_keeps_its_mode_and_owner(tmp_path):
+    layer = debian_like()
+    layer.directory("/var/lib/app", mode=0o750, uid=999)
+    closure = rule_closure(layer.rootfs(tmp_path), facts=facts_with(Volumes={"/var/lib/app": {}}))
+    assert main_reason(closure, "/var/lib/app") == Reason(ReasonKind.VOLUME, source="/var/lib/app")
+    plan = plan_image(closure, layer.rootfs(tmp_path), facts_with())
+    entry = next(e for e in plan.entries if e.path == P("/var/lib/app"))
+    assert (entry.mode, entry.uid) == (0o750, 999)
+
+
+def test_nothing_the_run_wrote_is_kept(tmp_path):
+    """Kept files come from the image's index, never from the container: the pid file nginx writes at
+    start, a log, a lock are not in the image and so not in the result."""
+    layer = debian_like()
+    layer.directory("/run")
+    closure = rule_closure(layer.rootfs(tmp_path), "/run/nginx.pid", "/var/log/nginx/error.log", "/run/lock/x")
+    assert not {P("/run/nginx.pid"), P("/var/log/nginx/error.log"), P("/run/lock/x")} & set(closure.kept)
+
+
+def everything_image(tmp_path: Path) -> tuple[RootFS, Trace, ImageFacts]:
+    """One image in which every rule has something to keep."""
+    base = debian_like()
+    for layer in (python_runtime(), site_packages(), zoneinfo(), ca_image(), database_image()):
+        base.members += [m for m in layer.members if m[0].name.split("/")[0] not in ("etc", "bin", "lib")
+                         or m[0].name.startswith(("etc/ssl", "etc/localtime"))]
+    base.file("/etc/nsswitch.conf", NSSWITCH_CONF, mode=0o644)
+    base.file(f"{IMAGE_LIBS}/libnss_dns.so.2", b"\x00")
+    base.file(f"{IMAGE_LIBS}/gconv/ISO8859-1.so", b"\x00")
+    base.file(f"{IMAGE_LIBS}/gconv/UTF-16.so", b"\x00")
+    base.file("/usr/lib/locale/C.utf8/LC_CTYPE", b"\x00", mode=0o644)
+    base.directory("/srv/db/empty")
+    app = Layer()
+    app.file("/app/lazy.py", b"", mode=0o644)
+    rootfs = stacked(tmp_path, base, app)
+    paths = ("/usr/lib/python3.11/__pycache__/os.cpython-311.pyc", "/usr/lib/python3/dist-packages/flask/__init__.py",
+             "/usr/share/zoneinfo/Etc/UTC", "/usr/lib/x86_64-linux-gnu/libssl.so.3", "/etc/nsswitch.conf",
+             f"{IMAGE_LIBS}/gconv/ISO8859-1.so", "/srv/pg/data/global/pg_control", "/srv/db")
+    traced = trace_of(*paths).paths + trace_of("/usr/bin/python3.11", access=Access.EXEC).paths
+    trace = Trace(traced, TraceHealth(len(traced), False), RunOutcome("server", None, True, ()))
+    return rootfs, trace, facts_with(WorkingDir="/app", Env=["LANG=C.UTF-8"])
+
+
+@pytest.mark.parametrize("name", RULE_NAMES)
+def test_each_rule_can_be_turned_off(tmp_path, name):
+    rootfs, trace, facts = everything_image(tmp_path)
+    kind = next(rule.kind for rule in RULES if rule.name == name)
+    on = compute_closure(trace, rootfs, facts, ClosureOptions(always_keep=(), layer_steps=("", "COPY . /app")))
+    off = compute_closure(
+        trace, rootfs, facts, ClosureOptions(always_keep=(), layer_steps=("", "COPY . /app"), disabled_rules={name})
+    )
+    assert kept_for(on, kind), f"{name} keeps nothing in the test image"
+    assert not any(kind in (r.kind for r in reasons) for reasons in off.kept.values())
+
+
+def test_unknown_rule_names_are_refused():
+    with pytest.raises(ValueError):
+        ClosureOptions(disabled_rules=frozenset({"no-such-rule"}))
