@@ -43,7 +43,9 @@ def _ratio_rows(run: BenchRun) -> list[TargetRow]:
             continue
         ok = image.ratio >= RATIO_GOAL and image.verification == "passed"
         # original / floor: the ratio no slimmer reaches without stripping or splitting the files the app opens
-        ceiling = f" (the floor allows {image.original_size / image.floor:.1f}x)" if image.floor and image.original_size else ""
+        ceiling = ""
+        if image.floor and image.original_size:
+            ceiling = f" (the floor allows {image.original_size / image.floor:.1f}x)"
         measured = f"{image.ratio:.1f}x, {image.verification}{ceiling}"
         rows.append(TargetRow(goal, name, measured, MET if ok else MISSED))
     return rows

@@ -7,8 +7,9 @@ set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # docker.io: the engine; debootstrap: the fixtures' base image; gcc, libc6-dev: static fixture
 # programs; libcap2-bin: getcap/setcap for checking file capabilities; wrk: the load generator of
-# the benchmarks' tracing-overhead measurement (python -m bench).
-APT_PACKAGES=(docker.io debootstrap gcc libc6-dev libcap2-bin wrk)
+# the benchmarks' tracing-overhead measurement (python -m bench); chromium: the HTML report is
+# opened in headless Chromium by tests/test_reports.py.
+APT_PACKAGES=(docker.io debootstrap gcc libc6-dev libcap2-bin wrk chromium)
 ENGINE_WAIT_SECONDS=60
 
 install_missing_packages() {

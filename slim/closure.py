@@ -69,7 +69,8 @@ PACKAGE_MANAGER_STATE = tuple(
 )
 
 
-# Files kept as parts of a library (imported by their interpreter), never run as programs on their own.
+# Files kept as parts of a library by a rule: an executable among them (pdb.py) still gets its #! interpreter,
+# so the image holds no broken program, but one the original cannot run either is no news worth a warning.
 LIBRARY_REASONS = frozenset({ReasonKind.RUNTIME, ReasonKind.PACKAGE})
 
 
@@ -331,15 +332,14 @@ def _follow_dependencies(kept: _Kept, image: _Image, loader: _Loader) -> None:
         path = kept.unread.popleft()
         head = kept.rootfs.read(path, limit=SHEBANG_LIMIT)
         if head.startswith(b"#!"):
-            # The kernel reads a #! line only when the file is executed: a library module's line is a comment,
-            # and so is that of a module kept whole with its standard library or package.
-            if _is_executable(kept.rootfs.get(path)) and kept.reasons[path][0].kind not in LIBRARY_REASONS:
-                _keep_interpreter(kept, image, path, head)
+            # The kernel reads a #! line only when the file is executed: a library module's line is a comment.
+            if _is_executable(kept.rootfs.get(path)):
+                _keep_interpreter(kept, image, path, head, quiet=kept.reasons[path][0].kind in LIBRARY_REASONS)
         elif head.startswith(ELF_MAGIC):
             loader.load(_Object(found=path, real=path, chain=()))
 
 
-def _keep_interpreter(kept: _Kept, image: _Image, script: PurePosixPath, head: bytes) -> None:
+def _keep_interpreter(kept: _Kept, image: _Image, script: PurePosixPath, head: bytes, quiet: bool = False) -> None:
     # The kernel splits "#!interpreter optional-argument"; env(1) then looks its command up on PATH.
     words = os.fsdecode(head[2:].split(b"\n", 1)[0]).split()
     if not words:
@@ -347,7 +347,8 @@ def _keep_interpreter(kept: _Kept, image: _Image, script: PurePosixPath, head: b
     reason = Reason(ReasonKind.SHEBANG, source=str(script))
     interpreter = image.resolve(words[0])
     if _entry(image.rootfs, interpreter) is None:
-        kept.warn(f"interpreter {words[0]} of {script} not found in the image")
+        if not quiet:
+            kept.warn(f"interpreter {words[0]} of {script} not found in the image")
         return
     kept.add_resolved(interpreter, reason)
     command = _env_command(words[1:]) if PurePosixPath(words[0]).name == "env" else None
@@ -355,7 +356,8 @@ def _keep_interpreter(kept: _Kept, image: _Image, script: PurePosixPath, head: b
         return
     found = image.which(command)
     if found is None:
-        kept.warn(f"{command} (run through {words[0]} by {script}) not found in the image")
+        if not quiet:
+            kept.warn(f"{command} (run through {words[0]} by {script}) not found in the image")
     else:
         kept.add_resolved(found, reason)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from .explanation import Explanation
+from .model import Reason, ReasonKind
 from .render import human_size
 
 ACCESS_WORDS = {"open": "opened", "exec": "executed", "list": "listed"}
@@ -31,8 +32,13 @@ def describe(reason: Mapping[str, str]) -> str:
         "state-directory": "run-time state directory (kept, empty, so programs can create files in it)",
         "companion": f"companion of {source}",
     }
-    text = words.get(kind) or " ".join(part for part in (kind, source) if part)
-    return f"{text} ({detail})" if detail and kind != "traced" else text
+    text = words.get(kind)
+    if text is None:  # the closure's other rules say it in their own words
+        try:
+            return Reason(ReasonKind(kind), source, detail).describe()
+        except ValueError:  # a kind this version does not know (a newer report)
+            text = " ".join(part for part in (kind, source) if part)
+    return f"{text} ({detail})" if detail else text
 
 
 def render_explanation(e: Explanation) -> str:

@@ -536,14 +536,7 @@ def _node_builtin_packages(ctx: RuleContext, program: PurePosixPath) -> Iterator
 
 
 def _embedded_node_packages(rootfs: RootFS, path: PurePosixPath) -> set[str]:
-    names: set[str] = set()
-    overlap = b""
-    with rootfs.open(path) as data:
-        while chunk := data.read(SCAN_CHUNK):
-            window = overlap + chunk
-            names.update(os.fsdecode(m[1]) for m in _NODE_PACKAGE_PATH.finditer(window))
-            overlap = window[-256:]
-    return names
+    return {os.fsdecode(m[1]) for chunk in _chunks(rootfs, path) for m in _NODE_PACKAGE_PATH.finditer(chunk)}
 
 
 # ---------------------------------------------------------------- data sets read by name
@@ -604,6 +597,9 @@ NSSWITCH = P("/etc/nsswitch.conf")
 # glibc's resolver and NSS dispatcher: inside libc.so.6 since glibc 2.34, in libresolv and libnss_* before.
 _RESOLVER = re.compile(r"libc\.so\.6|libc-2\.\d+\.so|libresolv\.so[.\d]*|libnss_\w+\.so[.\d]*")
 NAME_SERVICE_FILES = tuple(P(p) for p in ("/etc/host.conf", "/etc/gai.conf", "/etc/services", "/etc/protocols"))
+# Since glibc 2.34 these services are built into libc.so.6; their libnss_*.so.2 are empty stubs it never loads.
+BUILTIN_NSS_SERVICES = frozenset({"files", "dns"})
+_GLIBC_234 = re.compile(rb"GLIBC_2\.(3[4-9]|[4-9]\d)\x00")
 
 
 def keep_nss(ctx: RuleContext) -> Iterator[Keep]:
@@ -620,12 +616,32 @@ def keep_nss(ctx: RuleContext) -> Iterator[Keep]:
     for path in NAME_SERVICE_FILES:
         if ctx.entry(path) is not None:
             yield path, reason
-    for service in sorted(nss_services(os.fsdecode(ctx.rootfs.read(NSSWITCH)))):
+    services = nss_services(os.fsdecode(ctx.rootfs.read(NSSWITCH)))
+    if any(_has_builtin_nss(ctx.rootfs, e.path) for e in ctx.kept_files() if _LIBC.fullmatch(e.path.name)):
+        services -= BUILTIN_NSS_SERVICES
+    for service in sorted(services):
         for directory in ctx.library_dirs:
             module = ctx.rootfs.resolve(directory / f"libnss_{service}.so.2")
             if module.exists and ctx.is_file(module.path):
                 yield module.path, reason
                 break
+
+
+_LIBC = re.compile(r"libc\.so\.6|libc-2\.\d+\.so")
+
+
+def _has_builtin_nss(rootfs: RootFS, libc: PurePosixPath) -> bool:
+    """A glibc of 2.34 or later (it defines the symbol version GLIBC_2.34)."""
+    return any(_GLIBC_234.search(chunk) for chunk in _chunks(rootfs, libc))
+
+
+def _chunks(rootfs: RootFS, path: PurePosixPath) -> Iterator[bytes]:
+    """The file's bytes in overlapping chunks, for searching short patterns."""
+    overlap = b""
+    with rootfs.open(path) as data:
+        while chunk := data.read(SCAN_CHUNK):
+            yield overlap + chunk
+            overlap = chunk[-256:]
 
 
 def nss_services(text: str) -> set[str]:

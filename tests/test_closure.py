@@ -848,19 +848,32 @@ def test_nss_services_are_read_like_libc_does():
 
 
 def test_nss_modules_once_name_resolution_is_used(tmp_path):
-    layer = debian_like()
+    layer = debian_like()  # its libc is the host's glibc 2.36: files and dns are built in
     layer.file("/etc/nsswitch.conf", NSSWITCH_CONF, mode=0o644)
     layer.file("/etc/gai.conf", b"#", mode=0o644)
     for service in ("files", "dns", "mdns4_minimal", "compat"):
         layer.file(f"{IMAGE_LIBS}/libnss_{service}.so.2", b"\x00")
-    closure = rule_closure(layer.rootfs(tmp_path), "/etc/nsswitch.conf")
+    closure = rule_closure(layer.rootfs(tmp_path), "/etc/nsswitch.conf", exec_paths=("/usr/bin/ls",))
     assert kept_for(closure, ReasonKind.NSS) == {
-        "/etc/nsswitch.conf", "/etc/gai.conf", *(f"{IMAGE_LIBS}/libnss_{s}.so.2" for s in ("files", "dns", "mdns4_minimal"))
+        "/etc/nsswitch.conf", "/etc/gai.conf", f"{IMAGE_LIBS}/libnss_mdns4_minimal.so.2"
     }
     assert main_reason(closure, "/etc/nsswitch.conf").kind is ReasonKind.TRACED
     # glibc's resolver is part of libc.so.6 (2.34+): any program keeping libc can resolve names
     libc = rule_closure(layer.rootfs(tmp_path), exec_paths=("/usr/bin/ls",))
-    assert P(f"{IMAGE_LIBS}/libnss_dns.so.2") in libc.kept
+    assert P(f"{IMAGE_LIBS}/libnss_mdns4_minimal.so.2") in libc.kept
+
+
+def test_nss_modules_of_an_older_glibc(tmp_path):
+    layer = Layer()
+    layer.file("/etc/nsswitch.conf", NSSWITCH_CONF, mode=0o644)
+    layer.file("/etc/ld.so.conf", b"/lib/x86_64-linux-gnu\n", mode=0o644)
+    layer.file("/lib/x86_64-linux-gnu/libc-2.31.so", b"\x00GLIBC_2.30\x00")
+    for service in ("files", "dns"):
+        layer.file(f"/lib/x86_64-linux-gnu/libnss_{service}.so.2", b"\x00")
+    closure = rule_closure(layer.rootfs(tmp_path), "/lib/x86_64-linux-gnu/libc-2.31.so")
+    assert {"/lib/x86_64-linux-gnu/libnss_files.so.2", "/lib/x86_64-linux-gnu/libnss_dns.so.2"} <= kept_for(
+        closure, ReasonKind.NSS
+    )
 
 
 def test_gconv_modules_once_iconv_loads_one(tmp_path):
