@@ -110,8 +110,10 @@ def compute_closure(trace: Trace, rootfs: RootFS, facts: ImageFacts, options: Cl
                 _keep_for_rule(kept, path, reason)
         if len(kept.reasons) == before:
             break
-    for warning in loader.missing():
-        kept.warn(warning)
+    for path, name in loader.unresolved():
+        # A runtime's own library finds what its process already loaded (the JDK's libnet.so needs libjvm.so).
+        if kept.reasons[path][0].kind not in LIBRARY_REASONS:
+            kept.warn(_missing_library(path, name))
     _keep_hard_links(kept)
     _keep_symlinks_and_parents(kept)
     return kept.closure(options.exclude_paths)
@@ -416,11 +418,11 @@ class _Loader:
                 pending.extend(self._dependencies(obj))
 
     def missing(self) -> list[str]:
-        return [
-            f"{name} needed by {path} not found in the image"
-            for path, name in self.misses
-            if (path, name) not in self.hits
-        ]
+        return [_missing_library(path, name) for path, name in self.unresolved()]
+
+    def unresolved(self) -> list[tuple[PurePosixPath, str]]:
+        """(needing file, name) of every DT_NEEDED no way of loading that file resolved."""
+        return [(path, name) for path, name in self.misses if (path, name) not in self.hits]
 
     def info(self, path: PurePosixPath) -> ElfInfo | None:
         if path not in self.infos:
@@ -509,6 +511,10 @@ class _Loader:
             return False
         other = self.info(resolved.path)
         return other is not None and (other.elf_class, other.machine) == (info.elf_class, info.machine)
+
+
+def _missing_library(path: PurePosixPath, name: str) -> str:
+    return f"{name} needed by {path} not found in the image"
 
 
 def _expand_tokens(entry: str, origin: PurePosixPath, info: ElfInfo) -> list[str]:

@@ -90,6 +90,7 @@ class _Explainer:
         self.removed_files: dict[str, int] = {path: size for path, size in report.get("removed_files", ())}
         self.removed_links: dict[str, str] = {path: target for path, target in report.get("removed_symlinks", ())}
         self.excluded = [PurePosixPath(p) for p in report.get("options", {}).get("exclude_paths", ())]
+        self.included = [PurePosixPath(p) for p in report.get("options", {}).get("include_paths", ())]
         self.root = _skeleton(self.kept, self.removed_files, self.removed_links)
         if "removed_files" not in report:
             self.notes = ("this report predates removed-file listings: removed paths cannot be explained",)
@@ -117,7 +118,9 @@ class _Explainer:
                       target=entry.link_target, leads_to=leads_to)
         below = self._removed_below(path) if entry.kind is EntryKind.DIR else (0, 0)
         if path in self.kept:
-            reasons = tuple(ReasonChain(r, self._chain(r, {path})) for r in self.kept[path]["reasons"])
+            reasons = tuple(
+                ReasonChain(self._named(r, lexical.path), self._chain(r, {path})) for r in self.kept[path]["reasons"]
+            )
             return Explanation(status="kept", reasons=reasons, removed_below=below, notes=tuple(notes), **common)
         excluded = next((e for e in self.excluded if e == lexical.path or e in lexical.path.parents), None)
         return Explanation(
@@ -127,6 +130,13 @@ class _Explainer:
             notes=tuple(notes),
             **common,
         )
+
+    def _named(self, reason: Mapping[str, str], path: PurePosixPath) -> Mapping[str, str]:
+        """An --include-path reason with the option that caused it (the report records the options)."""
+        if reason["kind"] != "include-path" or reason.get("source"):
+            return reason
+        option = next((p for p in self.included if p == path or p in path.parents), None)
+        return {**reason, "source": str(option)} if option else reason
 
     def _chain(self, reason: Mapping[str, str], seen: set[str]) -> tuple[Step, ...]:
         """From a reason's source up to a root, each step the source's most direct reason."""

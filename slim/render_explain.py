@@ -26,7 +26,7 @@ def describe(reason: Mapping[str, str]) -> str:
         "parent-directory": f"directory above {source}",
         "shebang": f"#! interpreter of the script {source}",
         "always-kept": "always kept (read by the runtime before anything can be traced)",
-        "include-path": "kept by --include-path",
+        "include-path": f"kept by --include-path {source}".rstrip(),
         "volume-seed": f"seed data of the volume {source}",
         "hard-link": f"another name (hard link) of {source}",
         "state-directory": "run-time state directory (kept, empty, so programs can create files in it)",

@@ -47,7 +47,7 @@ class RuleContext:
     traced: frozenset[PurePosixPath]  # where the run's paths led inside the image (existing entries only)
     kept: Mapping[PurePosixPath, Sequence[Reason]]
     library_dirs: tuple[PurePosixPath, ...]  # the loader's search directories (ld.so.conf, then defaults)
-    entrypoint_script: PurePosixPath | None = None  # the script or program the command runs (see closure)
+    entrypoint_script: PurePosixPath | None = None  # the script the command runs (see closure)
     layer_steps: tuple[str, ...] | None = None  # Dockerfile step behind each layer, bottom first; None: unknown
     app_files: str = "all"
     memo: dict = field(default_factory=dict)
@@ -87,8 +87,10 @@ class Rule:
 # ---------------------------------------------------------------- walking trees with exceptions
 
 
-def walk(rootfs: RootFS, top: PurePosixPath, skip: Callable[[tuple[str, ...], FileEntry], bool] = lambda *_: False
-         ) -> Iterator[FileEntry]:
+Skip = Callable[[tuple[str, ...], FileEntry], bool]
+
+
+def walk(rootfs: RootFS, top: PurePosixPath, skip: Skip = lambda *_: False) -> Iterator[FileEntry]:
     """`top` and everything below it, except the entries (and their subtrees) `skip` names; `skip` gets
     the path relative to `top` as parts."""
     if rootfs.get(top) is None:
@@ -269,12 +271,14 @@ def _package_of(ctx: RuleContext, path: PurePosixPath) -> Package | None:
     return _python_package(ctx, path) or _node_package(ctx, path) or _ruby_package(ctx, path)
 
 
-def _package_files(ctx: RuleContext, top: PurePosixPath, *, nested_node_modules: bool = False
-                   ) -> list[PurePosixPath]:
+def _package_files(ctx: RuleContext, top: PurePosixPath) -> list[PurePosixPath]:
+    """A package's tree without tests, docs and examples, and without the packages nested in its own
+    node_modules (each of those is kept once used)."""
+
     def skip(relative: tuple[str, ...], entry: FileEntry) -> bool:
         name = relative[-1]
         if entry.kind is EntryKind.DIR:
-            return name in PACKAGE_SKIP_DIRS or (name == "node_modules" and not nested_node_modules)
+            return name in PACKAGE_SKIP_DIRS or name == "node_modules"
         return bool(_DOC_FILE.match(name)) and not name.endswith((".py", ".js"))
 
     return [entry.path for entry in walk(ctx.rootfs, top, skip)]
@@ -290,11 +294,11 @@ def _python_package(ctx: RuleContext, path: PurePosixPath) -> Package | None:
         return None
     site = P(*parts[: sites[-1] + 1])
     relative = parts[sites[-1] + 1:]
-    distributions = _python_distributions(ctx, site)
+    by_file, by_name = _python_distributions(ctx, site)
     top = relative[0]
-    if relative[0] == "__pycache__" and len(relative) > 1:
+    if top == "__pycache__" and len(relative) > 1:
         top = relative[1].split(".", 1)[0]  # six.cpython-311.pyc belongs to six.py
-    dist = distributions.get(top) or distributions.get(_module_name(top))
+    dist = by_file.get(path) or by_name.get(top) or by_name.get(_module_name(top))
     if dist is not None:
         return dist
     if ctx.is_dir(site / top):
@@ -326,38 +330,50 @@ def _outermost_regular_package(ctx: RuleContext, site: PurePosixPath, relative: 
     return site / relative[0]
 
 
-def _python_distributions(ctx: RuleContext, site: PurePosixPath) -> dict[str, Package]:
-    """Top-level names (and RECORD-listed top-level entries) of a site directory -> their distribution."""
+Distributions = tuple[dict[PurePosixPath, Package], dict[str, Package]]
+
+
+def _python_distributions(ctx: RuleContext, site: PurePosixPath) -> Distributions:
+    """The distributions installed in a site directory, by each file they list and by top-level name."""
     memo = ctx.memo.setdefault("python-distributions", {})
     if site not in memo:
         memo[site] = _read_distributions(ctx, site)
     return memo[site]
 
 
-def _read_distributions(ctx: RuleContext, site: PurePosixPath) -> dict[str, Package]:
+def _read_distributions(ctx: RuleContext, site: PurePosixPath) -> Distributions:
+    """A distribution is its metadata directory plus the files its RECORD (wheels) or installed-files.txt
+    lists; without such a list, the top-level packages and modules its top_level.txt names. Namespace
+    directories (no __init__.py, shared by distributions) are never taken whole."""
+    by_file: dict[PurePosixPath, Package] = {}
     by_name: dict[str, Package] = {}
     for meta in ctx.rootfs.children(site):
         if not (meta.name.endswith((".dist-info", ".egg-info")) and ctx.is_dir(meta)):
             continue
-        names = set(_lines(ctx, meta / "top_level.txt"))
-        files = {member for member in _package_files(ctx, meta)}
-        for listed in _listed_files(ctx, site, meta):
-            relative = listed.relative_to(site).parts
-            if not (set(relative) & PACKAGE_SKIP_DIRS):
-                files.add(listed)
-            if len(relative) > 1 and relative[0] != "__pycache__":
-                names.add(relative[0])
-            elif relative and relative[0] != "__pycache__":
-                names.add(_module_name(relative[0]))
-        for name in sorted(n for n in names if n):
-            if ctx.is_dir(site / name):
-                files.update(_package_files(ctx, site / name))
-            else:
-                files.update(_module_files(ctx, site, name))
-        package = Package(meta, tuple(sorted(f for f in files if ctx.entry(f) is not None)))
+        listed = [path for path in _listed_files(ctx, site, meta) if ctx.entry(path) is not None]
+        names = {n for n in _lines(ctx, meta / "top_level.txt") if _is_regular_top_level(ctx, site, n)}
+        files = set(_package_files(ctx, meta))
+        if listed:
+            files.update(path for path in listed if not set(path.relative_to(site).parts) & PACKAGE_SKIP_DIRS)
+            tops = {_module_name(path.relative_to(site).parts[0]) for path in listed}
+            names |= {n for n in tops if n and _is_regular_top_level(ctx, site, n)}
+        else:
+            for name in names:
+                found = _package_files(ctx, site / name) if ctx.is_dir(site / name) else _module_files(ctx, site, name)
+                files.update(found)
+        package = Package(meta, tuple(sorted(files)))
+        for path in listed:
+            by_file.setdefault(path, package)
         for name in names:
             by_name.setdefault(name, package)
-    return by_name
+    return by_file, by_name
+
+
+def _is_regular_top_level(ctx: RuleContext, site: PurePosixPath, name: str) -> bool:
+    """A package with an __init__.py, or a module: not a namespace directory other distributions share."""
+    if ctx.is_dir(site / name):
+        return ctx.is_file(site / name / "__init__.py")
+    return bool(_module_files(ctx, site, name))
 
 
 def _listed_files(ctx: RuleContext, site: PurePosixPath, meta: PurePosixPath) -> list[PurePosixPath]:
@@ -508,12 +524,16 @@ def _ruby_stdlib(ctx: RuleContext, program: PurePosixPath, version: str | None) 
 
 
 def _jdk(ctx: RuleContext, program: PurePosixPath) -> Iterator[Keep]:
-    """The JDK (or JRE) home above libjvm.so (home/lib/server/libjvm.so, or home/lib/amd64/server in Java 8)
-    or above bin/java: its lib/ whole, conf/ and release."""
-    lib = next((a for a in program.parents if a.name == "lib"), None)
-    if lib is None and program.parent.name == "bin":
-        lib = program.parent.parent / "lib"
-    if lib is None or not ctx.is_dir(lib) or not ctx.once(("jdk", lib)):
+    """The JDK (or JRE) home of libjvm.so (home/lib/server/libjvm.so; home/jre/lib/amd64/server in Java 8)
+    or of home/bin/java: its lib/ whole (module image, native libraries, tzdb, security), conf/, release."""
+    if program.name == "java":
+        lib = program.parent.parent / "lib" if program.parent.name == "bin" else None
+    else:
+        lib = next((a for a in program.parents if a.name == "lib"), None)
+    landmarks = ("modules", "server", "rt.jar", "amd64", "jvm.cfg")
+    if lib is None or not any(ctx.entry(lib / name) is not None for name in landmarks):
+        return  # not a JDK's lib/ (a `java` that is a wrapper script, or libjvm outside a JDK layout)
+    if not ctx.once(("jdk", lib)):
         return
     home = lib.parent
     reason = Reason(ReasonKind.RUNTIME, source=str(program), detail=f"JDK {home}")

@@ -1008,3 +1008,20 @@ def test_each_rule_can_be_turned_off(tmp_path, name):
 def test_unknown_rule_names_are_refused():
     with pytest.raises(ValueError):
         ClosureOptions(disabled_rules=frozenset({"no-such-rule"}))
+
+
+def test_a_namespace_package_is_never_kept_whole(tmp_path):
+    layer = debian_like()
+    site = "/usr/local/lib/python3.11/site-packages"
+    layer.file(f"{site}/google/protobuf/__init__.py", b"", mode=0o644)
+    layer.file(f"{site}/google/protobuf/message.py", b"", mode=0o644)
+    layer.file(f"{site}/protobuf-4.0.dist-info/RECORD",
+               b"google/protobuf/__init__.py,,\ngoogle/protobuf/message.py,,\n", mode=0o644)
+    layer.file(f"{site}/protobuf-4.0.dist-info/top_level.txt", b"google\n", mode=0o644)
+    layer.file(f"{site}/google/cloud/storage/__init__.py", b"", mode=0o644)
+    layer.file(f"{site}/google_cloud_storage-2.0.dist-info/RECORD", b"google/cloud/storage/__init__.py,,\n",
+               mode=0o644)
+    closure = rule_closure(layer.rootfs(tmp_path), f"{site}/google/protobuf/__init__.py")
+    assert P(f"{site}/google/protobuf/message.py") in closure.kept
+    assert P(f"{site}/protobuf-4.0.dist-info/RECORD") in closure.kept
+    assert P(f"{site}/google/cloud/storage/__init__.py") not in closure.kept

@@ -33,13 +33,15 @@ REPORT = {
         kept("/usr/lib/libc.so", "symlink", 0, ("symlink", "/usr/lib/libc.so.6", ""), target="libc.so.6"),
         kept("/etc", "dir", 0, ("parent-directory", "/etc/passwd", "")),
         kept("/etc/passwd", "file", 800, ("always-kept", "", "")),
+        kept("/srv", "dir", 0, ("include-path", "", "")),
+        kept("/srv/data.db", "file", 10, ("include-path", "", "")),
         kept("/cycle-a", "file", 1, ("hard-link", "/cycle-b", "")),
         kept("/cycle-b", "file", 1, ("hard-link", "/cycle-a", "")),
     ],
     "removed_files": [["/usr/share/doc/a/changelog", 300], ["/usr/share/doc/b/README", 200],
                       ["/usr/bin/perl", 3_800_000], ["/opt/secret/key", 64]],
     "removed_symlinks": [["/usr/bin/perl5", "perl"], ["/opt/current", "secret"]],
-    "options": {"include_paths": [], "exclude_paths": ["/opt/secret"]},
+    "options": {"include_paths": ["/srv"], "exclude_paths": ["/opt/secret"]},
 }
 
 
@@ -65,6 +67,12 @@ def test_chain_through_libraries_ends_at_what_the_run_did():
 def test_a_rule_is_a_root():
     e = explain(REPORT, P("/etc/passwd"))
     assert [(r.reason["kind"], r.chain) for r in e.reasons] == [("always-kept", ())]
+
+
+def test_an_include_rule_names_its_option():
+    e = explain(REPORT, P("/srv/data.db"))
+    assert [(r.reason["kind"], r.reason["source"], r.chain) for r in e.reasons] == [("include-path", "/srv", ())]
+    assert "  - kept by --include-path /srv" in render_explanation(e)
 
 
 def test_a_cycle_of_reasons_terminates():
