@@ -24,8 +24,8 @@ from slim.adapters.engine import DockerEngine
 
 from . import chart, corpus, overhead, scaling
 from .engine import engine_turn, remove_image
-from .machine import describe
-from .measure import slim_build
+from .machine import SLIM_ROOT, describe
+from .measure import slim_build, snapshot_sources
 from .model import BenchRun, ImageResult
 from .render import markdown, to_json
 from .stats import floor_bytes
@@ -77,19 +77,21 @@ def main(argv: list[str] | None = None) -> None:
     engine = DockerEngine(client)
     progress = _Progress()
     date = datetime.now(timezone.utc).replace(microsecond=0)
-    run = BenchRun(date=date.isoformat(), machine=describe(client), options=_options(arguments))
     workdir = Path(tempfile.mkdtemp(prefix="slimtrace-bench-"))
     try:
+        source = snapshot_sources(SLIM_ROOT, workdir / "source")
+        run = BenchRun(date=date.isoformat(), machine=describe(client, source), options=_options(arguments))
         tags = _build_corpus(client, arguments.names, progress)
         run = replace(run, images=tuple(
-            _measure_image(client, engine, item, tags.get(item.name), workdir, arguments.keep, progress)
+            _measure_image(client, engine, source, item, tags.get(item.name), workdir, arguments.keep, progress)
             for item in corpus.CORPUS if item.name in arguments.names
         ))
         if not arguments.skip_overhead:
             run = _measure_overhead(client, engine, run, arguments.rounds, progress)
         if not arguments.skip_scaling:
             sizes = scaling.QUICK if arguments.quick else scaling.FULL
-            run = replace(run, scaling=tuple(scaling.measure(client, sizes, workdir, arguments.keep, progress)))
+            points = scaling.measure(client, source, sizes, workdir, arguments.keep, progress)
+            run = replace(run, scaling=tuple(points))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     run = replace(run, total_seconds=round(progress.elapsed(), 1))
@@ -142,7 +144,7 @@ def _build_corpus(client: docker.DockerClient, names: tuple[str, ...], progress:
 
 
 def _measure_image(
-    client: docker.DockerClient, engine: DockerEngine, item: corpus.CorpusImage, image: str | None,
+    client: docker.DockerClient, engine: DockerEngine, source: Path, item: corpus.CorpusImage, image: str | None,
     workdir: Path, keep: bool, progress: "_Progress",
 ) -> ImageResult:
     result = ImageResult(name=item.name, image=image or "", kind=item.kind)
@@ -153,7 +155,9 @@ def _measure_image(
         with engine_turn():
             progress(f"{item.name}: slim build")
             # --keep-unverified: when verification fails, bench's own check still gets an image to look at.
-            build = slim_build(image, slim_tag, workdir / f"{item.name}.json", ("--keep-unverified", *item.slim_args))
+            build = slim_build(
+                source, image, slim_tag, workdir / f"{item.name}.json", ("--keep-unverified", *item.slim_args)
+            )
         report = build.report or {}
         result = replace(
             result,

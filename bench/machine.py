@@ -18,7 +18,8 @@ from .model import Machine
 SLIM_ROOT = Path(slim.__file__).resolve().parent.parent
 
 
-def describe(client: docker.DockerClient) -> Machine:
+def describe(client: docker.DockerClient, source: Path) -> Machine:
+    """The machine, and the slimtrace measured: the commit it came from and the digest of `source`."""
     info = client.info()
     return Machine(
         cores=os.cpu_count() or 0,
@@ -30,7 +31,7 @@ def describe(client: docker.DockerClient) -> Machine:
         python=platform.python_version(),
         slimtrace_version=__version__,
         commit=_commit(),
-        source_digest=source_digest(SLIM_ROOT),
+        source_digest=source_digest(source),
     )
 
 
@@ -71,4 +72,5 @@ def _commit() -> str:
     head = git("rev-parse", "--short=12", "HEAD")
     if not head:
         return f"unknown (slimtrace from {SLIM_ROOT}, not a git checkout)"
-    return f"{head}+dirty" if git("status", "--porcelain", "--untracked-files=no") else head
+    # Only slimtrace's own code counts: bench's results and docs changing do not make the measurement dirty.
+    return f"{head}+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", "slim", "probes") else head

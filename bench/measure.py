@@ -2,12 +2,16 @@
 
 A child process isolates the measurement: its peak resident set is the slim process's own (os.wait4 gives
 the rusage of that one child, unlike RUSAGE_CHILDREN, which keeps the maximum over every child so far).
+
+The child runs slimtrace from a snapshot of slim/ and probes/ taken when the run started, so every build
+of a run measures the same code even while the work tree is being edited.
 """
 from __future__ import annotations
 
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,17 +26,27 @@ BUILD_TIMEOUT = 3600.0
 POLL_INTERVAL = 0.2
 
 
-def slim_build(image: str, tag: str, report_path: Path, extra_args: Sequence[str] = ()) -> BuildMeasurement:
-    """`python -m slim build IMAGE --tag TAG --report REPORT_PATH EXTRA_ARGS`, measured."""
+def snapshot_sources(root: Path, into: Path) -> Path:
+    """Copy the packages `python -m slim` imports from `root` into `into`; returns `into`."""
+    for package in ("slim", "probes"):
+        shutil.copytree(root / package, into / package, ignore=shutil.ignore_patterns("__pycache__"))
+    return into
+
+
+def slim_build(
+    source: Path, image: str, tag: str, report_path: Path, extra_args: Sequence[str] = ()
+) -> BuildMeasurement:
+    """`python -m slim build IMAGE --tag TAG --report REPORT_PATH EXTRA_ARGS`, with slim from `source`, measured."""
     argv = [sys.executable, "-m", "slim", "build", image, "--tag", tag, "--report", str(report_path), *extra_args]
     report_path.unlink(missing_ok=True)
-    exit_code, wall, peak_rss, output = run_measured(argv, BUILD_TIMEOUT)
+    # `-m` puts the working directory first on sys.path: the snapshot's slim wins over the installed one.
+    exit_code, wall, peak_rss, output = run_measured(argv, BUILD_TIMEOUT, cwd=source)
     report = json.loads(report_path.read_text()) if report_path.exists() else None
     error = None if exit_code == 0 else _error_line(output, exit_code)
     return BuildMeasurement(exit_code, wall, peak_rss, report, error)
 
 
-def run_measured(argv: Sequence[str], timeout: float) -> tuple[int, float, int, str]:
+def run_measured(argv: Sequence[str], timeout: float, cwd: Path | None = None) -> tuple[int, float, int, str]:
     """Run argv to completion; return (exit code, wall seconds, peak RSS in bytes, stdout+stderr).
 
     On timeout the child gets SIGTERM (slim then cleans up like Ctrl-C), SIGKILL 30 s later.
@@ -40,7 +54,7 @@ def run_measured(argv: Sequence[str], timeout: float) -> tuple[int, float, int, 
     with tempfile.TemporaryFile() as output:
         started = time.monotonic()
         child = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+            argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, cwd=cwd,
             env={**os.environ, "COLUMNS": "200"},  # fewer wrapped lines in what we quote
         )
         status, rusage = _wait(child, started + timeout)

@@ -70,6 +70,9 @@ class OverheadRound:
     traced_rps: float
     untraced_errors: int = 0  # socket errors plus non-2xx answers wrk counted
     traced_errors: int = 0
+    # The machine's 1-minute load average as the round began: above the core count, something else was
+    # competing for the CPU (on a shared machine, another test run) and the round's ratio is noise.
+    load_before: float | None = None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ falls on both sides alike, and the ratio is taken round by round.
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -67,6 +68,7 @@ def measure(engine: Engine, image: str, rounds: int, progress: Callable[[str], N
     events: list[int] = []
     for index in range(rounds):
         first = "untraced" if index % 2 == 0 else "traced"
+        load_before = os.getloadavg()[0]
         measured: dict[str, WrkResult] = {}
         for condition in (first, "traced" if first == "untraced" else "untraced"):
             progress(f"overhead round {index + 1}/{rounds}: {condition}")
@@ -83,6 +85,7 @@ def measure(engine: Engine, image: str, rounds: int, progress: Callable[[str], N
             traced_rps=measured["traced"].requests_per_second,
             untraced_errors=measured["untraced"].errors,
             traced_errors=measured["traced"].errors,
+            load_before=round(load_before, 2),
         ))
     untraced = [r.untraced_rps for r in results]
     traced = [r.traced_rps for r in results]

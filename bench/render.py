@@ -121,11 +121,12 @@ def _overhead(result: OverheadResult | None, error: str | None) -> str:
         return f"Not measured: {error}"
     rows = [
         (r.index, r.first, f"{r.untraced_rps:,.0f}", f"{r.traced_rps:,.0f}", f"{r.traced_rps / r.untraced_rps:.3f}",
-         f"{r.untraced_errors} / {r.traced_errors}")
+         f"{r.untraced_errors} / {r.traced_errors}", "–" if r.load_before is None else f"{r.load_before:.2f}")
         for r in result.rounds
     ]
-    rounds = table(("round", "ran first", "untraced req/s", "traced req/s", "traced / untraced", "errors (u / t)"),
-                   rows, "rlrrrr")
+    headers = ("round", "ran first", "untraced req/s", "traced req/s", "traced / untraced", "errors (u / t)",
+               "load avg at start")
+    rounds = table(headers, rows, "rlrrrrr")
     u, t, q = result.untraced, result.traced, result.ratio
     summary = table(
         ("", "median", "mean", "stdev", "min", "max"),
@@ -141,7 +142,8 @@ def _overhead(result: OverheadResult | None, error: str | None) -> str:
         f"`{result.command}` against `{result.image}`, published on 127.0.0.1; {len(result.rounds)} rounds, "
         f"the order alternating. The traced side runs under `slim.tracing.run_traced` exactly as a build "
         f"does (fanotify events read per traced round: {events}).\n\n{rounds}\n\n{summary}\n\n"
-        f"Ratio of the means: **{result.ratio_of_means:.3f}**."
+        f"Ratio of the means: **{result.ratio_of_means:.3f}**. The 1-minute load average at the start of a round "
+        f"above the number of cores means something else was competing for the CPU during it."
     )
 
 

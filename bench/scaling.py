@@ -77,14 +77,17 @@ def dockerfile(base: str, size: Size) -> str:
 
 
 def measure(
-    client: docker.DockerClient, sizes: tuple[Size, ...], workdir: Path, keep: bool, progress: Callable[[str], None]
+    client: docker.DockerClient, source: Path, sizes: tuple[Size, ...], workdir: Path, keep: bool,
+    progress: Callable[[str], None],
 ) -> list[ScalingPoint]:
+    """One point per size; `source` is the slimtrace snapshot to build with (bench.measure.slim_build)."""
     base = fixtures.ensure(client, fixtures.BASE_NAME)
-    return [_measure_one(client, base, size, workdir, keep, progress) for size in sizes]
+    return [_measure_one(client, source, base, size, workdir, keep, progress) for size in sizes]
 
 
 def _measure_one(
-    client: docker.DockerClient, base: str, size: Size, workdir: Path, keep: bool, progress: Callable[[str], None]
+    client: docker.DockerClient, source: Path, base: str, size: Size, workdir: Path, keep: bool,
+    progress: Callable[[str], None],
 ) -> ScalingPoint:
     point = ScalingPoint(files=size.files, target_bytes=size.bytes, image=size.tag)
     slim_tag = f"{REPOSITORY}.slim:{size.files}f-{_short(size.bytes)}"
@@ -95,7 +98,7 @@ def _measure_one(
             point = replace(point, image_build_seconds=built_in,
                             image_size=int(client.api.inspect_image(size.tag)["Size"]))
             progress(f"scaling {size.files:,} files, {_short(size.bytes)}: slim build")
-            build = slim_build(size.tag, slim_tag, workdir / f"synthetic-{size.files}-{size.bytes}.json")
+            build = slim_build(source, size.tag, slim_tag, workdir / f"synthetic-{size.files}-{size.bytes}.json")
         report = build.report or {}
         return replace(
             point,

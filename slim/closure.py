@@ -230,9 +230,10 @@ def _keep_state_directories(kept: _Kept) -> None:
     see which parent it needed; a missing parent is a crash at start. Empty directories cost no bytes.
     """
     for entry in kept.rootfs.walk(ROOT):
-        if entry.kind is EntryKind.DIR and (entry.uid != 0 or _is_state_path(entry.path)):
-            if not _under_any(entry.path, PACKAGE_MANAGER_STATE):  # /var/cache/apt/archives/partial is _apt's
-                kept.add(entry.path, Reason(ReasonKind.STATE_DIR))
+        wanted = entry.uid != 0 or _is_state_path(entry.path)
+        # The package managers' state stays out even where a non-root user owns it (apt's _apt).
+        if entry.kind is EntryKind.DIR and wanted and not _under_any(entry.path, PACKAGE_MANAGER_STATE):
+            kept.add(entry.path, Reason(ReasonKind.STATE_DIR))
 
 
 def _is_state_path(path: PurePosixPath) -> bool:

@@ -127,9 +127,10 @@ class StepKind(enum.Enum):
 # The classic builder writes non-RUN steps as `/bin/sh -c #(nop) COPY ...`, BuildKit as `COPY ... # buildkit`.
 _NOP = re.compile(r"^/bin/sh -c #\(nop\)\s*")
 _BUILDKIT = re.compile(r"\s*# buildkit$")
-_METADATA = frozenset(
-    "ENV LABEL CMD ENTRYPOINT EXPOSE USER VOLUME STOPSIGNAL HEALTHCHECK SHELL ONBUILD ARG MAINTAINER WORKDIR".split()
-)
+_METADATA = frozenset({
+    "ENV", "LABEL", "CMD", "ENTRYPOINT", "EXPOSE", "USER", "VOLUME", "STOPSIGNAL", "HEALTHCHECK", "SHELL", "ONBUILD",
+    "ARG", "MAINTAINER", "WORKDIR",
+})
 # What distributions install with: its files are the OS's, covered by the runtime and package rules.
 _OS_PACKAGE_MANAGER = re.compile(
     r"(?<![\w./-])(apt-get|apt|aptitude|dpkg|apk|yum|dnf|microdnf|tdnf|zypper|rpm|pacman)(?![\w-])"
@@ -518,9 +519,12 @@ def _ruby_stdlib(ctx: RuleContext, program: PurePosixPath, version: str | None) 
         for home in homes:
             for stdlib in ctx.rootfs.children(home):
                 if wanted.fullmatch(stdlib.name) and ctx.is_dir(stdlib) and ctx.once(("ruby", stdlib)):
-                    for entry in walk(ctx.rootfs, stdlib, lambda rel, e: e.kind is EntryKind.DIR and rel[-1] in
-                                      PACKAGE_SKIP_DIRS):
+                    for entry in walk(ctx.rootfs, stdlib, _skip_developer_dirs):
                         yield entry.path, reason
+
+
+def _skip_developer_dirs(relative: tuple[str, ...], entry: FileEntry) -> bool:
+    return entry.kind is EntryKind.DIR and relative[-1] in PACKAGE_SKIP_DIRS
 
 
 def _jdk(ctx: RuleContext, program: PurePosixPath) -> Iterator[Keep]:

@@ -1,5 +1,5 @@
 """compute_closure on small images made here from real host ELF files, plus one comparison with `ldd`
-run inside the fixture images."""
+run inside the fixture images; and each keep rule of slim/rules.py on a hand-built image."""
 import dataclasses
 import io
 import subprocess
@@ -9,7 +9,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from slim.assemble import plan_image
 from slim.closure import MAX_REASONS, ClosureOptions, compute_closure
+from slim.engine import HistoryStep, infer_empty_layers
 from slim.model import (
     Access,
     Closure,
@@ -23,8 +25,6 @@ from slim.model import (
     TraceHealth,
 )
 from slim.rootfs import RootFS, spool_image
-from slim.assemble import plan_image
-from slim.engine import HistoryStep, infer_empty_layers
 from slim.rules import RULE_NAMES, RULES, StepKind, layer_steps, locale_candidates, nss_services, step_kind
 from test_elf import TINY_APP_C, build_tiny_app, build_tiny_lib, fake_elf32, gcc
 
@@ -1025,3 +1025,22 @@ def test_a_namespace_package_is_never_kept_whole(tmp_path):
     assert P(f"{site}/google/protobuf/message.py") in closure.kept
     assert P(f"{site}/protobuf-4.0.dist-info/RECORD") in closure.kept
     assert P(f"{site}/google/cloud/storage/__init__.py") not in closure.kept
+
+
+def test_the_report_says_what_each_rule_kept_and_which_were_off(tmp_path):
+    from slim.model import BuiltImage
+    from slim.report import build_report
+
+    layer = zoneinfo()
+    layer.file("/var/lib/app/seed.db", b"seed", mode=0o644)
+    rootfs = layer.rootfs(tmp_path)
+    facts = facts_with(Volumes={"/var/lib/app": {}})
+    closure = rule_closure(rootfs, "/usr/share/zoneinfo/Etc/UTC", facts=facts, disabled_rules=frozenset({"nss"}))
+    built = BuiltImage(id="sha256:x", tag=None, layer_diff_id="sha256:y", layer_size=0, compressed_size=0, size=1,
+                       files=len(closure.kept))
+    data = build_report(facts, rootfs, trace_of(), closure, built, None, None, {}, disabled_rules=("nss",),
+                        app_files="touched").data
+    assert data["options"]["no_rules"] == ["nss"] and data["options"]["app_files"] == "touched"
+    assert data["bytes_by_reason"]["timezone-data"] == 5  # Europe/Paris; Etc/UTC is traced
+    assert data["volumes"] == [{"path": "/var/lib/app", "files": 1, "bytes": 4, "note": data["volumes"][0]["note"]}]
+    assert "seed data" in data["volumes"][0]["note"] and "kept whole" in data["volumes"][0]["note"]
