@@ -5,10 +5,9 @@ implementation (and the one module that imports `docker`).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Iterable, Iterator, Mapping, Protocol
 
 from .model import ImageFacts
 
@@ -41,20 +40,8 @@ class ExecResult:
     timed_out: bool = False  # still running at the timeout: killed, or left to die with its container
 
 
-@dataclass(frozen=True)
-class HistoryStep:
-    """One entry of an image's history, oldest first: the Dockerfile step, and whether it made no layer."""
-
-    created_by: str
-    empty_layer: bool
-
-
 class Engine(Protocol):
     def inspect_image(self, ref: str) -> ImageFacts: ...
-
-    def image_history(self, image_id: str) -> tuple[HistoryStep, ...]:
-        """The steps that built the image, oldest first; the non-empty ones map in order onto its layers."""
-        ...
 
     def save_image(self, image_id: str) -> Iterator[bytes]:
         """`docker save` tar stream, in chunks."""
@@ -105,32 +92,3 @@ class Engine(Protocol):
     def remove_container(self, container_id: str) -> None:
         """Force-remove with its anonymous volumes; no error if already gone."""
         ...
-
-
-# The instructions that only change the image config. The classic builder writes them as
-# `/bin/sh -c #(nop)  ENV ...`, BuildKit as `ENV ...`; BuildKit's WORKDIR may also create the directory.
-_METADATA_STEP = re.compile(
-    r"^(?:/bin/sh -c #\(nop\)\s*)?"
-    r"(ENV|LABEL|CMD|ENTRYPOINT|EXPOSE|USER|VOLUME|STOPSIGNAL|HEALTHCHECK|SHELL|ONBUILD|ARG|MAINTAINER|WORKDIR)\b"
-)
-
-
-def infer_empty_layers(steps: Sequence[tuple[str, int]], layer_count: int) -> list[bool]:
-    """Which history entries made no layer, for an engine whose history API omits the config's
-    `empty_layer` flag (Docker's does). `steps` are (created_by, layer size) oldest first.
-
-    A step made a layer if it has bytes or is no metadata instruction. The count is then matched against
-    the image's layers: too few, and BuildKit WORKDIR steps made layers (oldest first); too many, and the
-    empty RUN/COPY steps BuildKit records without a layer are the zero-byte ones (only when exactly that
-    many exist). A mismatch that remains is left to the caller (slim.rules.layer_steps gives up)."""
-    made = [size > 0 or not _METADATA_STEP.match(created_by.strip()) for created_by, size in steps]
-    for index, (created_by, _) in enumerate(steps):
-        if sum(made) >= layer_count:
-            break
-        if not made[index] and created_by.strip().startswith("WORKDIR"):
-            made[index] = True
-    zero = [index for index, (_, size) in enumerate(steps) if made[index] and size == 0]
-    if sum(made) > layer_count and len(zero) == sum(made) - layer_count:
-        for index in zero:
-            made[index] = False
-    return [not layer for layer in made]

@@ -25,8 +25,7 @@ from .errors import ApplicationFailed, SlimError, UsageError, VerificationFailed
 from .exercise import ExercisePlan, exercise
 from .model import BuiltImage, ImageFacts, RunOutcome, Trace, Verification
 from .report import Report, build_report
-from .rules import layer_steps
-from .rootfs import RootFS, spool_image
+from .rootfs import RootFS, layer_steps, saved_config, spool_image
 from .sizes import BackgroundGzip
 from .tracing import run_traced
 from probes import ExecProbe, HostExecProbe, HttpProbe, Probe
@@ -123,13 +122,13 @@ def build(engine: Engine, options: BuildOptions, on_stage: StageCallback = lambd
 
         with timer.stage("inspect"):
             facts = engine.inspect_image(options.image)
-            steps = layer_steps(engine.image_history(facts.id), len(facts.layer_diff_ids))
             tag = options.tag or default_tag(facts)
             _check_tag(tag, facts)
             plan = exercise_plan(facts, options.run)
             spec = container_spec(facts.id, facts, options.run, plan)
         with timer.stage("index"):
             source_tars = spool_image(engine, facts.id, workdir / "source")
+            steps = layer_steps(saved_config(workdir / "source", facts.id), len(source_tars))
             # What a registry would store of the original, measured on a thread while the build goes on.
             source_gzip = BackgroundGzip(source_tars)
             cleanup.callback(source_gzip.close)

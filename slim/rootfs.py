@@ -19,7 +19,7 @@ import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
-from typing import BinaryIO, Iterable, Iterator, Mapping, Sequence
+from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Sequence
 
 from .engine import Engine
 from .errors import SlimError
@@ -519,6 +519,16 @@ def index_layers(layer_tars: Sequence[Path]) -> tuple[RootFS, list[LayerIndex]]:
             )
         )
     return RootFS(layer_tars, _with_hardlink_groups(merge.entries, merge.blobs), merge.blobs), indexes
+
+
+def layer_steps(config: Mapping[str, Any], layer_count: int) -> tuple[str, ...] | None:
+    """The Dockerfile step (`created_by`) behind each layer, bottom first: the saved config's history
+    entries not marked empty_layer map in order onto the layers. None when the counts disagree."""
+    history = config.get("history")
+    if not isinstance(history, list):
+        return None
+    steps = tuple(str(h.get("created_by", "")) for h in history if isinstance(h, dict) and not h.get("empty_layer"))
+    return steps if len(steps) == layer_count else None
 
 
 def saved_config(workdir: Path, image_id: str) -> dict:

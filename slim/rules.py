@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from .engine import HistoryStep
 from .model import ROOT, EntryKind, FileEntry, ImageFacts, Reason, ReasonKind
 from .rootfs import RootFS
 
@@ -172,13 +171,6 @@ def _destination(arguments: str) -> str:
     target = arguments.rsplit(" in ", 1)[1] if " in " in arguments else (arguments.split() or [""])[-1]
     target = target.strip()
     return target.rstrip("/") or "/" if target.startswith("/") else target
-
-
-def layer_steps(history: Sequence[HistoryStep], layer_count: int) -> tuple[str, ...] | None:
-    """The step behind each layer, bottom first, from the image history (oldest first): the steps that
-    made a layer map in order onto the layers. None when the counts disagree: then no layer is named."""
-    steps = tuple(step.created_by for step in history if not step.empty_layer)
-    return steps if len(steps) == layer_count else None
 
 
 def _app_roots(ctx: RuleContext) -> list[tuple[PurePosixPath, str]]:

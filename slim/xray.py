@@ -24,7 +24,7 @@ from .closure import DEFAULT_PATH, elf_dependencies
 from .elf import ELF_MAGIC, MalformedElf, read_elf
 from .engine import Engine
 from .model import ROOT, EntryKind, FileEntry, ImageFacts
-from .rootfs import LayerIndex, RootFS, index_layers, saved_config, spool_image
+from .rootfs import LayerIndex, RootFS, index_layers, layer_steps, saved_config, spool_image
 
 DPKG_STATUS = PurePosixPath("/var/lib/dpkg/status")
 DPKG_STATUS_DIR = PurePosixPath("/var/lib/dpkg/status.d")  # distroless images: one file per package
@@ -157,7 +157,7 @@ def analyse(facts: ImageFacts, config: Mapping[str, Any], rootfs: RootFS, layers
     wasted = sum(item.bytes for item in stack.waste.values())
     elf, elf_warnings = _elf_files(rootfs, facts)
     warnings += elf_warnings
-    history = _layer_history(config, len(layers))
+    history = layer_steps(config, len(layers))
     if history is None:
         warnings.append("the image history does not match its layers; build steps are not shown")
     packages, package_warnings = _packages(rootfs)
@@ -205,15 +205,6 @@ def _layer_bytes(layer: LayerIndex) -> int:
         entry.size for path, entry in layer.entries.items()
         if entry.kind is EntryKind.FILE and path not in layer.shared_data
     )
-
-
-def _layer_history(config: Mapping[str, Any], layers: int) -> list[str] | None:
-    """The `created_by` of each layer: the history entries not marked empty_layer, in order."""
-    history = config.get("history")
-    if not isinstance(history, list):
-        return None
-    steps = [str(h.get("created_by", "")) for h in history if isinstance(h, dict) and not h.get("empty_layer")]
-    return steps if len(steps) == layers else None
 
 
 class _Stack:

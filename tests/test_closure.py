@@ -11,7 +11,6 @@ import pytest
 
 from slim.assemble import plan_image
 from slim.closure import MAX_REASONS, ClosureOptions, compute_closure
-from slim.engine import HistoryStep, infer_empty_layers
 from slim.model import (
     Access,
     Closure,
@@ -25,7 +24,7 @@ from slim.model import (
     TraceHealth,
 )
 from slim.rootfs import RootFS, spool_image
-from slim.rules import RULE_NAMES, RULES, StepKind, layer_steps, locale_candidates, nss_services, step_kind
+from slim.rules import RULE_NAMES, RULES, StepKind, locale_candidates, nss_services, step_kind
 from test_elf import TINY_APP_C, build_tiny_app, build_tiny_lib, fake_elf32, gcc
 
 P = PurePosixPath
@@ -548,28 +547,6 @@ def test_rule_names_are_unique_and_each_has_its_own_reason():
 )
 def test_step_kinds(created_by, kind):
     assert step_kind(created_by) is kind
-
-
-def test_history_maps_onto_layers_or_not_at_all():
-    history = [HistoryStep("", False), HistoryStep("ARG A=b", True), HistoryStep("COPY a /a # buildkit", False)]
-    assert layer_steps(history, 2) == ("", "COPY a /a # buildkit")
-    assert layer_steps(history, 3) is None
-
-
-@pytest.mark.parametrize(
-    "steps, layers, empty",
-    [
-        # the classic builder: metadata steps make no layer, RUN and COPY always do (even of 0 bytes)
-        ([("", 100), ("/bin/sh -c #(nop)  ARG A", 0), ("/bin/sh -c true", 0), ("/bin/sh -c #(nop) WORKDIR /a", 0)],
-         2, [False, True, False, True]),
-        # BuildKit: a WORKDIR that created its directory made a layer
-        ([("", 100), ("WORKDIR /app", 0), ("COPY . . # buildkit", 10)], 3, [False, False, False]),
-        # BuildKit: a RUN that changed nothing made none
-        ([("", 100), ("RUN /bin/sh -c true # buildkit", 0), ("COPY . . # buildkit", 10)], 2, [False, True, False]),
-    ],
-)
-def test_empty_layers_are_inferred_from_steps_and_sizes(steps, layers, empty):
-    assert infer_empty_layers(steps, layers) == empty
 
 
 def app_image(tmp_path: Path) -> RootFS:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tarfile
 import uuid
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pytest
 

@@ -18,7 +18,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from ..engine import OWNER_LABEL, ContainerSpec, ExecResult, HistoryStep, infer_empty_layers
+from ..engine import OWNER_LABEL, ContainerSpec, ExecResult
 from ..errors import ContainerStartFailed, EngineUnreachable, ImageNotFound, SlimError, TracingUnavailable
 from ..model import ImageFacts
 
@@ -103,16 +103,6 @@ class DockerEngine:
             layer_diff_ids=tuple(attrs.get("RootFS", {}).get("Layers") or ()),
             config=dict(attrs.get("Config") or {}),
         )
-
-    @_translate
-    def image_history(self, image_id: str) -> tuple[HistoryStep, ...]:
-        # The history endpoint lists the steps newest first with their layer's size, but not the image
-        # config's empty_layer flags: those are inferred, and checked against the number of layers.
-        entries = list(reversed(self._client.api.history(image_id)))
-        layers = self._client.api.inspect_image(image_id).get("RootFS", {}).get("Layers") or ()
-        steps = [(entry.get("CreatedBy") or "", int(entry.get("Size") or 0)) for entry in entries]
-        empty = infer_empty_layers(steps, len(layers))
-        return tuple(HistoryStep(created_by, flag) for (created_by, _), flag in zip(steps, empty))
 
     @_translate
     def save_image(self, image_id: str) -> Iterator[bytes]:
