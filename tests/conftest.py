@@ -2,6 +2,10 @@
 containers, volumes or networks."""
 
 import contextlib
+import json
+import subprocess
+import sys
+import uuid
 import fcntl
 import functools
 import tempfile
@@ -34,6 +38,32 @@ def docker_client():
 def fixture_image(docker_client):
     """fixture_image(name) -> tag of the locally built fixture image; builds at most once a session."""
     return functools.cache(lambda name: fixtures.ensure(docker_client, name))
+
+
+@pytest.fixture
+def built(fixture_image, docker_client, tmp_path):
+    """built(name, *args) -> (report, tag): `python -m slim build` on a fixture as a user runs it, which
+    must succeed; every image it tagged is removed afterwards."""
+    tags = []
+
+    def build(name: str, *args: str) -> tuple[dict, str]:
+        tag = f"slimtrace-test/{uuid.uuid4().hex[:12]}:slim"
+        report = tmp_path / f"{uuid.uuid4().hex[:8]}.json"
+        tags.append(tag)
+        result = subprocess.run(
+            [sys.executable, "-m", "slim", "build", fixture_image(name), "--tag", tag, "--report", str(report), *args],
+            capture_output=True, text=True, timeout=1800,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        return json.loads(report.read_text()), tag
+
+    yield build
+    for tag in tags:
+        try:
+            docker_client.images.remove(tag, force=True)
+        except docker.errors.ImageNotFound:
+            pass
 
 
 @pytest.fixture(scope="session")

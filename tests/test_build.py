@@ -5,16 +5,11 @@ Each slimmed image is checked against its original by running both, not by trust
 from __future__ import annotations
 
 import hashlib
-import json
-import subprocess
-import sys
 import tarfile
 import time
 import urllib.request
-import uuid
 from pathlib import Path, PurePosixPath
 
-import docker
 import pytest
 
 from slim.adapters.engine import DockerEngine
@@ -24,37 +19,6 @@ from slim.rootfs import RootFS, spool_image
 pytestmark = pytest.mark.engine
 
 NGINX_PAGES = ("/", "/about.html", "/docs/guide.html", "/style.css", "/logo.png")
-
-
-def slim_build(image: str, *args: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess, dict, str]:
-    """Run the CLI; returns the process, the JSON report and the tag it was asked to use."""
-    tag = f"slimtrace-test/{uuid.uuid4().hex[:12]}:slim"
-    report = tmp_path / f"{uuid.uuid4().hex[:8]}.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "slim", "build", image, "--tag", tag, "--report", str(report), *args],
-        capture_output=True, text=True, timeout=900,
-    )
-    return result, (json.loads(report.read_text()) if report.exists() else {}), tag
-
-
-@pytest.fixture
-def built(fixture_image, docker_client, tmp_path):
-    """built(name, *args) -> (report, tag); removes every image it made."""
-    tags = []
-
-    def build(name: str, *args: str):
-        result, report, tag = slim_build(fixture_image(name), *args, tmp_path=tmp_path)
-        tags.append(tag)
-        assert result.returncode == 0, result.stderr
-        assert "Traceback" not in result.stderr
-        return report, tag
-
-    yield build
-    for tag in tags:
-        try:
-            docker_client.images.remove(tag, force=True)
-        except docker.errors.ImageNotFound:
-            pass
 
 
 def serve_and_fetch(client, image: str, port: int, paths) -> dict[str, tuple[int, str]]:

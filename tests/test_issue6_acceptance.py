@@ -7,12 +7,9 @@ first use, a lazily required Node module, a query that opens relation files the 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path, PurePosixPath
 from typing import Self
 
@@ -30,30 +27,6 @@ NO_RULES = tuple(arg for name in RULE_NAMES for arg in ("--no-rule", name))
 PG_DATA = "/var/lib/postgresql/data"
 PG_QUERY = "select count(*) from fruits"
 RECOVERY_SIGNS = ("database system was not properly shut down", "automatic recovery")
-
-
-@pytest.fixture
-def slim(fixture_image, docker_client, tmp_path):
-    """slim(name, *args) -> (report, tag): `python -m slim build` as a user runs it; removes what it made."""
-    tags = []
-
-    def build(name: str, *args: str) -> tuple[dict, str]:
-        tag = f"slimtrace-test/{uuid.uuid4().hex[:12]}:slim"
-        report = tmp_path / f"{uuid.uuid4().hex[:8]}.json"
-        tags.append(tag)
-        result = subprocess.run(
-            [sys.executable, "-m", "slim", "build", fixture_image(name), "--tag", tag, "--report", str(report), *args],
-            capture_output=True, text=True, timeout=1800, check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        return json.loads(report.read_text()), tag
-
-    yield build
-    for tag in tags:
-        try:
-            docker_client.images.remove(tag, force=True)
-        except docker.errors.ImageNotFound:
-            pass
 
 
 def cost(report: dict) -> str:
@@ -107,8 +80,8 @@ def image_rootfs(image: str, workdir: Path) -> RootFS:
 # ---------------------------------------------------------------- the acceptance cases
 
 
-def test_python_app_answers_every_route_after_slimming_with_the_default_probe(slim, fixture_image, docker_client):
-    report, tag = slim("pyapp")
+def test_python_app_answers_every_route_after_slimming_with_the_default_probe(built, fixture_image, docker_client):
+    report, tag = built("pyapp")
     print(f"pyapp slimmed: {cost(report)}")
     assert report["verification"]["status"] == "passed"
     assert {probe["probe"] for probe in report["run"]["probes"]} == {"http :8000"}  # only the default probe
@@ -123,8 +96,8 @@ def test_python_app_answers_every_route_after_slimming_with_the_default_probe(sl
     assert kept["/usr/share/zoneinfo/Europe/Paris"] == "timezone-data"
 
 
-def test_node_app_requires_a_module_lazily_after_slimming(slim, fixture_image, docker_client):
-    report, tag = slim("nodeapp")
+def test_node_app_requires_a_module_lazily_after_slimming(built, fixture_image, docker_client):
+    report, tag = built("nodeapp")
     print(f"nodeapp slimmed: {cost(report)}")
     assert report["verification"]["status"] == "passed"
     assert not any("/report" in json.dumps(probe["fingerprint"]) for probe in report["run"]["probes"])
@@ -156,8 +129,8 @@ def pg_answer(client: docker.DockerClient, server, client_image: str) -> str:
     return output.decode()
 
 
-def test_database_starts_cleanly_and_answers_a_query_after_slimming(slim, fixture_image, docker_client, tmp_path):
-    report, tag = slim("postgres", "--exec", "pg_isready -h 127.0.0.1")
+def test_database_starts_cleanly_and_answers_a_query_after_slimming(built, fixture_image, docker_client, tmp_path):
+    report, tag = built("postgres", "--exec", "pg_isready -h 127.0.0.1")
     print(f"postgres slimmed: {cost(report)}")
     assert report["verification"]["status"] == "passed"
     original_image = fixture_image("postgres")
@@ -179,9 +152,9 @@ def test_database_starts_cleanly_and_answers_a_query_after_slimming(slim, fixtur
     assert slimmed_dirs == original_dirs
 
 
-def test_nginx_rules_cost_under_a_tenth_and_nothing_the_run_wrote_is_kept(slim, fixture_image, docker_client, tmp_path):
-    with_rules, tag = slim("nginx")
-    without_rules, _ = slim("nginx", *NO_RULES)
+def test_nginx_rules_cost_under_a_tenth_and_nothing_the_run_wrote_is_kept(built, fixture_image, docker_client, tmp_path):
+    with_rules, tag = built("nginx")
+    without_rules, _ = built("nginx", *NO_RULES)
     print(f"nginx with rules: {cost(with_rules)}")
     print(f"nginx without rules: {cost(without_rules)}")
     assert with_rules["options"]["no_rules"] == [] and without_rules["options"]["no_rules"] == sorted(RULE_NAMES)
