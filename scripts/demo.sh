@@ -11,7 +11,7 @@ image=$(python3 -m fixtures build nginx | awk '{print $NF}')
 report="$PWD/demo-nginx.slim-report.json"
 
 echo "==> slim build $image"
-slim build "$image" --tag slimtrace-demo/nginx:slim --report "$report"
+python3 -m slim build "$image" --tag slimtrace-demo/nginx:slim --report "$report"
 
 echo "==> serving / from the original and from the slimmed image"
 python3 - "$image" slimtrace-demo/nginx:slim <<'PY'
