@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -117,8 +116,8 @@ def default_tag(facts: ImageFacts) -> str:
 def build(engine: Engine, options: BuildOptions, on_stage: StageCallback = lambda _: None) -> BuildResult:
     timer = _Timer(on_stage)
     with contextlib.ExitStack() as cleanup:
-        workdir = Path(tempfile.mkdtemp(prefix="slimtrace-"))
-        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+        scratch = tempfile.TemporaryDirectory(prefix="slimtrace-", ignore_cleanup_errors=True)
+        workdir = Path(cleanup.enter_context(scratch))
 
         with timer.stage("inspect"):
             facts = engine.inspect_image(options.image)
@@ -151,8 +150,7 @@ def build(engine: Engine, options: BuildOptions, on_stage: StageCallback = lambd
             image_plan = plan_image(closure, rootfs, facts)
             built = build_image(engine, image_plan, rootfs, workdir / "result")
             # Until verification passes the image is ours to remove; tagging it hands it to the user.
-            cleanup.callback(_remove_unless_tagged, engine, built, lambda: tagged)
-            tagged = False
+            unverified = cleanup.enter_context(_RemovedUnlessHandedOver(engine, built))
         result = None
         if options.verify:
             with timer.stage("verify"):
@@ -164,11 +162,11 @@ def build(engine: Engine, options: BuildOptions, on_stage: StageCallback = lambd
                                          rootfs, slimmed_root)
         if result is None or result.passed or options.keep_unverified:
             engine.tag_image(built.id, tag)
-            tagged = True
+            unverified.handed_over = True
         with timer.stage("measure"):
             source_layers = source_gzip.result()
         report = build_report(
-            facts, rootfs, trace, closure, built, tag if tagged else None, result, timer.seconds,
+            facts, rootfs, trace, closure, built, tag if unverified.handed_over else None, result, timer.seconds,
             source_layers=source_layers, include_paths=options.include_paths, exclude_paths=options.exclude_paths,
             disabled_rules=options.disabled_rules, app_files=options.app_files,
         )
@@ -188,8 +186,8 @@ def verify_images(engine: Engine, options: VerifyOptions, on_stage: StageCallbac
     slimmed one with the original's filesystem as the baseline."""
     timer = _Timer(on_stage)
     with contextlib.ExitStack() as cleanup:
-        workdir = Path(tempfile.mkdtemp(prefix="slimtrace-"))
-        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+        scratch = tempfile.TemporaryDirectory(prefix="slimtrace-", ignore_cleanup_errors=True)
+        workdir = Path(cleanup.enter_context(scratch))
         with timer.stage("inspect"):
             facts = engine.inspect_image(options.original)
             slimmed = engine.inspect_image(options.slimmed)
@@ -306,9 +304,16 @@ def _with_hints(
     return dataclasses.replace(result, missing_in_slimmed=missing)
 
 
-def _remove_unless_tagged(engine: Engine, built: BuiltImage, tagged: Callable[[], bool]) -> None:
-    if not tagged() and not built.preexisting:
-        engine.remove_image(built.id)
+class _RemovedUnlessHandedOver(contextlib.AbstractContextManager):
+    """Removes the slimmed image on the way out, unless it was handed to the user (tagged) or the engine
+    held that exact image before this build (the same input gives the same id: it is not ours)."""
+
+    def __init__(self, engine: Engine, built: BuiltImage):
+        self.engine, self.built, self.handed_over = engine, built, False
+
+    def __exit__(self, *exc) -> None:
+        if not self.handed_over and not self.built.preexisting:
+            self.engine.remove_image(self.built.id)
 
 
 def _report_name(facts: ImageFacts) -> str:

@@ -187,8 +187,8 @@ def run_traced(engine: Engine, spec: ContainerSpec, exercise: Exercise, *, bound
         raise ValueError("run_traced needs the real argv in spec.entrypoint + spec.command")
     gate = gate_binary()
     with contextlib.ExitStack() as cleanup:
-        gate_dir = Path(tempfile.mkdtemp(prefix="slimtrace-gate-"))
-        cleanup.callback(shutil.rmtree, gate_dir, ignore_errors=True)
+        scratch = tempfile.TemporaryDirectory(prefix="slimtrace-gate-", ignore_cleanup_errors=True)
+        gate_dir = Path(cleanup.enter_context(scratch))
         _install_gate(gate, gate_dir)
         notifier = cleanup.enter_context(Fanotify(bounded_queue=bounded_queue))
         container_id = engine.create_container(_gated(spec, argv, gate_dir))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
-import shutil
 import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -134,8 +133,8 @@ class XRay:
 
 def xray(engine: Engine, ref: str, on_stage: StageCallback = lambda _: None) -> XRay:
     with contextlib.ExitStack() as cleanup:
-        workdir = Path(tempfile.mkdtemp(prefix="slimtrace-"))
-        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+        scratch = tempfile.TemporaryDirectory(prefix="slimtrace-", ignore_cleanup_errors=True)
+        workdir = Path(cleanup.enter_context(scratch))
         on_stage("inspect")
         facts = engine.inspect_image(ref)
         on_stage("save")
