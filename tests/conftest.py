@@ -23,10 +23,6 @@ ENGINE_LOCK_PATH = Path(tempfile.gettempdir()) / "slimtrace-engine-tests.lock"
 LEAK_GRACE_SECONDS = 5
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "engine: needs a running Docker engine")
-
-
 @pytest.fixture(scope="session")
 def docker_client():
     client = docker.from_env()

@@ -60,6 +60,7 @@ def slimmed_rootfs(image: str, tmp_path: Path) -> RootFS:
     return RootFS.from_layers(spool_image(engine, engine.inspect_image(image).id, tmp_path / "spool"))
 
 
+@pytest.mark.matrix
 def test_nginx_serves_the_same_bytes_at_a_tenth_of_the_size(built, fixture_image, docker_client):
     report, tag = built("nginx")
     assert report["verification"]["status"] == "passed"
@@ -70,6 +71,7 @@ def test_nginx_serves_the_same_bytes_at_a_tenth_of_the_size(built, fixture_image
     assert all(status == 200 for status, _ in original.values())
 
 
+@pytest.mark.matrix
 def test_nginx_keeps_its_config_and_says_why_each_file_is_kept(built, fixture_image, docker_client):
     report, tag = built("nginx")
     source = docker_client.images.get(fixture_image("nginx")).attrs["Config"]
@@ -86,6 +88,7 @@ def test_nginx_keeps_its_config_and_says_why_each_file_is_kept(built, fixture_im
     assert set(report["timings"]) >= {"inspect", "index", "trace", "closure", "assemble", "verify"}
 
 
+@pytest.mark.matrix
 def test_batch_image_prints_the_same_output_and_exit_code(built, fixture_image, docker_client):
     report, tag = built("jq")
     assert report["run"]["mode"] == "batch"
@@ -101,6 +104,13 @@ def test_python_app_answers_the_probed_url_the_same(built, fixture_image, docker
     assert report["result"]["size"] < report["source"]["size"] / 2
 
 
+@pytest.mark.matrix
+def test_from_scratch_image_runs_the_same(built, fixture_image, docker_client):
+    _, tag = built("firstread")
+    assert run_batch(docker_client, tag) == run_batch(docker_client, fixture_image("firstread"))
+
+
+@pytest.mark.matrix
 def test_capabilities_hard_links_symlinks_and_owners_survive(built, fixture_image, docker_client, tmp_path):
     report, tag = built("caps")
     assert run_batch(docker_client, tag) == run_batch(docker_client, fixture_image("caps"))
@@ -126,6 +136,7 @@ def test_hard_linked_file_is_stored_once(built, docker_client, tmp_path):
     assert kinds == sorted([tarfile.REGTYPE, tarfile.LNKTYPE])
 
 
+@pytest.mark.matrix
 def test_same_input_gives_the_same_image(built):
     first, _ = built("jq")
     second, _ = built("jq")

@@ -129,6 +129,7 @@ def slim_tag(docker_client):
 
 
 @pytest.mark.engine
+@pytest.mark.matrix
 def test_6_verification_failed(fixture_image, slim_tag, tmp_path, docker_client):
     # Without a page the probes fetch, the slimmed nginx answers 404 where the original answered 200.
     result = slim("build", fixture_image("nginx"), "--tag", slim_tag, "--report", str(tmp_path / "r.json"),
@@ -151,6 +152,7 @@ def test_7_policy_failed_in_build(fixture_image, slim_tag, tmp_path):
 
 
 @pytest.mark.engine
+@pytest.mark.matrix
 def test_130_interrupted_build_leaves_nothing_behind(fixture_image, slim_tag, tmp_path, docker_client):
     image = fixture_image("nginx")
     image_id = docker_client.images.get(image).id

@@ -148,6 +148,7 @@ def by_path(trace: Trace):
 
 
 @pytest.mark.engine
+@pytest.mark.matrix
 def test_trace_sees_the_very_first_open(engine, fixture_image):
     trace = trace_image(engine, fixture_image("firstread"))
     paths = by_path(trace)
@@ -180,6 +181,7 @@ def test_gate_reports_a_command_it_cannot_run(engine, fixture_image):
 
 
 @pytest.mark.engine
+@pytest.mark.matrix
 def test_trace_sees_only_the_traced_container(engine, fixture_image, tmp_path):
     tag = fixture_image("jq")
     host_file = tmp_path / "host-only-secret.txt"
