@@ -257,6 +257,7 @@ def container_spec(image: str, facts: ImageFacts, run: RunOptions, plan: Exercis
         publish_tcp=plan.ports,
         mounts=run.mounts,
         network=run.network,
+        stop_signal=facts.config.get("StopSignal"),
     )
 
 
