@@ -25,6 +25,7 @@ RUNTIME_CONFIG_KEYS = frozenset(
     {"Hostname", "Domainname", "AttachStdin", "AttachStdout", "AttachStderr", "Tty", "OpenStdin", "StdinOnce", "Image"}
 )
 GZIP_LEVEL = 6  # what `docker push` uses, so compressed_size is what a registry would store
+LAYER_NAME = "layer.tar"  # the slimmed layer, as build_image leaves it in its workdir
 ARCHIVE_MTIME = 0  # members of the outer `docker save` tar: a fixed time keeps the archive reproducible
 
 _TAR_TYPES = {
@@ -196,7 +197,7 @@ def _archive_member(name: str, chunks: Iterable[bytes], size: int) -> Iterator[b
 
 def build_image(engine: Engine, plan: ImagePlan, rootfs: RootFS, workdir: Path) -> BuiltImage:
     workdir.mkdir(parents=True, exist_ok=True)
-    layer_path = workdir / "layer.tar"
+    layer_path = workdir / LAYER_NAME
     with layer_path.open("wb") as out:
         layer = write_layer(plan, rootfs, out)
     # The same input gives the same image id: if the engine already holds it, it is not ours to remove.

@@ -31,6 +31,7 @@ class ContainerSpec:
     publish_tcp: tuple[int, ...] = ()  # container ports published on 127.0.0.1, ephemeral host ports
     mounts: tuple[BindMount, ...] = ()
     network: str | None = None
+    stop_signal: str | None = None  # the image's StopSignal ("SIGQUIT", "3"); None: SIGTERM
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator, Mapping
 
 from . import verify as verification
-from .assemble import build_image, plan_image
+from .assemble import LAYER_NAME, build_image, plan_image
 from .closure import ClosureOptions, compute_closure
 from .engine import BindMount, ContainerSpec, Engine
 from .errors import ApplicationFailed, SlimError, UsageError, VerificationFailed
@@ -31,6 +31,7 @@ from probes import ExecProbe, HostExecProbe, HttpProbe, Probe
 from probes.probefile import ProbeFile, load_probe_file
 
 StageCallback = Callable[[str], None]
+RESULT_DIR = "result"  # where build_image writes the slimmed layer, inside the build's temp dir
 
 
 @dataclass(frozen=True)
@@ -148,14 +149,14 @@ def build(engine: Engine, options: BuildOptions, on_stage: StageCallback = lambd
             )
         with timer.stage("assemble"):
             image_plan = plan_image(closure, rootfs, facts)
-            built = build_image(engine, image_plan, rootfs, workdir / "result")
+            built = build_image(engine, image_plan, rootfs, workdir / RESULT_DIR)
             # Until verification passes the image is ours to remove; tagging it hands it to the user.
             unverified = cleanup.enter_context(_RemovedUnlessHandedOver(engine, built))
         result = None
         if options.verify:
             with timer.stage("verify"):
                 slimmed = engine.inspect_image(built.id)
-                slimmed_root = RootFS.from_layers(spool_image(engine, built.id, workdir / "verify"))
+                slimmed_root = _slimmed_root(engine, slimmed, built, workdir)
                 result = verification.verify(engine, facts, slimmed, slimmed_root, spec, plan, trace.run, rootfs)
                 if not result.passed:
                     result = _with_hints(engine, result, trace, dataclasses.replace(spec, image=built.id), plan,
@@ -257,6 +258,7 @@ def container_spec(image: str, facts: ImageFacts, run: RunOptions, plan: Exercis
         publish_tcp=plan.ports,
         mounts=run.mounts,
         network=run.network,
+        stop_signal=facts.config.get("StopSignal"),
     )
 
 
@@ -314,6 +316,14 @@ class _RemovedUnlessHandedOver(contextlib.AbstractContextManager):
     def __exit__(self, *exc) -> None:
         if not self.handed_over and not self.built.preexisting:
             self.engine.remove_image(self.built.id)
+
+
+def _slimmed_root(engine: Engine, slimmed: ImageFacts, built: BuiltImage, workdir: Path) -> RootFS:
+    """The slimmed filesystem, indexed from the layer we just wrote when the engine holds exactly that
+    layer (its diff id is the digest of the very bytes), so it need not be exported again."""
+    if slimmed.layer_diff_ids == (built.layer_diff_id,):
+        return RootFS.from_layers([workdir / RESULT_DIR / LAYER_NAME])
+    return RootFS.from_layers(spool_image(engine, built.id, workdir / "verify"))
 
 
 def _report_name(facts: ImageFacts) -> str:

@@ -106,6 +106,7 @@ def build_report(
                 "layers": source_layers.layers if source_layers else None,
                 "layer_size": source_layers.size if source_layers else None,
                 "compressed_size": source_layers.compressed_size if source_layers else None,
+                "compressed_by": source_layers.compressed_by if source_layers else None,
             },
             "result": {
                 "id": built.id,

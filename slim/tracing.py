@@ -13,6 +13,7 @@ import logging
 import os
 import select
 import shutil
+import signal
 import stat
 import tempfile
 import threading
@@ -37,6 +38,8 @@ GATE_NAME = "gate"
 GO_NAME = "go"
 STARTUP = "startup"
 SHUTDOWN = "shutdown"
+# What `docker stop` gives an application that handles its stop signal, as the engine's default does.
+STOP_TIMEOUT = 10
 
 Exercise = Callable[[str, Callable[[str], None]], RunOutcome]
 
@@ -200,9 +203,39 @@ def run_traced(engine: Engine, spec: ContainerSpec, exercise: Exercise, *, bound
         run = exercise(container_id, recorder.set_phase)
         # What the application opens while shutting down gracefully is needed too.
         recorder.set_phase(SHUTDOWN)
-        engine.stop(container_id)
+        _stop(engine, container_id, spec.stop_signal)
         paths, health = recorder.stop()
     return Trace(paths=paths, health=health, run=run)
+
+
+def _stop(engine: Engine, container_id: str, stop_signal: str | None) -> None:
+    """Stop the container, waiting for a graceful shutdown only when one can happen: the kernel never
+    delivers a signal to a PID namespace's init that has no handler for it, so such a PID 1 would only
+    die at the timeout's SIGKILL, having run no shutdown code in between (and traced nothing more)."""
+    pid = engine.pid(container_id)
+    number = signal_number(stop_signal or "SIGTERM")
+    graceful = pid is None or number is None or catches_signal(pid, number)
+    engine.stop(container_id, timeout=STOP_TIMEOUT if graceful else 0)
+
+
+def signal_number(name: str) -> int | None:
+    """A StopSignal as images spell it ("SIGQUIT", "QUIT", "3") -> its number; None when unknown."""
+    if name.isdigit():
+        return int(name)
+    with contextlib.suppress(KeyError):
+        return signal.Signals["SIG" + name.upper().removeprefix("SIG")].value
+    return None
+
+
+def catches_signal(pid: int, number: int) -> bool:
+    """Whether the process has a handler installed for the signal (SigCgt in /proc/PID/status). A process
+    that already exited catches nothing."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            caught = next((line.split()[1] for line in status if line.startswith("SigCgt:")), "0")
+    except OSError:
+        return False
+    return bool(int(caught, 16) >> (number - 1) & 1)
 
 
 def _install_gate(gate: Path, gate_dir: Path) -> None:

@@ -15,7 +15,9 @@ from slim.engine import ContainerSpec
 from slim.errors import TracingUnavailable
 from slim.gate import gate_binary
 from slim.model import Access, RunOutcome, Trace
-from slim.tracing import GATE_MOUNT, STARTUP, TRACE_MASK, Recorder, run_traced
+from slim.tracing import (
+    GATE_MOUNT, SHUTDOWN, STARTUP, STOP_TIMEOUT, TRACE_MASK, Recorder, catches_signal, run_traced, signal_number,
+)
 
 LOADER = PurePosixPath("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
 LIBC = PurePosixPath("/usr/lib/x86_64-linux-gnu/libc.so.6")
@@ -231,3 +233,68 @@ def test_container_and_gate_dir_are_removed_when_the_exercise_fails(engine, fixt
     container_id, gate_dir = left[0]
     assert docker_client.containers.list(all=True, filters={"id": container_id}) == []
     assert not gate_dir.exists()
+
+
+# ---------------------------------------------------------------- stopping after the probes
+
+
+def test_signal_numbers_as_images_spell_them():
+    assert signal_number("SIGQUIT") == signal_number("QUIT") == signal_number("quit") == 3
+    assert signal_number("15") == 15
+    assert signal_number("SIGNOPE") is None
+
+
+def test_catches_signal_reads_the_handlers_of_a_real_process():
+    code = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); print(1, flush=True); time.sleep(60)"
+    catching = subprocess.Popen(["python3", "-c", code], stdout=subprocess.PIPE)
+    plain = subprocess.Popen(["sleep", "60"])
+    try:
+        catching.stdout.readline()  # the handler is installed once it printed
+        assert catches_signal(catching.pid, 15)
+        assert not catches_signal(catching.pid, 3)
+        assert not catches_signal(plain.pid, 15)
+    finally:
+        for process in (catching, plain):
+            process.kill()
+            process.wait()
+
+
+class _StopRecorder:
+    """The real engine, with a note of the timeout each stop was given."""
+
+    def __init__(self, engine):
+        self._engine = engine
+        self.stop_timeouts = []
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def stop(self, container_id, timeout=10):
+        self.stop_timeouts.append(timeout)
+        self._engine.stop(container_id, timeout=timeout)
+
+
+def _keep_running(engine):
+    def exercise(container_id, set_phase):
+        return RunOutcome(mode="server", exit_code=None, running_after_probes=engine.is_running(container_id), probes=())
+
+    return exercise
+
+
+@pytest.mark.engine
+def test_a_pid_1_that_handles_the_stop_signal_shuts_down_traced(engine, fixture_image):
+    recording = _StopRecorder(engine)
+    # The trap reads a file only while shutting down: it must be in the trace, in the shutdown phase.
+    argv = ("sh", "-c", "trap 'cat /etc/debian_version > /dev/null; exit 0' TERM; sleep 60 & wait")
+    trace = trace_image(recording, fixture_image("jq"), argv=argv, exercise=_keep_running(engine))
+    assert recording.stop_timeouts == [STOP_TIMEOUT]
+    assert by_path(trace)["/etc/debian_version"].phase == SHUTDOWN
+
+
+@pytest.mark.engine
+def test_a_pid_1_that_cannot_receive_the_stop_signal_is_not_waited_for(engine, fixture_image):
+    recording = _StopRecorder(engine)
+    # A shell with no trap, as PID 1, never receives SIGTERM: only the SIGKILL at the timeout ends it.
+    trace = trace_image(recording, fixture_image("jq"), argv=("sh", "-c", "sleep 60"), exercise=_keep_running(engine))
+    assert recording.stop_timeouts == [0]
+    assert trace.run.running_after_probes

@@ -1,0 +1,46 @@
+"""The original's compressed size: measured whole for small layers, estimated from samples for big ones."""
+import gzip
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from slim import sizes
+from slim.assemble import GZIP_LEVEL
+from slim.sizes import ESTIMATED, MEASURED, BackgroundGzip
+
+# Real, varied bytes: the host's own libraries and programs (ELF, text, data), as image layers hold.
+HOST_TREES = ("/usr/share/perl", "/usr/lib/x86_64-linux-gnu/gconv", "/usr/lib/python3/dist-packages")
+
+
+@pytest.fixture(scope="module")
+def layer_tars(tmp_path_factory) -> list[Path]:
+    directory = tmp_path_factory.mktemp("layers")
+    tars = []
+    for number, tree in enumerate(HOST_TREES):
+        tar_path = directory / f"{number}.tar"
+        with tarfile.open(tar_path, "w") as tar:
+            tar.add(tree, recursive=True)
+        tars.append(tar_path)
+    return tars
+
+
+@pytest.fixture(scope="module")
+def gzip_size(layer_tars) -> int:
+    return sum(len(gzip.compress(tar.read_bytes(), GZIP_LEVEL)) for tar in layer_tars)
+
+
+def test_small_layers_are_measured_exactly(layer_tars, gzip_size, monkeypatch):
+    monkeypatch.setattr(sizes, "EXACT_LIMIT", sum(tar.stat().st_size for tar in layer_tars))
+    measured = BackgroundGzip(layer_tars).result()
+    assert measured.compressed_by == MEASURED
+    assert measured.size == sum(tar.stat().st_size for tar in layer_tars)
+    # gzip headers differ by a few bytes (name, mtime); the deflate streams are the same.
+    assert abs(measured.compressed_size - gzip_size) <= 64 * len(layer_tars)
+
+
+def test_big_layers_are_estimated_closely_from_samples(layer_tars, gzip_size, monkeypatch):
+    monkeypatch.setattr(sizes, "EXACT_LIMIT", 0)
+    estimated = BackgroundGzip(layer_tars).result()
+    assert estimated.compressed_by == ESTIMATED
+    assert estimated.compressed_size == pytest.approx(gzip_size, rel=0.05)
