@@ -6,7 +6,6 @@ implementation (and the one module that imports `docker`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Iterable, Iterator, Mapping, Protocol
 
 from .model import ImageFacts
@@ -58,10 +57,6 @@ class Engine(Protocol):
     def create_container(self, spec: ContainerSpec) -> str: ...
 
     def start(self, container_id: str) -> None: ...
-
-    def merged_dir(self, container_id: str) -> PurePosixPath:
-        """Host path of the running container's overlay root."""
-        ...
 
     def wait(self, container_id: str, timeout: float) -> int | None:
         """Exit code, or None if still running after `timeout` seconds."""

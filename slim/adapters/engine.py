@@ -11,7 +11,6 @@ import inspect
 import os
 import signal
 import threading
-from pathlib import PurePosixPath
 from typing import Iterable, Iterator
 
 import docker
@@ -19,7 +18,7 @@ import docker.errors
 import requests.exceptions
 
 from ..engine import OWNER_LABEL, ContainerSpec, ExecResult
-from ..errors import ContainerStartFailed, EngineUnreachable, ImageNotFound, SlimError, TracingUnavailable
+from ..errors import ContainerStartFailed, EngineUnreachable, ImageNotFound, SlimError
 from ..model import ImageFacts
 
 SAVE_CHUNK = 1 << 20
@@ -164,17 +163,6 @@ class DockerEngine:
                 why = explanation.rpartition("unable to start container process: ")[2].removesuffix(": unknown")
                 raise ContainerStartFailed(why[:200]) from e
             raise
-
-    @_translate
-    def merged_dir(self, container_id: str) -> PurePosixPath:
-        attrs = self._client.api.inspect_container(container_id)
-        driver = attrs.get("GraphDriver", {})
-        merged = driver.get("Data", {}).get("MergedDir")
-        if driver.get("Name") != "overlay2" or not merged:
-            raise TracingUnavailable(
-                f"tracing needs the overlay2 storage driver, the engine uses {driver.get('Name')!r}"
-            )
-        return PurePosixPath(merged)
 
     @_translate
     def wait(self, container_id: str, timeout: float) -> int | None:
