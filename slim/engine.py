@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Mapping, Protocol
 
+from .enginehost import EngineHost
 from .model import ImageFacts
 
 OWNER_LABEL = "io.slimtrace.owner"  # set on every container we create, so leaks are findable
@@ -20,6 +21,20 @@ class BindMount:
     read_only: bool = True
 
 
+# What `docker run --ulimit` accepts: setrlimit(2)'s resources without the RLIMIT_ prefix.
+ULIMIT_NAMES = (
+    "as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss",
+    "rtprio", "rttime", "sigpending", "stack",
+)
+
+
+@dataclass(frozen=True)
+class Ulimit:
+    name: str  # one of ULIMIT_NAMES
+    soft: int  # -1: unlimited
+    hard: int
+
+
 @dataclass(frozen=True)
 class ContainerSpec:
     image: str
@@ -30,6 +45,7 @@ class ContainerSpec:
     publish_tcp: tuple[int, ...] = ()  # container ports published on 127.0.0.1, ephemeral host ports
     mounts: tuple[BindMount, ...] = ()
     network: str | None = None
+    ulimits: tuple[Ulimit, ...] = ()  # the engine's defaults for the others
 
 
 @dataclass(frozen=True)
@@ -40,6 +56,10 @@ class ExecResult:
 
 
 class Engine(Protocol):
+    def host(self) -> EngineHost:
+        """The machine the engine runs on and its storage driver, as the engine describes them."""
+        ...
+
     def inspect_image(self, ref: str) -> ImageFacts: ...
 
     def save_image(self, image_id: str) -> Iterator[bytes]:
@@ -48,6 +68,10 @@ class Engine(Protocol):
 
     def load_image(self, chunks: Iterable[bytes]) -> str:
         """Load a `docker save`-format tar; returns the loaded image id."""
+        ...
+
+    def image_ids(self) -> frozenset[str]:
+        """The ids of every image the engine holds ("sha256:<hex>")."""
         ...
 
     def tag_image(self, image_id: str, tag: str) -> None: ...
