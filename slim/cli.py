@@ -197,6 +197,9 @@ def run_options(function):
         click.option("--ulimit", "ulimits", type=UlimitSpec(), multiple=True,
                      help="Resource limit for the runs, NAME=SOFT[:HARD] as docker run takes it, e.g. "
                           "nofile=1024:4096. Repeatable. On Podman nofile and nproc default to 1024."),
+        click.option("--cap-add", "cap_add", multiple=True, metavar="CAPABILITY",
+                     help="Add a Linux capability for the runs, e.g. NET_RAW (Podman's default set lacks it; a "
+                          "program with that file capability cannot start without it). Repeatable."),
         click.option("--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
                      help="Seconds a batch run may take, and the budget for probes of a server."),
         click.option("--ready-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
@@ -220,6 +223,7 @@ def _run_options(kwargs) -> RunOptions:
         network=kwargs["network"],
         mounts=tuple(kwargs["mounts"]),
         ulimits=tuple({ulimit.name: ulimit for ulimit in kwargs["ulimits"]}.values()),  # the last of a name wins
+        cap_add=tuple(dict.fromkeys(name.upper().removeprefix("CAP_") for name in kwargs["cap_add"])),
         http_ports=tuple(kwargs["http_ports"]),
         exec_probes=tuple(kwargs["exec_probes"]),
         host_probes=tuple(kwargs["host_probes"]),

@@ -46,6 +46,7 @@ class ContainerSpec:
     mounts: tuple[BindMount, ...] = ()
     network: str | None = None
     ulimits: tuple[Ulimit, ...] = ()  # the engine's defaults for the others
+    cap_add: tuple[str, ...] = ()  # capabilities beyond the engine's default set ("NET_RAW")
 
 
 @dataclass(frozen=True)

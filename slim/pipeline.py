@@ -44,6 +44,7 @@ class RunOptions:
     network: str | None = None
     mounts: tuple[BindMount, ...] = ()
     ulimits: tuple[Ulimit, ...] = ()
+    cap_add: tuple[str, ...] = ()
     http_ports: tuple[int, ...] = ()  # probe these instead of the exposed ports
     exec_probes: tuple[tuple[str, ...], ...] = ()
     host_probes: tuple[str, ...] = ()
@@ -265,6 +266,7 @@ def container_spec(image: str, facts: ImageFacts, run: RunOptions, plan: Exercis
         mounts=run.mounts,
         network=run.network,
         ulimits=run.ulimits,
+        cap_add=run.cap_add,
     )
 
 

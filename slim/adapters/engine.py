@@ -168,6 +168,7 @@ class DockerEngine:
             binds={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts},
             network_mode=spec.network,
             ulimits=[docker.types.Ulimit(name=u.name, soft=u.soft, hard=u.hard) for u in self._ulimits(spec)] or None,
+            cap_add=list(spec.cap_add) or None,
         )
         created = api.create_container(
             image=spec.image,
