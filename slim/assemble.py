@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Iterable, Iterator, Mapping
 
 from .engine import Engine
-from .errors import ImageNotFound, SlimError
+from .errors import SlimError
 from .model import ROOT, BuiltImage, Closure, EntryKind, FileEntry, ImageFacts, ImagePlan
 from .rootfs import CHUNK, XATTR_RECORD, RootFS
 
@@ -200,13 +200,14 @@ def build_image(engine: Engine, plan: ImagePlan, rootfs: RootFS, workdir: Path) 
     layer_path = workdir / LAYER_NAME
     with layer_path.open("wb") as out:
         layer = write_layer(plan, rootfs, out)
-    # The same input gives the same image id: if the engine already holds it, it is not ours to remove.
-    config_digest = "sha256:" + hashlib.sha256(_json(_image_config(plan, layer))).hexdigest()
-    preexisting = _exists(engine, config_digest)
+    # The same input gives the same image id: if the engine already held it, it is not ours to remove. The id
+    # is the engine's to choose (the config digest, or with the containerd store a manifest digest), so
+    # look at what it held before rather than predict it.
+    held = engine.image_ids()
     image_id = engine.load_image(image_archive(plan, layer_path, layer))
     return BuiltImage(
         id=image_id,
-        preexisting=preexisting,
+        preexisting=image_id in held,
         tag=None,
         layer_diff_id=layer.diff_id,
         layer_size=layer.size,
@@ -215,10 +216,3 @@ def build_image(engine: Engine, plan: ImagePlan, rootfs: RootFS, workdir: Path) 
         files=layer.files,
     )
 
-
-def _exists(engine: Engine, image_id: str) -> bool:
-    try:
-        engine.inspect_image(image_id)
-    except ImageNotFound:
-        return False
-    return True

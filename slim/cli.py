@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 
 from . import __version__
-from .engine import BindMount
+from .engine import ULIMIT_NAMES, BindMount, Ulimit
 from .errors import ExitCode
 from .pipeline import BuildOptions, RunOptions
 from .rules import APP_FILES_MODES, RULE_NAMES, RULES
@@ -68,6 +68,27 @@ class MountSpec(click.ParamType):
         if not source.exists():
             self.fail(f"{parts[0]!r} does not exist on this host", param, ctx)
         return BindMount(str(source), parts[1], read_only=mode == "ro")
+
+
+class UlimitSpec(click.ParamType):
+    """NAME=SOFT[:HARD] as `docker run --ulimit` takes it; -1 is unlimited."""
+
+    name = "NAME=SOFT[:HARD]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, Ulimit):
+            return value
+        name, _, limits = value.partition("=")
+        soft, _, hard = limits.partition(":")
+        try:
+            ulimit = Ulimit(name, int(soft), int(hard or soft))
+        except ValueError:
+            self.fail(f"{value!r} is not NAME=SOFT[:HARD] with whole numbers", param, ctx)
+        if name not in ULIMIT_NAMES:
+            self.fail(f"{value!r}: {name!r} is not one of {', '.join(ULIMIT_NAMES)}", param, ctx)
+        if min(ulimit.soft, ulimit.hard) < -1 or (ulimit.hard != -1 and not 0 <= ulimit.soft <= ulimit.hard):
+            self.fail(f"{value!r}: the soft limit must not exceed the hard one (-1 is unlimited)", param, ctx)
+        return ulimit
 
 
 class ContinueAfter(click.ParamType):
@@ -173,6 +194,12 @@ def run_options(function):
         click.option("--network", help="Docker network for the runs (default: the engine's bridge)."),
         click.option("--mount", "mounts", type=MountSpec(), multiple=True,
                      help="Bind mount for the runs, HOST:CONTAINER[:ro|rw]. Repeatable."),
+        click.option("--ulimit", "ulimits", type=UlimitSpec(), multiple=True,
+                     help="Resource limit for the runs, NAME=SOFT[:HARD] as docker run takes it, e.g. "
+                          "nofile=1024:4096. Repeatable. On Podman nofile and nproc default to 1024."),
+        click.option("--cap-add", "cap_add", multiple=True, metavar="CAPABILITY",
+                     help="Add a Linux capability for the runs, e.g. NET_RAW (Podman's default set lacks it; a "
+                          "program with that file capability cannot start without it). Repeatable."),
         click.option("--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
                      help="Seconds a batch run may take, and the budget for probes of a server."),
         click.option("--ready-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
@@ -195,6 +222,8 @@ def _run_options(kwargs) -> RunOptions:
         user=kwargs["user"],
         network=kwargs["network"],
         mounts=tuple(kwargs["mounts"]),
+        ulimits=tuple({ulimit.name: ulimit for ulimit in kwargs["ulimits"]}.values()),  # the last of a name wins
+        cap_add=tuple(dict.fromkeys(name.upper().removeprefix("CAP_") for name in kwargs["cap_add"])),
         http_ports=tuple(kwargs["http_ports"]),
         exec_probes=tuple(kwargs["exec_probes"]),
         host_probes=tuple(kwargs["host_probes"]),

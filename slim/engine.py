@@ -6,9 +6,9 @@ implementation (and the one module that imports `docker`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Iterable, Iterator, Mapping, Protocol
 
+from .enginehost import EngineHost
 from .model import ImageFacts
 
 OWNER_LABEL = "io.slimtrace.owner"  # set on every container we create, so leaks are findable
@@ -19,6 +19,20 @@ class BindMount:
     source: str  # host path
     target: str  # path inside the container
     read_only: bool = True
+
+
+# What `docker run --ulimit` accepts: setrlimit(2)'s resources without the RLIMIT_ prefix.
+ULIMIT_NAMES = (
+    "as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss",
+    "rtprio", "rttime", "sigpending", "stack",
+)
+
+
+@dataclass(frozen=True)
+class Ulimit:
+    name: str  # one of ULIMIT_NAMES
+    soft: int  # -1: unlimited
+    hard: int
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,8 @@ class ContainerSpec:
     mounts: tuple[BindMount, ...] = ()
     network: str | None = None
     stop_signal: str | None = None  # the image's StopSignal ("SIGQUIT", "3"); None: SIGTERM
+    ulimits: tuple[Ulimit, ...] = ()  # the engine's defaults for the others
+    cap_add: tuple[str, ...] = ()  # capabilities beyond the engine's default set ("NET_RAW")
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,10 @@ class ExecResult:
 
 
 class Engine(Protocol):
+    def host(self) -> EngineHost:
+        """The machine the engine runs on and its storage driver, as the engine describes them."""
+        ...
+
     def inspect_image(self, ref: str) -> ImageFacts: ...
 
     def save_image(self, image_id: str) -> Iterator[bytes]:
@@ -52,6 +72,10 @@ class Engine(Protocol):
         """Load a `docker save`-format tar; returns the loaded image id."""
         ...
 
+    def image_ids(self) -> frozenset[str]:
+        """The ids of every image the engine holds ("sha256:<hex>")."""
+        ...
+
     def tag_image(self, image_id: str, tag: str) -> None: ...
 
     def remove_image(self, image_id: str) -> None: ...
@@ -59,10 +83,6 @@ class Engine(Protocol):
     def create_container(self, spec: ContainerSpec) -> str: ...
 
     def start(self, container_id: str) -> None: ...
-
-    def merged_dir(self, container_id: str) -> PurePosixPath:
-        """Host path of the running container's overlay root."""
-        ...
 
     def wait(self, container_id: str, timeout: float) -> int | None:
         """Exit code, or None if still running after `timeout` seconds."""

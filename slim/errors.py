@@ -17,6 +17,7 @@ class ExitCode:
     APPLICATION_FAILED = 5  # the ORIGINAL image misbehaved: exited non-zero, never listened, probe failed
     VERIFICATION_FAILED = 6  # the slimmed image does not behave like the original
     POLICY_FAILED = 7  # a CI gate (--max-size, --fail-under-ratio, ...) failed
+    CANNOT_TRACE = 8  # this host or engine cannot trace: not root, remote engine, storage that is not overlay
     INTERRUPTED = 130  # Ctrl-C / SIGTERM, after cleanup
 
 
@@ -69,6 +70,7 @@ class ContainerStartFailed(SlimError):
 
 
 class TracingUnavailable(SlimError):
-    """The host cannot trace: not root, no fanotify, no overlay2 storage, engine on another host."""
+    """The host cannot trace: not root, no fanotify, no compiler, storage that is not overlay, an engine on
+    another machine."""
 
-    exit_code = ExitCode.TOOL_ERROR
+    exit_code = ExitCode.CANNOT_TRACE

@@ -19,7 +19,8 @@ from typing import Callable, Iterator, Mapping
 from . import verify as verification
 from .assemble import LAYER_NAME, build_image, plan_image
 from .closure import ClosureOptions, compute_closure
-from .engine import BindMount, ContainerSpec, Engine
+from .engine import BindMount, ContainerSpec, Engine, Ulimit
+from .enginehost import require_local, require_traceable_storage, this_machine
 from .errors import ApplicationFailed, SlimError, UsageError, VerificationFailed
 from .exercise import ExercisePlan, exercise
 from .model import BuiltImage, ImageFacts, RunOutcome, Trace, Verification
@@ -43,6 +44,8 @@ class RunOptions:
     user: str | None = None
     network: str | None = None
     mounts: tuple[BindMount, ...] = ()
+    ulimits: tuple[Ulimit, ...] = ()
+    cap_add: tuple[str, ...] = ()
     http_ports: tuple[int, ...] = ()  # probe these instead of the exposed ports
     exec_probes: tuple[tuple[str, ...], ...] = ()
     host_probes: tuple[str, ...] = ()
@@ -121,6 +124,9 @@ def build(engine: Engine, options: BuildOptions, on_stage: StageCallback = lambd
         workdir = Path(cleanup.enter_context(scratch))
 
         with timer.stage("inspect"):
+            engine_host = engine.host()
+            require_local(engine_host, this_machine())
+            require_traceable_storage(engine_host)
             facts = engine.inspect_image(options.image)
             tag = options.tag or default_tag(facts)
             _check_tag(tag, facts)
@@ -190,6 +196,8 @@ def verify_images(engine: Engine, options: VerifyOptions, on_stage: StageCallbac
         scratch = tempfile.TemporaryDirectory(prefix="slimtrace-", ignore_cleanup_errors=True)
         workdir = Path(cleanup.enter_context(scratch))
         with timer.stage("inspect"):
+            # The runs are local too: host probes reach 127.0.0.1, a timed-out exec is killed by its host pid.
+            require_local(engine.host(), this_machine())
             facts = engine.inspect_image(options.original)
             slimmed = engine.inspect_image(options.slimmed)
             plan = exercise_plan(facts, options.run)
@@ -259,6 +267,8 @@ def container_spec(image: str, facts: ImageFacts, run: RunOptions, plan: Exercis
         mounts=run.mounts,
         network=run.network,
         stop_signal=facts.config.get("StopSignal"),
+        ulimits=run.ulimits,
+        cap_add=run.cap_add,
     )
 
 

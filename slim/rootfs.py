@@ -10,16 +10,18 @@ from __future__ import annotations
 import dataclasses
 import enum
 import errno
+import gzip
 import io
 import json
 import os
 import posixpath
-import re
 import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Sequence
+
+import zstandard
 
 from .engine import Engine
 from .errors import SlimError
@@ -43,10 +45,11 @@ _KINDS = {
     tarfile.FIFOTYPE: EntryKind.FIFO,
 }
 
-# What a `docker save` archive holds that we need. The first component is never `.` or `..`, so a
-# member name joined onto the work directory cannot leave it.
-_SAVED_LAYER = re.compile(r"(?!\.\.?/)[^/]+/layer\.tar")
-_SAVED_JSON = re.compile(r"[^/]+\.json")
+# Compressed layers are recognised by their first bytes, never by a name: an OCI layout names every blob
+# by its digest alone, and the containerd image store saves layers as it keeps them (often gzip).
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+MAX_MEMBER_LINKS = 8  # a saved archive links a member to another at most once; more is a loop
 
 
 class UnreadableImage(SlimError):
@@ -57,59 +60,103 @@ class UnreadableImage(SlimError):
 
 
 def spool_image(engine: Engine, image_id: str, workdir: Path) -> list[Path]:
-    """Stream the saved image into `workdir`, keeping the manifest, the config and the layer tars as
-    plain files; return the layer tars bottom layer first."""
+    """Stream the saved image into `workdir` as plain files, layers decompressed; return the layer tars
+    bottom layer first.
+
+    Every layout the engines' image export produces reads the same way, through the `manifest.json` they
+    all write: Docker before 25 (`<id>/layer.tar`), Docker 25+ and the containerd store (an OCI layout,
+    `blobs/sha256/<hex>`), Podman (`<id>/layer.tar` a symlink to `../<id>.tar`). A member that is a link
+    becomes a hard link to the member it names, and only to another member of the same archive.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        aliases = _spool_members(engine.save_image(image_id), workdir)
-    except tarfile.TarError as e:
+        _spool_members(engine.save_image(image_id), workdir)
+    except (tarfile.TarError, gzip.BadGzipFile, zstandard.ZstdError, EOFError) as e:
         raise UnreadableImage(f"saved image {image_id}: {e}") from e
-    layers = [workdir / aliases.get(name, name) for name in _manifest_layers(workdir, image_id)]
-    for layer in layers:
-        if not layer.is_file():
-            raise UnreadableImage(f"saved image {image_id}: {layer.relative_to(workdir)} missing from the archive")
-    return layers
+    except (FileExistsError, NotADirectoryError, IsADirectoryError) as e:
+        raise UnreadableImage(f"saved image {image_id}: two members claim the name {e.filename}") from e
+    except UnreadableImage as e:
+        raise UnreadableImage(f"saved image {image_id}: {e.message}") from e
+    return [_saved_member(workdir, name, image_id) for name in _manifest(workdir, image_id)["Layers"]]
 
 
-def _spool_members(chunks: Iterable[bytes], workdir: Path) -> dict[str, str]:
-    """Write out the members we need; return the names that are links to another member's bytes."""
-    aliases = {}
+def _spool_members(chunks: Iterable[bytes], workdir: Path) -> None:
+    links: dict[str, str] = {}  # member name -> the member it links to
     with tarfile.open(fileobj=_ChunkReader(chunks), mode="r|", bufsize=CHUNK) as saved:
         for member in saved:
-            if not (_SAVED_LAYER.fullmatch(member.name) or _SAVED_JSON.fullmatch(member.name)):
-                continue
+            name = _member_name(member.name)
             if member.isfile():
-                _spool_member(saved, member, workdir / member.name)
+                _spool_member(saved, member, workdir / name)
             elif member.issym() or member.islnk():
-                aliases[member.name] = _saved_link_target(member)
-    return aliases
+                links[name] = _link_target(member)
+    for name in links:
+        _materialise_link(workdir, name, links)
+
+
+def _member_name(name: str) -> str:
+    """A member name as a relative path that cannot leave the directory it is joined onto."""
+    normal = posixpath.normpath(name)
+    if normal.startswith(("/", "../")) or normal in (".", ".."):
+        raise UnreadableImage(f"member {name!r} names a place outside the archive")
+    return normal
+
+
+def _link_target(member: tarfile.TarInfo) -> str:
+    # A symlink's target is relative to its own directory; a hard link's to the archive root.
+    base = posixpath.dirname(member.name) if member.issym() else ""
+    try:
+        return _member_name(posixpath.join(base, member.linkname))
+    except UnreadableImage:
+        raise UnreadableImage(f"{member.name} links outside the archive ({member.linkname})") from None
+
+
+def _materialise_link(workdir: Path, name: str, links: Mapping[str, str]) -> None:
+    target = name
+    for _ in range(MAX_MEMBER_LINKS):
+        target = links[target]
+        if target not in links:
+            break
+    if not (workdir / target).is_file() or target in links:
+        raise UnreadableImage(f"{name} links to {links[name]}, which is not a file of the archive")
+    (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+    os.link(workdir / target, workdir / name)
 
 
 def _spool_member(saved: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:
-    target.parent.mkdir(exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     with saved.extractfile(member) as data, target.open("wb") as out:  # type: ignore[union-attr]
-        shutil.copyfileobj(data, out, CHUNK)
+        shutil.copyfileobj(_decompressed(data), out, CHUNK)
 
 
-def _saved_link_target(member: tarfile.TarInfo) -> str:
-    """`docker save` writes a layer shared by two entries once and links the second name to it."""
-    base = posixpath.dirname(member.name) if member.issym() else ""
-    target = posixpath.normpath(posixpath.join(base, member.linkname))
-    if not _SAVED_LAYER.fullmatch(target):
-        raise UnreadableImage(f"saved image: {member.name} links outside the archive ({member.linkname})")
-    return target
+def _decompressed(data: io.BufferedReader) -> BinaryIO:
+    """`data` itself, or its decompression when it starts as a gzip or zstd stream does."""
+    head = data.peek(len(ZSTD_MAGIC))[: len(ZSTD_MAGIC)]
+    if head.startswith(GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=data, mode="rb")
+    if head.startswith(ZSTD_MAGIC):
+        return zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
+    return data
 
 
-def _manifest_layers(workdir: Path, image_id: str) -> list[str]:
+def _manifest(workdir: Path, image_id: str) -> Mapping[str, Any]:
+    """The one image of the saved `manifest.json`: `Config` and `Layers` name members of the archive."""
     try:
         (image,) = json.loads((workdir / "manifest.json").read_text())
-        layers = image["Layers"]
+        if not isinstance(image["Config"], str) or not all(isinstance(name, str) for name in image["Layers"]):
+            raise TypeError("Config and Layers must name members")
+        return image
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UnreadableImage(f"saved image {image_id}: no usable manifest.json ({e})") from e
-    for name in layers:
-        if not _SAVED_LAYER.fullmatch(name):
-            raise UnreadableImage(f"saved image {image_id}: unexpected layer name {name!r}")
-    return layers
+
+
+def _saved_member(workdir: Path, name: str, image_id: str) -> Path:
+    try:
+        path = workdir / _member_name(name)
+    except UnreadableImage as e:
+        raise UnreadableImage(f"saved image {image_id}: manifest.json: {e.message}") from e
+    if not path.is_file():
+        raise UnreadableImage(f"saved image {image_id}: {name} missing from the archive")
+    return path
 
 
 class _ChunkReader(io.RawIOBase):
@@ -533,16 +580,13 @@ def layer_steps(config: Mapping[str, Any], layer_count: int) -> tuple[str, ...] 
 
 def saved_config(workdir: Path, image_id: str) -> dict:
     """The image config that spool_image kept in `workdir`: its `history` names the step behind each layer."""
+    path = _saved_member(workdir, _manifest(workdir, image_id)["Config"], image_id)
     try:
-        (image,) = json.loads((workdir / "manifest.json").read_text())
-        name = image["Config"]
-        if not _SAVED_JSON.fullmatch(name) or name == "manifest.json":
-            raise ValueError(f"unexpected config name {name!r}")
-        config = json.loads((workdir / name).read_text())
+        config = json.loads(path.read_text())
         if not isinstance(config, dict):
             raise ValueError("the config is not a JSON object")
         return config
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError) as e:
         raise UnreadableImage(f"saved image {image_id}: no usable image config ({e})") from e
 
 

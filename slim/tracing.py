@@ -1,8 +1,8 @@
 """Run the container under fanotify while probes exercise it -> Trace.
 
 The container starts behind a gate (slim/gate): the host marks the container's overlay filesystem once
-the engine has mounted it, and only then lets the gate exec the real program, so the very first open
-is seen. Each file is reported once: after its first event an ignore mark silences it in the kernel,
+the engine has mounted it (reached through the gate's /proc/PID/root, whatever engine and storage mode
+mounted it), and only then lets the gate exec the real program, so the very first open is seen. Each file is reported once: after its first event an ignore mark silences it in the kernel,
 which keeps the traced application at nearly full speed.
 """
 from __future__ import annotations
@@ -20,9 +20,18 @@ import threading
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from slim.adapters.fanotify import FAN_NOFD, FAN_ONDIR, FAN_OPEN, FAN_OPEN_EXEC, Fanotify, RawEvent
+from slim.adapters.fanotify import (
+    FAN_NOFD,
+    FAN_ONDIR,
+    FAN_OPEN,
+    FAN_OPEN_EXEC,
+    OVERLAYFS_SUPER_MAGIC,
+    Fanotify,
+    RawEvent,
+    filesystem_magic,
+)
 from slim.engine import BindMount, ContainerSpec, Engine
-from slim.errors import SlimError
+from slim.errors import SlimError, TracingUnavailable
 from slim.gate import gate_binary
 from slim.model import Access, RunOutcome, Trace, TracedPath, TraceHealth
 
@@ -197,7 +206,7 @@ def run_traced(engine: Engine, spec: ContainerSpec, exercise: Exercise, *, bound
         container_id = engine.create_container(_gated(spec, argv, gate_dir))
         cleanup.callback(engine.remove_container, container_id)
         engine.start(container_id)
-        notifier.mark_filesystem(engine.merged_dir(container_id), TRACE_MASK)
+        notifier.mark_filesystem(container_root(engine, container_id), TRACE_MASK)
         recorder = cleanup.enter_context(Recorder(notifier))
         (gate_dir / GO_NAME).touch()
         run = exercise(container_id, recorder.set_phase)
@@ -236,6 +245,34 @@ def catches_signal(pid: int, number: int) -> bool:
     except OSError:
         return False
     return bool(int(caught, 16) >> (number - 1) & 1)
+def container_root(engine: Engine, container_id: str) -> Path:
+    """The started container's root filesystem, reached through its first process (the gate, waiting for
+    go): the same path whatever engine and storage mode mounted it, and never the host's own root."""
+    pid = engine.pid(container_id)
+    if pid is None:
+        raise SlimError(f"the traced container stopped before tracing began{_last_words(engine, container_id)}")
+    root = Path(f"/proc/{pid}/root")
+    require_own_overlay(root)
+    return root
+
+
+def require_own_overlay(root: Path) -> None:
+    """A filesystem mark watches a whole superblock. An overlay mounted for this one container is its
+    alone; a root on the host's filesystem (vfs storage, btrfs subvolumes, a bind mount) would let the
+    trace see other containers and the host, so it is refused."""
+    magic = filesystem_magic(root)
+    if magic != OVERLAYFS_SUPER_MAGIC:
+        raise TracingUnavailable(
+            f"the container's root filesystem is not an overlay of its own (statfs type {magic:#x}): tracing needs"
+            " overlay storage (Docker's overlay2, the containerd overlayfs snapshotter, Podman's overlay)"
+        )
+    if os.stat(root).st_dev == os.stat("/").st_dev:
+        raise TracingUnavailable("the container's root filesystem is the host's: a trace of it would see the host")
+
+
+def _last_words(engine: Engine, container_id: str) -> str:
+    logs = engine.logs(container_id, tail=3).strip()
+    return f" ({' | '.join(logs.splitlines())})" if logs else ""
 
 
 def _install_gate(gate: Path, gate_dir: Path) -> None:

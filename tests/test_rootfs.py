@@ -1,6 +1,8 @@
 """RootFS over hand-built layer tars: stacking rules, metadata, contents, and resolution in the image root."""
 from __future__ import annotations
 
+import gzip
+import hashlib
 import io
 import json
 import os
@@ -9,9 +11,10 @@ import tarfile
 from pathlib import Path, PurePosixPath
 
 import pytest
+import zstandard
 
 from slim.model import EntryKind
-from slim.rootfs import MAX_SYMLINKS, Resolved, RootFS, UnreadableImage, spool_image
+from slim.rootfs import MAX_SYMLINKS, Resolved, RootFS, UnreadableImage, layer_steps, saved_config, spool_image
 
 P = PurePosixPath
 MTIME = 1_700_000_000
@@ -326,18 +329,7 @@ class SavedImage:
         return (self.archive[i:i + 777] for i in range(0, len(self.archive), 777))
 
 
-def docker_save_archive(layers: dict[str, bytes]) -> bytes:
-    first, second = layers
-    members = [
-        directory(first), member(f"{first}/VERSION", b"1.0"), member(f"{first}/json", b"{}"),
-        member(f"{first}/layer.tar", layers[first]),
-        directory(second), symlink(f"{second}/layer.tar", f"../{first}/layer.tar"),
-        member("cfg.json", b'{"config": {}}'),
-        member("manifest.json", json.dumps(
-            [{"Config": "cfg.json", "RepoTags": None, "Layers": [f"{second}/layer.tar", f"{first}/layer.tar"]}]
-        ).encode()),
-        member("repositories", b"{}"),
-    ]
+def archive(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
         for info, data in members:
@@ -345,15 +337,74 @@ def docker_save_archive(layers: dict[str, bytes]) -> bytes:
     return out.getvalue()
 
 
-def test_spool_image_keeps_only_what_the_index_needs(tmp_path):
-    layer = layer_tar(tmp_path / "src.tar", member("hello", b"hi")).read_bytes()
+def manifest(config: str, *layers: str) -> tuple[tarfile.TarInfo, bytes]:
+    return member("manifest.json", json.dumps([{"Config": config, "RepoTags": None, "Layers": list(layers)}]).encode())
+
+
+def spooled(tmp_path: Path, saved: bytes) -> tuple[list[Path], Path]:
     work = tmp_path / "work"
-    work.mkdir()
-    got = spool_image(SavedImage(docker_save_archive({"aaa": layer, "bbb": b""})), "sha256:x", work)
-    assert got == [work / "aaa/layer.tar", work / "aaa/layer.tar"]
-    assert got[0].read_bytes() == layer
-    assert sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file()) == [
-        "aaa/layer.tar", "cfg.json", "manifest.json"]
+    return spool_image(SavedImage(saved), "sha256:x", work), work
+
+
+def blob(data: bytes) -> str:
+    return f"blobs/sha256/{hashlib.sha256(data).hexdigest()}"
+
+
+def test_legacy_layout_with_a_layer_linked_to_another_entry(tmp_path):
+    """Docker before 25: `<id>/layer.tar`; a layer two entries share is stored once, the second a symlink."""
+    layer = layer_tar(tmp_path / "src.tar", member("hello", b"hi")).read_bytes()
+    got, work = spooled(tmp_path, archive(
+        directory("aaa"), member("aaa/VERSION", b"1.0"), member("aaa/json", b"{}"), member("aaa/layer.tar", layer),
+        directory("bbb"), symlink("bbb/layer.tar", "../aaa/layer.tar"),
+        member("cfg.json", b'{"history": []}'), manifest("cfg.json", "bbb/layer.tar", "aaa/layer.tar"),
+        member("repositories", b"{}"),
+    ))
+    assert got == [work / "bbb/layer.tar", work / "aaa/layer.tar"]
+    assert [path.read_bytes() for path in got] == [layer, layer]
+    assert saved_config(work, "sha256:x") == {"history": []}
+
+
+def test_podman_layout_links_each_layer_to_a_file_at_the_top(tmp_path):
+    layer = layer_tar(tmp_path / "src.tar", member("hello", b"hi")).read_bytes()
+    got, work = spooled(tmp_path, archive(
+        member("f00d.tar", layer), directory("beef"), symlink("beef/layer.tar", "../f00d.tar"),
+        member("c0de.json", b"{}"), manifest("c0de.json", "beef/layer.tar"),
+    ))
+    assert got == [work / "beef/layer.tar"] and got[0].read_bytes() == layer
+
+
+@pytest.mark.parametrize("compress", [gzip.compress, zstandard.ZstdCompressor().compress, lambda data: data])
+def test_oci_layout_layers_plain_or_compressed_are_read_by_their_magic(tmp_path, compress):
+    """Docker 25+ and the containerd store: everything under blobs/, named by digest only."""
+    layer = layer_tar(tmp_path / "src.tar", member("etc/os-release", b"ID=debian")).read_bytes()
+    stored, config = compress(layer), json.dumps({"history": [{"created_by": "ADD rootfs /"}]}).encode()
+    got, work = spooled(tmp_path, archive(
+        member("oci-layout", b'{"imageLayoutVersion": "1.0.0"}'), member("index.json", b"{}"),
+        directory("blobs"), directory("blobs/sha256"), member(blob(stored), stored), member(blob(config), config),
+        manifest(blob(config), blob(stored)),
+    ))
+    assert got == [work / blob(stored)] and got[0].read_bytes() == layer
+    assert RootFS.from_layers(got).read(P("/etc/os-release")) == b"ID=debian"
+    assert layer_steps(saved_config(work, "sha256:x"), 1) == ("ADD rootfs /",)
+
+
+@pytest.mark.parametrize("members, words", [
+    ((symlink("a/layer.tar", "../../../etc/passwd"),), "links outside the archive"),
+    ((symlink("a/layer.tar", "/etc/passwd"),), "links outside the archive"),
+    ((symlink("a/layer.tar", "../b.tar"),), "not a file of the archive"),
+    ((symlink("a/layer.tar", "layer.tar"),), "not a file of the archive"),
+    ((member("../escape.tar", b"x"),), "outside the archive"),
+    ((member("/etc/escape", b"x"),), "outside the archive"),
+])
+def test_a_member_or_link_reaching_outside_the_archive_is_refused(tmp_path, members, words):
+    with pytest.raises(UnreadableImage, match=words):
+        spooled(tmp_path, archive(*members, member("c.json", b"{}"), manifest("c.json", "a/layer.tar")))
+    assert not (tmp_path / "escape.tar").exists()
+
+
+def test_a_layer_the_manifest_names_must_be_in_the_archive(tmp_path):
+    with pytest.raises(UnreadableImage, match="blobs/sha256/00 missing from the archive"):
+        spooled(tmp_path, archive(member("c.json", b"{}"), manifest("c.json", "blobs/sha256/00")))
 
 
 def test_spool_image_without_manifest_is_unreadable(tmp_path):

@@ -11,18 +11,21 @@ import inspect
 import os
 import signal
 import threading
-from pathlib import PurePosixPath
 from typing import Iterable, Iterator
 
 import docker
 import docker.errors
 import requests.exceptions
 
-from ..engine import OWNER_LABEL, ContainerSpec, ExecResult
-from ..errors import ContainerStartFailed, EngineUnreachable, ImageNotFound, SlimError, TracingUnavailable
+from ..engine import OWNER_LABEL, ContainerSpec, ExecResult, Ulimit
+from ..enginehost import EngineHost
+from ..errors import ContainerStartFailed, EngineUnreachable, ImageNotFound, SlimError
 from ..model import ImageFacts
 
 SAVE_CHUNK = 1 << 20
+# Podman sets high nofile/nproc limits by default, which an OCI runtime may not be allowed to raise to
+# ("error setting rlimit type 6: operation not permitted"); these it can always set. --ulimit overrides.
+PODMAN_ULIMITS = (Ulimit("nofile", 1024, 1024), Ulimit("nproc", 1024, 1024))
 EXEC_KILL_GRACE = 5.0  # seconds for a killed exec's stream to end
 
 # Failures that mean "no engine there", as opposed to "the engine said no".
@@ -60,6 +63,10 @@ def _translated():
         raise EngineUnreachable(_short(e)) from e
 
 
+def _full_id(image_id: str) -> str:
+    return image_id if image_id.startswith("sha256:") else f"sha256:{image_id}"
+
+
 def _short(error: BaseException) -> str:
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
     return text[:200]
@@ -70,6 +77,11 @@ class DockerEngine:
 
     def __init__(self, client: docker.DockerClient | None = None):
         self._client = client or self._connect()
+        self._components = {part.get("Name") for part in self._client.version().get("Components") or ()}
+
+    @property
+    def is_podman(self) -> bool:
+        return "Podman Engine" in self._components
 
     @staticmethod
     def _connect() -> docker.DockerClient:
@@ -79,6 +91,16 @@ class DockerEngine:
             return client
         except _UNREACHABLE as e:
             raise EngineUnreachable(f"{_short(e)} (is dockerd running?)") from e
+
+    @_translate
+    def host(self) -> EngineHost:
+        info = self._client.info()
+        return EngineHost(
+            hostname=str(info.get("Name") or ""),
+            kernel=str(info.get("KernelVersion") or ""),
+            memory=int(info.get("MemTotal") or 0),
+            storage_driver=str(info.get("Driver") or ""),
+        )
 
     # ------------------------------------------------------------ images
 
@@ -113,12 +135,18 @@ class DockerEngine:
         # requests sends a generator with chunked encoding: the archive is never joined in memory.
         loaded = self._client.api.load_image(iter(chunks))
         for message in loaded:
-            stream = message.get("stream", "")
             if "error" in message:
                 raise SlimError(f"the engine refused the slimmed image: {message['error']}")
-            if stream.startswith("Loaded image ID:"):
-                return stream.split(":", 1)[1].strip()
+            # Docker: "Loaded image ID: sha256:<hex>"; Podman: "Loaded image: sha256:<hex>" (an untagged image).
+            _, _, loaded_id = message.get("stream", "").partition("Loaded image ID: ")
+            loaded_id = loaded_id or message.get("stream", "").partition("Loaded image: ")[2]
+            if loaded_id.startswith("sha256:"):
+                return loaded_id.strip()
         raise SlimError("the engine loaded the slimmed image but did not say its id")
+
+    @_translate
+    def image_ids(self) -> frozenset[str]:
+        return frozenset(_full_id(image_id) for image_id in self._client.api.images(all=True, quiet=True))
 
     @_translate
     def tag_image(self, image_id: str, tag: str) -> None:
@@ -139,6 +167,8 @@ class DockerEngine:
             port_bindings={port: ("127.0.0.1", None) for port in spec.publish_tcp},
             binds={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts},
             network_mode=spec.network,
+            ulimits=[docker.types.Ulimit(name=u.name, soft=u.soft, hard=u.hard) for u in self._ulimits(spec)] or None,
+            cap_add=list(spec.cap_add) or None,
         )
         created = api.create_container(
             image=spec.image,
@@ -152,6 +182,11 @@ class DockerEngine:
         )
         return created["Id"]
 
+    def _ulimits(self, spec: ContainerSpec) -> tuple[Ulimit, ...]:
+        given = {ulimit.name for ulimit in spec.ulimits}
+        defaults = PODMAN_ULIMITS if self.is_podman else ()
+        return spec.ulimits + tuple(ulimit for ulimit in defaults if ulimit.name not in given)
+
     @_translate
     def start(self, container_id: str) -> None:
         try:
@@ -159,22 +194,13 @@ class DockerEngine:
         except docker.errors.APIError as e:
             # The container exists but its process could not be started: runc's own words say why.
             explanation = str(e.explanation or "")
-            if e.status_code in (400, 500) and "OCI runtime" in explanation:
-                # "failed to create shim task: OCI runtime create failed: ... process: exec: ...": the end says why
+            if e.status_code in (400, 500) and "unable to start container process: " in explanation:
+                # Docker: "failed to create shim task: OCI runtime create failed: ... process: exec: ...";
+                # Podman: "runc: runc create failed: ... process: ...: OCI permission denied": the end says why.
                 why = explanation.rpartition("unable to start container process: ")[2].removesuffix(": unknown")
-                raise ContainerStartFailed(why[:200]) from e
+                hint = " (a --ulimit above what the engine may set?)" if "rlimit" in why else ""
+                raise ContainerStartFailed(why[:200] + hint) from e
             raise
-
-    @_translate
-    def merged_dir(self, container_id: str) -> PurePosixPath:
-        attrs = self._client.api.inspect_container(container_id)
-        driver = attrs.get("GraphDriver", {})
-        merged = driver.get("Data", {}).get("MergedDir")
-        if driver.get("Name") != "overlay2" or not merged:
-            raise TracingUnavailable(
-                f"tracing needs the overlay2 storage driver, the engine uses {driver.get('Name')!r}"
-            )
-        return PurePosixPath(merged)
 
     @_translate
     def wait(self, container_id: str, timeout: float) -> int | None:

@@ -44,6 +44,11 @@ _METADATA = struct.Struct("=IBBHQii")
 
 READ_SIZE = 64 * 1024
 _AT_FDCWD = -100
+OVERLAYFS_SUPER_MAGIC = 0x794C7630
+# struct statfs starts with f_type (a native long on every 64-bit Linux); the kernel writes 120 bytes on
+# x86_64 and arm64, and the buffer leaves room to spare.
+_STATFS_SIZE = 256
+_F_TYPE = struct.Struct("=l")
 
 # Notification class: we only observe, never decide. The unlimited marks flag matters because every
 # file the container opens gets its own ignore mark, and a big image opens more than the default budget.
@@ -57,6 +62,7 @@ _ffi.cdef(
     """
     int fanotify_init(unsigned int flags, unsigned int event_f_flags);
     int fanotify_mark(int fanotify_fd, unsigned int flags, uint64_t mask, int dirfd, const char *pathname);
+    int statfs(const char *path, void *buf);
     """
 )
 _libc = _ffi.dlopen(None)
@@ -108,6 +114,14 @@ def call_checked(call: Callable[..., int], *args: object, path: str | None = Non
         err = _ffi.errno
         if err != errno.EINTR:
             raise OSError(err, os.strerror(err), path)
+
+
+def filesystem_magic(path: str | os.PathLike[str]) -> int:
+    """statfs(2)'s f_type of the filesystem `path` lives on: which kind of superblock a mark would watch."""
+    name = os.fsdecode(path)
+    buffer = _ffi.new("char[]", _STATFS_SIZE)
+    call_checked(_libc.statfs, os.fsencode(name), buffer, path=name)
+    return _F_TYPE.unpack_from(_ffi.buffer(buffer))[0] & 0xFFFF_FFFF
 
 
 def raise_nofile_limit() -> None:
