@@ -15,8 +15,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Iterable, Iterator, Mapping
 
 from .engine import Engine
-from .errors import ImageNotFound, SlimError
+from .errors import SlimError
 from .model import ROOT, BuiltImage, Closure, EntryKind, FileEntry, ImageFacts, ImagePlan
+from .ownership import deferred_interrupts
 from .rootfs import CHUNK, XATTR_RECORD, RootFS
 
 SOURCE_LABEL = "io.slimtrace.source-image"
@@ -158,12 +159,13 @@ class _MeasuringSink:
 # ---------------------------------------------------------------- the image
 
 
-def image_archive(plan: ImagePlan, layer_path: Path, layer: LayerInfo) -> Iterator[bytes]:
-    """The image as a `docker save` tar stream, untagged (tags come after verification)."""
+def image_archive(plan: ImagePlan, layer_path: Path, layer: LayerInfo, work_tag: str) -> Iterator[bytes]:
+    """The image as a `docker save` tar stream, tagged only with the build's work tag (the user's tag
+    comes after verification)."""
     config = _json(_image_config(plan, layer))
     config_name = f"{hashlib.sha256(config).hexdigest()}.json"
     layer_name = f"{layer.diff_id.removeprefix('sha256:')}/layer.tar"
-    manifest = _json([{"Config": config_name, "Layers": [layer_name], "RepoTags": []}])
+    manifest = _json([{"Config": config_name, "Layers": [layer_name], "RepoTags": [work_tag]}])
     yield from _archive_member(config_name, [config], len(config))
     with layer_path.open("rb") as data:
         yield from _archive_member(layer_name, iter(lambda: data.read(CHUNK), b""), layer.size)
@@ -194,18 +196,18 @@ def _archive_member(name: str, chunks: Iterable[bytes], size: int) -> Iterator[b
     yield tarfile.NUL * (-size % tarfile.BLOCKSIZE)
 
 
-def build_image(engine: Engine, plan: ImagePlan, rootfs: RootFS, workdir: Path) -> BuiltImage:
+def build_image(engine: Engine, plan: ImagePlan, rootfs: RootFS, workdir: Path, work_tag: str) -> BuiltImage:
+    """Write the layer and load the image tagged `work_tag` (see slim.ownership: that tag, not a flag of
+    ours, is what makes the image this build's until it is handed over)."""
     workdir.mkdir(parents=True, exist_ok=True)
     layer_path = workdir / "layer.tar"
     with layer_path.open("wb") as out:
         layer = write_layer(plan, rootfs, out)
-    # The same input gives the same image id: if the engine already holds it, it is not ours to remove.
-    config_digest = "sha256:" + hashlib.sha256(_json(_image_config(plan, layer))).hexdigest()
-    preexisting = _exists(engine, config_digest)
-    image_id = engine.load_image(image_archive(plan, layer_path, layer))
+    # Once the whole archive is sent the engine loads it: wait for its answer even if interrupted.
+    with deferred_interrupts():
+        image_id = engine.load_image(image_archive(plan, layer_path, layer, work_tag))
     return BuiltImage(
         id=image_id,
-        preexisting=preexisting,
         tag=None,
         layer_diff_id=layer.diff_id,
         layer_size=layer.size,
@@ -213,11 +215,3 @@ def build_image(engine: Engine, plan: ImagePlan, rootfs: RootFS, workdir: Path) 
         size=engine.inspect_image(image_id).size,
         files=layer.files,
     )
-
-
-def _exists(engine: Engine, image_id: str) -> bool:
-    try:
-        engine.inspect_image(image_id)
-    except ImageNotFound:
-        return False
-    return True

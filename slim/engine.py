@@ -31,6 +31,8 @@ class ContainerSpec:
     publish_tcp: tuple[int, ...] = ()  # container ports published on 127.0.0.1, ephemeral host ports
     mounts: tuple[BindMount, ...] = ()
     network: str | None = None
+    name: str | None = None  # None: the engine picks one
+    labels: Mapping[str, str] = field(default_factory=dict)  # besides OWNER_LABEL
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,18 @@ class Engine(Protocol):
 
     def tag_image(self, image_id: str, tag: str) -> None: ...
 
-    def remove_image(self, image_id: str) -> None: ...
+    def remove_image(self, ref: str) -> None:
+        """Remove a tag (the image goes only with its last tag), or an untagged image by id; no error if gone
+        or still used by a container."""
+        ...
+
+    def repository_tags(self, repository: str) -> tuple[str, ...]:
+        """Every `repository:tag` the engine holds for this repository."""
+        ...
+
+    def labelled_containers(self, label: str) -> Mapping[str, str]:
+        """Container id -> value of `label`, for every container carrying it, running or not."""
+        ...
 
     def create_container(self, spec: ContainerSpec) -> str: ...
 

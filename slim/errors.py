@@ -5,7 +5,12 @@ Foreign exceptions (docker SDK, OSError from the kernel) are translated into the
 """
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import click
+
+from .safe_text import printable
 
 
 class ExitCode:
@@ -17,6 +22,7 @@ class ExitCode:
     APPLICATION_FAILED = 5  # the ORIGINAL image misbehaved: exited non-zero, never listened, probe failed
     VERIFICATION_FAILED = 6  # the slimmed image does not behave like the original
     POLICY_FAILED = 7  # a CI gate (--max-size, --fail-under-ratio, ...) failed
+    NO_SPACE = 8  # a file system slimtrace writes to filled up
     INTERRUPTED = 130  # Ctrl-C / SIGTERM, after cleanup
 
 
@@ -24,6 +30,10 @@ class SlimError(click.ClickException):
     """Root of our errors: click prints `Error: <message>` and exits with `exit_code`."""
 
     exit_code = ExitCode.TOOL_ERROR
+
+    def format_message(self) -> str:
+        # Messages quote image content (container output, file names): never terminal commands.
+        return printable(self.message, one_line=True)
 
 
 class UsageError(SlimError):
@@ -72,3 +82,17 @@ class TracingUnavailable(SlimError):
     """The host cannot trace: not root, no fanotify, no overlay2 storage, engine on another host."""
 
     exit_code = ExitCode.TOOL_ERROR
+
+
+class NoSpace(SlimError):
+    """ENOSPC, named: which directory filled up and what a build needs there."""
+
+    exit_code = ExitCode.NO_SPACE
+
+    def __init__(self, directory: Path):
+        free = shutil.disk_usage(directory).free if directory.exists() else 0
+        super().__init__(
+            f"no space left in {directory} ({free / 1e6:.1f} MB free): a build spools the saved image there and "
+            f"writes the slimmed layer, about twice the image's size; free space or point TMPDIR elsewhere"
+        )
+        self.directory = directory

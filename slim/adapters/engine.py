@@ -118,6 +118,8 @@ class DockerEngine:
                 raise SlimError(f"the engine refused the slimmed image: {message['error']}")
             if stream.startswith("Loaded image ID:"):
                 return stream.split(":", 1)[1].strip()
+            if stream.startswith("Loaded image:"):  # an archive with a tag names the tag, not the id
+                return self._client.api.inspect_image(stream.split(":", 1)[1].strip())["Id"]
         raise SlimError("the engine loaded the slimmed image but did not say its id")
 
     @_translate
@@ -126,9 +128,24 @@ class DockerEngine:
         self._client.api.tag(image_id, repository, version or "latest")
 
     @_translate
-    def remove_image(self, image_id: str) -> None:
-        with contextlib.suppress(docker.errors.NotFound):
-            self._client.api.remove_image(image_id, noprune=False)
+    def remove_image(self, ref: str) -> None:
+        try:
+            self._client.api.remove_image(ref, noprune=False)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as e:
+            if e.status_code != 409:  # 409: a container uses it, so it is not ours to remove now
+                raise
+
+    @_translate
+    def repository_tags(self, repository: str) -> tuple[str, ...]:
+        images = self._client.api.images(name=repository)
+        return tuple(tag for image in images for tag in image.get("RepoTags") or () if tag.startswith(f"{repository}:"))
+
+    @_translate
+    def labelled_containers(self, label: str) -> dict[str, str]:
+        listed = self._client.api.containers(all=True, filters={"label": label})
+        return {container["Id"]: (container.get("Labels") or {}).get(label, "") for container in listed}
 
     # ------------------------------------------------------------ containers
 
@@ -148,7 +165,8 @@ class DockerEngine:
             user=spec.user or "",
             ports=list(spec.publish_tcp) or None,
             host_config=host_config,
-            labels={OWNER_LABEL: "slimtrace"},
+            labels={**spec.labels, OWNER_LABEL: "slimtrace"},
+            name=spec.name,
         )
         return created["Id"]
 
