@@ -20,6 +20,7 @@ import secrets
 import shutil
 import signal
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Protocol
@@ -47,6 +48,10 @@ class RunId:
         match = _RUN_TOKEN.fullmatch(token)
         return cls(int(match[1]), int(match[2])) if match else None
 
+    @classmethod
+    def of(cls, pid: int) -> RunId:
+        return cls(pid, _start_time(pid) or 0)
+
     def alive(self) -> bool:
         return _start_time(self.pid) == self.started
 
@@ -61,7 +66,7 @@ def _start_time(pid: int) -> int | None:
 
 
 def this_run() -> RunId:
-    return RunId(os.getpid(), _start_time(os.getpid()) or 0)
+    return RunId.of(os.getpid())
 
 
 _container_numbers = itertools.count(1)
@@ -84,6 +89,9 @@ def work_tag() -> str:
 def deferred_interrupts() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM until the block is done: an engine call that creates something must return
     its result, or an interrupt could land after the engine made the thing but before we know its id."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
     pending: list[int] = []
     previous = {signum: signal.signal(signum, lambda received, _frame: pending.append(received))
                 for signum in (signal.SIGINT, signal.SIGTERM)}
