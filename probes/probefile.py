@@ -15,7 +15,9 @@
 """
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -28,6 +30,7 @@ from .http import HttpRequest
 
 SECTIONS = ("http", "exec", "host")
 HTTP_KEYS = ("path", "method", "port", "headers", "body", "expect_status", "ignore")
+MAX_SIZE = 1 << 20  # bytes: far more than any list of probes
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,11 @@ def load_probe_file(path: str | Path) -> ProbeFile:
     """Parse and check a probe file; any problem is a UsageError naming the file and the entry."""
     source = str(path)
     try:
-        document = yaml.safe_load(Path(path).read_text())
+        document = yaml.safe_load(_read_bounded(source))
     except OSError as error:
         raise UsageError(f"{source}: cannot read the probe file: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{source}: not UTF-8 text (byte {error.start}: {error.reason})") from error
     except yaml.YAMLError as error:
         raise UsageError(f"{source}: not valid YAML: {_yaml_problem(error)}") from error
     if document is None:  # an empty file declares nothing
@@ -64,6 +69,19 @@ def load_probe_file(path: str | Path) -> ProbeFile:
         exec=_section(source, document, "exec", _command),
         host=_section(source, document, "host", _host_command),
     )
+
+
+def _read_bounded(source: str) -> str:
+    """Only a regular file, and only so much of it: a FIFO would block forever, /dev/zero never ends."""
+    # O_NONBLOCK: opening a FIFO no one writes to returns at once instead of waiting for a writer.
+    fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"{source}: a probe file must be a regular file")
+        data = file.read(MAX_SIZE + 1)
+    if len(data) > MAX_SIZE:
+        raise UsageError(f"{source}: a probe file may hold at most {MAX_SIZE // 1024} KiB")
+    return data.decode("utf-8")
 
 
 class _EntryError(Exception):

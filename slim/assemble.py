@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, Iterable, Iterator, Mapping
 from .engine import Engine
 from .errors import SlimError
 from .model import ROOT, BuiltImage, Closure, EntryKind, FileEntry, ImageFacts, ImagePlan
+from .ownership import deferred_interrupts
 from .rootfs import CHUNK, XATTR_RECORD, RootFS
 
 SOURCE_LABEL = "io.slimtrace.source-image"
@@ -159,12 +160,13 @@ class _MeasuringSink:
 # ---------------------------------------------------------------- the image
 
 
-def image_archive(plan: ImagePlan, layer_path: Path, layer: LayerInfo) -> Iterator[bytes]:
-    """The image as a `docker save` tar stream, untagged (tags come after verification)."""
+def image_archive(plan: ImagePlan, layer_path: Path, layer: LayerInfo, work_tag: str) -> Iterator[bytes]:
+    """The image as a `docker save` tar stream, tagged only with the build's work tag (the user's tag
+    comes after verification)."""
     config = _json(_image_config(plan, layer))
     config_name = f"{hashlib.sha256(config).hexdigest()}.json"
     layer_name = f"{layer.diff_id.removeprefix('sha256:')}/layer.tar"
-    manifest = _json([{"Config": config_name, "Layers": [layer_name], "RepoTags": []}])
+    manifest = _json([{"Config": config_name, "Layers": [layer_name], "RepoTags": [work_tag]}])
     yield from _archive_member(config_name, [config], len(config))
     with layer_path.open("rb") as data:
         yield from _archive_member(layer_name, iter(lambda: data.read(CHUNK), b""), layer.size)
@@ -195,19 +197,18 @@ def _archive_member(name: str, chunks: Iterable[bytes], size: int) -> Iterator[b
     yield tarfile.NUL * (-size % tarfile.BLOCKSIZE)
 
 
-def build_image(engine: Engine, plan: ImagePlan, rootfs: RootFS, workdir: Path) -> BuiltImage:
+def build_image(engine: Engine, plan: ImagePlan, rootfs: RootFS, workdir: Path, work_tag: str) -> BuiltImage:
+    """Write the layer and load the image tagged `work_tag` (see slim.ownership: that tag, not a flag of
+    ours, is what makes the image this build's until it is handed over)."""
     workdir.mkdir(parents=True, exist_ok=True)
     layer_path = workdir / LAYER_NAME
     with layer_path.open("wb") as out:
         layer = write_layer(plan, rootfs, out)
-    # The same input gives the same image id: if the engine already held it, it is not ours to remove. The id
-    # is the engine's to choose (the config digest, or with the containerd store a manifest digest), so
-    # look at what it held before rather than predict it.
-    held = engine.image_ids()
-    image_id = engine.load_image(image_archive(plan, layer_path, layer))
+    # Once the whole archive is sent the engine loads it: wait for its answer even if interrupted.
+    with deferred_interrupts():
+        image_id = engine.load_image(image_archive(plan, layer_path, layer, work_tag))
     return BuiltImage(
         id=image_id,
-        preexisting=image_id in held,
         tag=None,
         layer_diff_id=layer.diff_id,
         layer_size=layer.size,
@@ -215,4 +216,3 @@ def build_image(engine: Engine, plan: ImagePlan, rootfs: RootFS, workdir: Path) 
         size=engine.inspect_image(image_id).size,
         files=layer.files,
     )
-

@@ -17,6 +17,8 @@ from .engine import ULIMIT_NAMES, BindMount, Ulimit
 from .errors import ExitCode
 from .pipeline import BuildOptions, RunOptions
 from .rules import APP_FILES_MODES, RULE_NAMES, RULES
+from .safe_text import console as safe
+from .safe_text import printable
 
 err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False, soft_wrap=True)
@@ -132,6 +134,21 @@ class Size(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
+class ImageTag(click.ParamType):
+    """A tag as the engine parses it: checked before any work, so a bad one costs nothing."""
+
+    name = "TAG"
+
+    def convert(self, value, param, ctx):
+        from .references import normalised_tag
+
+        try:
+            normalised_tag(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+        return value
+
+
 class ReportFile(click.ParamType):
     """A build report written by `slim build`, read and checked at parse time."""
 
@@ -243,7 +260,7 @@ def _rules_epilog() -> str:
 
 @cli.command(epilog=_rules_epilog())
 @click.argument("image")
-@click.option("--tag", help="Tag for the slimmed image (default: REPO.slim:TAG).")
+@click.option("--tag", type=ImageTag(), help="Tag for the slimmed image (default: REPO.slim:TAG).")
 @click.option("--include-path", "include_paths", type=ImagePath(), multiple=True,
               help="Always keep this file or directory (with everything below it). Repeatable.")
 @click.option("--exclude-path", "exclude_paths", type=ImagePath(), multiple=True,
@@ -286,8 +303,10 @@ def build(image, tag, include_paths, exclude_paths, app_files, no_rules, no_veri
     from .gates import evaluate, gates_from_options
 
     gates = gates_from_options(min_ratio, max_size, require_verified)
+    engine = DockerEngine()
+    _remove_leftovers(engine)
     with _progress() as on_stage:
-        result = run_build(DockerEngine(), options, on_stage)
+        result = run_build(engine, options, on_stage)
     outcomes = [evaluate(gates, result.report.data)] if gates else []
     if as_json:
         gated = {"gates": outcomes[0].as_dict()} if outcomes else {}
@@ -314,8 +333,10 @@ def verify(original, slimmed, as_json, **kwargs):
     from .pipeline import VerifyOptions, verify_images
 
     options = VerifyOptions(original=original, slimmed=slimmed, run=_run_options(kwargs))
+    engine = DockerEngine()
+    _remove_leftovers(engine)
     with _progress() as on_stage:
-        result = verify_images(DockerEngine(), options, on_stage)
+        result = verify_images(engine, options, on_stage)
     verification = result.verification
     if as_json:
         click.echo(json.dumps(_verify_data(result), indent=2))
@@ -343,13 +364,14 @@ def _render_verification(result) -> None:
     verification = result.verification
     for comparison in verification.comparisons:
         mark = "[green]same[/]" if comparison.same else "[bold red]DIFFERS[/]"
-        out_console.print(f"{mark}  {comparison.probe}: original {comparison.original} / slimmed {comparison.slimmed}")
+        out_console.print(f"{mark}  {safe(comparison.probe)}: original {safe(comparison.original)} / slimmed "
+                          f"{safe(comparison.slimmed)}")
     for problem in verification.invariant_failures:
-        out_console.print(f"[bold red]invariant[/]  {problem}")
+        out_console.print(f"[bold red]invariant[/]  {safe(problem)}")
     checks = len(verification.comparisons)
     verdict = "[bold green]passed[/]" if verification.passed else "[bold red]FAILED[/]"
     out_console.print(f"verification: {verdict} ({checks} checks, {len(verification.invariant_failures)} "
-                      f"invariant failures; {result.original.ref} -> {result.slimmed.ref})")
+                      f"invariant failures; {safe(result.original.ref)} -> {safe(result.slimmed.ref)})")
 
 
 @cli.command()
@@ -369,7 +391,7 @@ def xray(image, top, as_json):
 
     with _progress() as on_stage:
         result = analyse_image(DockerEngine(), image, on_stage)
-    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else render_xray(result, top))
+    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else printable(render_xray(result, top)))
 
 
 @cli.command()
@@ -401,15 +423,15 @@ def report(reports, output_format, output, as_json, min_ratio, max_size, require
         "html": render_html,
         "json": lambda c: json.dumps(c.as_dict(), indent=2) + "\n",
     }
-    document = renderers[output_format](comparison)
+    document = printable(renderers[output_format](comparison))
     if output is not None:
         _write(output, document)
-        err_console.print(f"report: {output}", markup=False)
+        err_console.print(f"report: {safe(output)}")
     else:
         click.echo(document, nl=not document.endswith("\n"))
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
-        _write(Path(summary), render_markdown(comparison), append=True)
+        _write(Path(summary), printable(render_markdown(comparison)), append=True)
     # The text on stdout already ends with the gate lines; elsewhere they go to stderr for the CI log.
     _show_gates(list(comparison.gates), err=True, quiet=output is None and output_format == "text")
 
@@ -429,7 +451,32 @@ def explain(report_file, path, as_json):
 
     _, loaded = report_file
     result = explain_path(loaded.data, path)
-    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else render_explanation(result))
+    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else printable(render_explanation(result)))
+
+
+@cli.command()
+def gc():
+    """Remove what slimtrace runs that died (killed, host crash) left behind: containers, work image tags
+    and temp dirs named after a process that is gone. What a running slimtrace owns is never touched.
+
+    Example: slim gc
+    """
+    from .adapters.engine import DockerEngine
+
+    if not _remove_leftovers(DockerEngine()):
+        err_console.print("nothing left behind by dead slimtrace runs")
+
+
+def _remove_leftovers(engine) -> bool:
+    """Every build and verify starts by cleaning up after dead runs, and says what it removed."""
+    from .ownership import collect_garbage
+
+    leftovers = collect_garbage(engine)
+    if leftovers:
+        err_console.print(f"removed what dead slimtrace runs left behind: {leftovers.summary()}")
+        for name in (*leftovers.containers, *leftovers.images, *leftovers.directories):
+            err_console.print(f"  {safe(name)}")
+    return bool(leftovers)
 
 
 def _show_gates(outcomes, err: bool, quiet: bool = False) -> None:
@@ -439,7 +486,7 @@ def _show_gates(outcomes, err: bool, quiet: bool = False) -> None:
 
     colours = {"PASS": "green", "FAIL": "red", "SKIP": "yellow"}
     for outcome in outcomes if not quiet else ():
-        for line in gate_lines(outcome):
+        for line in map(printable, gate_lines(outcome)):
             word = line.strip().split(" ", 1)[0].rstrip(":")
             if word in colours:
                 line = line.replace(word, click.style(word, fg=colours[word], bold=True), 1)
@@ -498,7 +545,7 @@ def main() -> None:
     except Exception as e:  # a bug: say it in one line unless asked for details
         if os.environ.get("SLIM_DEBUG"):
             raise
-        err_console.print(f"Error: internal error: {type(e).__name__}: {e} (SLIM_DEBUG=1 shows the traceback)")
+        err_console.print(f"Error: internal error: {safe(type(e).__name__)}: {safe(e)} (SLIM_DEBUG=1 shows the traceback)")
         code = ExitCode.TOOL_ERROR
     sys.exit(code if isinstance(code, int) else 0)
 

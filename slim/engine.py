@@ -48,6 +48,8 @@ class ContainerSpec:
     stop_signal: str | None = None  # the image's StopSignal ("SIGQUIT", "3"); None: SIGTERM
     ulimits: tuple[Ulimit, ...] = ()  # the engine's defaults for the others
     cap_add: tuple[str, ...] = ()  # capabilities beyond the engine's default set ("NET_RAW")
+    name: str | None = None  # None: the engine picks one
+    labels: Mapping[str, str] = field(default_factory=dict)  # besides OWNER_LABEL
 
 
 @dataclass(frozen=True)
@@ -72,13 +74,20 @@ class Engine(Protocol):
         """Load a `docker save`-format tar; returns the loaded image id."""
         ...
 
-    def image_ids(self) -> frozenset[str]:
-        """The ids of every image the engine holds ("sha256:<hex>")."""
-        ...
-
     def tag_image(self, image_id: str, tag: str) -> None: ...
 
-    def remove_image(self, image_id: str) -> None: ...
+    def remove_image(self, ref: str) -> None:
+        """Remove a tag (the image goes only with its last tag), or an untagged image by id; no error if gone
+        or still used by a container."""
+        ...
+
+    def repository_tags(self, repository: str) -> tuple[str, ...]:
+        """Every `repository:tag` the engine holds for this repository."""
+        ...
+
+    def labelled_containers(self, label: str) -> Mapping[str, str]:
+        """Container id -> value of `label`, for every container carrying it, running or not."""
+        ...
 
     def create_container(self, spec: ContainerSpec) -> str: ...
 

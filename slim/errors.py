@@ -5,7 +5,12 @@ Foreign exceptions (docker SDK, OSError from the kernel) are translated into the
 """
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import click
+
+from .safe_text import printable
 
 
 class ExitCode:
@@ -18,6 +23,7 @@ class ExitCode:
     VERIFICATION_FAILED = 6  # the slimmed image does not behave like the original
     POLICY_FAILED = 7  # a CI gate (--max-size, --fail-under-ratio, ...) failed
     CANNOT_TRACE = 8  # this host or engine cannot trace: not root, remote engine, storage that is not overlay
+    NO_SPACE = 9  # a file system slimtrace writes to filled up
     INTERRUPTED = 130  # Ctrl-C / SIGTERM, after cleanup
 
 
@@ -25,6 +31,10 @@ class SlimError(click.ClickException):
     """Root of our errors: click prints `Error: <message>` and exits with `exit_code`."""
 
     exit_code = ExitCode.TOOL_ERROR
+
+    def format_message(self) -> str:
+        # Messages quote image content (container output, file names): never terminal commands.
+        return printable(self.message, one_line=True)
 
 
 class UsageError(SlimError):
@@ -74,3 +84,18 @@ class TracingUnavailable(SlimError):
     another machine."""
 
     exit_code = ExitCode.CANNOT_TRACE
+
+
+
+class NoSpace(SlimError):
+    """ENOSPC, named: which directory filled up and what a build needs there."""
+
+    exit_code = ExitCode.NO_SPACE
+
+    def __init__(self, directory: Path):
+        free = shutil.disk_usage(directory).free if directory.exists() else 0
+        super().__init__(
+            f"no space left in {directory} ({free / 1e6:.1f} MB free): a build spools the saved image there and "
+            f"writes the slimmed layer, about twice the image's size; free space or point TMPDIR elsewhere"
+        )
+        self.directory = directory

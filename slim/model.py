@@ -259,7 +259,6 @@ class BuiltImage:
     compressed_size: int  # gzip size of the layer, what a registry would store
     size: int  # as the engine counts it
     files: int
-    preexisting: bool = False  # the engine already held this exact image (same input as an earlier build)
 
 
 # ---------------------------------------------------------------- verify

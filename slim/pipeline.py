@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -21,9 +22,12 @@ from .assemble import LAYER_NAME, build_image, plan_image
 from .closure import ClosureOptions, compute_closure
 from .engine import BindMount, ContainerSpec, Engine, Ulimit
 from .enginehost import require_local, require_traceable_storage, this_machine
-from .errors import ApplicationFailed, SlimError, UsageError, VerificationFailed
+from .errors import ApplicationFailed, NoSpace, SlimError, UsageError, VerificationFailed
 from .exercise import ExercisePlan, exercise
 from .model import BuiltImage, ImageFacts, RunOutcome, Trace, Verification
+from .output_file import check_writable
+from .ownership import deferred_interrupts, temp_dir, work_tag
+from .references import normalised_tag, same_name
 from .report import Report, build_report
 from .rootfs import RootFS, layer_steps, saved_config, spool_image
 from .sizes import BackgroundGzip
@@ -118,10 +122,16 @@ def default_tag(facts: ImageFacts) -> str:
 
 
 def build(engine: Engine, options: BuildOptions, on_stage: StageCallback = lambda _: None) -> BuildResult:
+    with _disk_space_named():
+        return _build(engine, options, on_stage)
+
+
+def _build(engine: Engine, options: BuildOptions, on_stage: StageCallback) -> BuildResult:
     timer = _Timer(on_stage)
+    if options.report_path is not None:
+        check_writable(options.report_path)
     with contextlib.ExitStack() as cleanup:
-        scratch = tempfile.TemporaryDirectory(prefix="slimtrace-", ignore_cleanup_errors=True)
-        workdir = Path(cleanup.enter_context(scratch))
+        workdir = Path(cleanup.enter_context(temp_dir("build")))
 
         with timer.stage("inspect"):
             engine_host = engine.host()
@@ -130,6 +140,8 @@ def build(engine: Engine, options: BuildOptions, on_stage: StageCallback = lambd
             facts = engine.inspect_image(options.image)
             tag = options.tag or default_tag(facts)
             _check_tag(tag, facts)
+            report_path = options.report_path or Path(_report_name(facts))
+            check_writable(report_path)
             plan = exercise_plan(facts, options.run)
             spec = container_spec(facts.id, facts, options.run, plan)
         with timer.stage("index"):
@@ -155,9 +167,11 @@ def build(engine: Engine, options: BuildOptions, on_stage: StageCallback = lambd
             )
         with timer.stage("assemble"):
             image_plan = plan_image(closure, rootfs, facts)
-            built = build_image(engine, image_plan, rootfs, workdir / RESULT_DIR)
-            # Until verification passes the image is ours to remove; tagging it hands it to the user.
-            unverified = cleanup.enter_context(_RemovedUnlessHandedOver(engine, built))
+            # The image is this build's through a work tag the engine holds; letting go of it removes the
+            # image only when nobody else tagged it (another build of the same input, or the user's tag).
+            work = work_tag()
+            cleanup.callback(engine.remove_image, work)
+            built = build_image(engine, image_plan, rootfs, workdir / RESULT_DIR, work)
         result = None
         if options.verify:
             with timer.stage("verify"):
@@ -167,18 +181,18 @@ def build(engine: Engine, options: BuildOptions, on_stage: StageCallback = lambd
                 if not result.passed:
                     result = _with_hints(engine, result, trace, dataclasses.replace(spec, image=built.id), plan,
                                          rootfs, slimmed_root)
-        if result is None or result.passed or options.keep_unverified:
-            engine.tag_image(built.id, tag)
-            unverified.handed_over = True
         with timer.stage("measure"):
             source_layers = source_gzip.result()
+        handed_over = tag if result is None or result.passed or options.keep_unverified else None
         report = build_report(
-            facts, rootfs, trace, closure, built, tag if unverified.handed_over else None, result, timer.seconds,
+            facts, rootfs, trace, closure, built, handed_over, result, timer.seconds,
             source_layers=source_layers, include_paths=options.include_paths, exclude_paths=options.exclude_paths,
             disabled_rules=options.disabled_rules, app_files=options.app_files,
         )
-        report_path = options.report_path or Path(_report_name(facts))
-        report.write(report_path)
+        # The tag and the report go together: an interrupt waits for both, a report that cannot be written
+        # takes the tag back.
+        with deferred_interrupts():
+            _hand_over(engine, built, handed_over, report, report_path)
         if result is not None and not result.passed:
             hint = f"; likely missing: {', '.join(result.missing_in_slimmed[:3])}" if result.missing_in_slimmed else ""
             raise VerificationFailed(
@@ -193,8 +207,7 @@ def verify_images(engine: Engine, options: VerifyOptions, on_stage: StageCallbac
     slimmed one with the original's filesystem as the baseline."""
     timer = _Timer(on_stage)
     with contextlib.ExitStack() as cleanup:
-        scratch = tempfile.TemporaryDirectory(prefix="slimtrace-", ignore_cleanup_errors=True)
-        workdir = Path(cleanup.enter_context(scratch))
+        workdir = Path(cleanup.enter_context(temp_dir("verify")))
         with timer.stage("inspect"):
             # The runs are local too: host probes reach 127.0.0.1, a timed-out exec is killed by its host pid.
             require_local(engine.host(), this_machine())
@@ -273,8 +286,14 @@ def container_spec(image: str, facts: ImageFacts, run: RunOptions, plan: Exercis
 
 
 def _check_tag(tag: str, facts: ImageFacts) -> None:
-    if tag in facts.repo_tags or (":" not in tag.rsplit("/", 1)[-1] and f"{tag}:latest" in facts.repo_tags):
-        raise UsageError(f"--tag {tag} names the original image; slimtrace never replaces the original")
+    """Compared as the engine normalises names: docker.io/library/foo:latest is foo."""
+    try:
+        normalised_tag(tag)
+    except ValueError as e:
+        raise UsageError(f"--tag {e}") from e
+    original = next((name for name in facts.repo_tags if same_name(tag, name)), None)
+    if original is not None:
+        raise UsageError(f"--tag {tag} names the original image {original}; slimtrace never replaces the original")
 
 
 def _require_healthy_original(run: RunOutcome, probe_failure: str) -> None:
@@ -316,16 +335,29 @@ def _with_hints(
     return dataclasses.replace(result, missing_in_slimmed=missing)
 
 
-class _RemovedUnlessHandedOver(contextlib.AbstractContextManager):
-    """Removes the slimmed image on the way out, unless it was handed to the user (tagged) or the engine
-    held that exact image before this build (the same input gives the same id: it is not ours)."""
+def _hand_over(engine: Engine, built: BuiltImage, tag: str | None, report: Report, report_path: Path) -> None:
+    if tag is not None:
+        engine.tag_image(built.id, tag)
+    try:
+        report.write(report_path)
+    except SlimError:
+        if tag is not None:
+            engine.remove_image(tag)
+        raise
 
-    def __init__(self, engine: Engine, built: BuiltImage):
-        self.engine, self.built, self.handed_over = engine, built, False
 
-    def __exit__(self, *exc) -> None:
-        if not self.handed_over and not self.built.preexisting:
-            self.engine.remove_image(self.built.id)
+@contextlib.contextmanager
+def _disk_space_named() -> Iterator[None]:
+    """A full disk says which directory filled up, not just errno 28."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        directory = Path(e.filename or tempfile.gettempdir())
+        while not directory.is_dir():  # the file that did not fit, or the build's temp dir, already removed
+            directory = directory.parent
+        raise NoSpace(directory) from e
 
 
 def _slimmed_root(engine: Engine, slimmed: ImageFacts, built: BuiltImage, workdir: Path) -> RootFS:

@@ -6,6 +6,7 @@ from pathlib import Path
 from rich.console import Console
 
 from .report import Report
+from .safe_text import console as safe
 
 
 def human_size(size: int | float | None) -> str:
@@ -24,19 +25,19 @@ def render_summary(console: Console, report: Report, path: Path) -> None:
     source, result = data["source"], data["result"]
     ratio = data["reduction_ratio"]
     console.print(
-        f"[bold]{source['ref']}[/]  {human_size(source['size'])} -> [bold green]{human_size(result['size'])}[/]"
+        f"[bold]{safe(source['ref'])}[/]  {human_size(source['size'])} -> [bold green]{human_size(result['size'])}[/]"
         f"  ({ratio}x smaller; {source['files']:,} -> {result['files']:,} files)"
     )
-    console.print(f"slimmed image: {result['tag'] or '(not tagged)'}  {result['id']}")
+    console.print(f"slimmed image: {safe(result['tag'] or '(not tagged)')}  {result['id']}")
     console.print(_verification_line(data["verification"]))
     trace = data["trace"]
     health = "complete" if trace["complete"] else "[bold red]INCOMPLETE (kernel queue overflowed)[/]"
     console.print(f"trace: {trace['paths']:,} paths from {trace['events']:,} events, {health}")
     for warning in data["warnings"][:5]:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {safe(warning)}")
     if len(data["warnings"]) > 5:
         console.print(f"[yellow]warning:[/] … and {len(data['warnings']) - 5} more in the report")
-    console.print(f"report: {path}")
+    console.print(f"report: {safe(path)}")
 
 
 def _verification_line(verification: dict) -> str:
@@ -48,6 +49,6 @@ def _verification_line(verification: dict) -> str:
         return f"verification: [bold green]passed[/] ({checks} checks, same behaviour as the original)"
     failed = [c for c in verification["comparisons"] if not c["same"]]
     lines = [f"verification: [bold red]FAILED[/] ({len(failed)} of {checks} checks differ)"]
-    lines += [f"  {c['probe']}: original {c['original']} / slimmed {c['slimmed']}" for c in failed]
-    lines += [f"  invariant: {problem}" for problem in verification["invariant_failures"]]
+    lines += [f"  {safe(c['probe'])}: original {safe(c['original'])} / slimmed {safe(c['slimmed'])}" for c in failed]
+    lines += [f"  invariant: {safe(problem)}" for problem in verification["invariant_failures"]]
     return "\n".join(lines)

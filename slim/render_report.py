@@ -7,6 +7,7 @@ from html import escape
 from .comparison import Comparison, ImageSummary
 from .gates import GateOutcome
 from .render import human_size
+from .safe_text import printable
 
 VERIFICATION_MARK = {"passed": "✅ passed", "failed": "❌ FAILED", "skipped": "⚠️ skipped"}
 
@@ -145,11 +146,11 @@ def _status(value: str) -> str:
 
 
 def _code(text: str) -> str:
-    """An inline code span safe inside a table cell (a pipe would end the cell)."""
-    text = text.replace("|", "\\|")
+    """An inline code span safe inside a table cell (a pipe or a newline would end the cell)."""
+    text = printable(text, one_line=True).replace("|", "\\|")
     fence = "``" if "`" in text else "`"
     return f"{fence}{text}{fence}" if fence == "`" else f"{fence} {text} {fence}"
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|") if text else "—"
+    return printable(text, one_line=True).replace("|", "\\|") if text else "—"

@@ -6,8 +6,6 @@ slim/schema/report.schema.json); renderers never compute anything the report doe
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
@@ -16,6 +14,7 @@ from typing import Any, Iterable, Mapping
 from . import __version__
 from .errors import UsageError
 from .model import BuiltImage, Closure, EntryKind, ImageFacts, Trace, Verification
+from .output_file import write_text
 from .rootfs import RootFS
 from .sizes import LayerSizes
 
@@ -28,13 +27,8 @@ class Report:
     data: Mapping[str, Any]
 
     def write(self, path: Path) -> None:
-        """Atomically, so a CI step never reads half a report."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".slim-report-")
-        with os.fdopen(fd, "w") as out:
-            out.write(json_text(self.data))
-            out.write("\n")
-        os.replace(temp, path)
+        """Atomically where the path allows it, so a CI step never reads half a report."""
+        write_text(path, json_text(self.data) + "\n")
 
     @classmethod
     def read(cls, path: Path) -> "Report":

@@ -15,7 +15,6 @@ import select
 import shutil
 import signal
 import stat
-import tempfile
 import threading
 from pathlib import Path, PurePosixPath
 from typing import Callable
@@ -34,6 +33,7 @@ from slim.engine import BindMount, ContainerSpec, Engine
 from slim.errors import SlimError, TracingUnavailable
 from slim.gate import gate_binary
 from slim.model import Access, RunOutcome, Trace, TracedPath, TraceHealth
+from slim.ownership import owned_container, temp_dir
 
 # FAN_ONDIR makes directory opens (listings) reportable. In this classic fd-reporting mode the kernel
 # does not echo FAN_ONDIR back in the event mask, so directories are recognised by fstat instead.
@@ -199,12 +199,10 @@ def run_traced(engine: Engine, spec: ContainerSpec, exercise: Exercise, *, bound
         raise ValueError("run_traced needs the real argv in spec.entrypoint + spec.command")
     gate = gate_binary()
     with contextlib.ExitStack() as cleanup:
-        scratch = tempfile.TemporaryDirectory(prefix="slimtrace-gate-", ignore_cleanup_errors=True)
-        gate_dir = Path(cleanup.enter_context(scratch))
+        gate_dir = Path(cleanup.enter_context(temp_dir("gate")))
         _install_gate(gate, gate_dir)
         notifier = cleanup.enter_context(Fanotify(bounded_queue=bounded_queue))
-        container_id = engine.create_container(_gated(spec, argv, gate_dir))
-        cleanup.callback(engine.remove_container, container_id)
+        container_id = cleanup.enter_context(owned_container(engine, _gated(spec, argv, gate_dir), "trace"))
         engine.start(container_id)
         notifier.mark_filesystem(container_root(engine, container_id), TRACE_MASK)
         recorder = cleanup.enter_context(Recorder(notifier))

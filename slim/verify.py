@@ -28,6 +28,7 @@ from .model import (
     TraceHealth,
     Verification,
 )
+from .ownership import owned_container
 from .rootfs import RootFS
 
 NOT_RUN = RunOutcome(mode="batch", exit_code=None, running_after_probes=False, probes=())
@@ -135,15 +136,12 @@ def _names(root: RootFS, database: str) -> set[str]:
 def run_exercised(engine: Engine, spec: ContainerSpec, plan: ExercisePlan) -> RunOutcome:
     """One untraced run of an image with the probes; the container never outlives the call. A container
     that cannot even start (its entrypoint is gone) is an outcome to compare, not an error."""
-    container_id = engine.create_container(spec)
-    try:
+    with owned_container(engine, spec, "run") as container_id:
         try:
             engine.start(container_id)
         except ContainerStartFailed as error:
             return _not_started(plan, engine.wait(container_id, 0), error.why)
         return exercise(engine, container_id, plan, lambda _phase: None)
-    finally:
-        engine.remove_container(container_id)
 
 
 def _not_started(plan: ExercisePlan, exit_code: int | None, why: str) -> RunOutcome:

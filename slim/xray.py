@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
@@ -23,6 +22,7 @@ from .closure import DEFAULT_PATH, elf_dependencies
 from .elf import ELF_MAGIC, MalformedElf, read_elf
 from .engine import Engine
 from .model import ROOT, EntryKind, FileEntry, ImageFacts
+from .ownership import temp_dir
 from .rootfs import LayerIndex, RootFS, index_layers, layer_steps, saved_config, spool_image
 
 DPKG_STATUS = PurePosixPath("/var/lib/dpkg/status")
@@ -133,8 +133,7 @@ class XRay:
 
 def xray(engine: Engine, ref: str, on_stage: StageCallback = lambda _: None) -> XRay:
     with contextlib.ExitStack() as cleanup:
-        scratch = tempfile.TemporaryDirectory(prefix="slimtrace-", ignore_cleanup_errors=True)
-        workdir = Path(cleanup.enter_context(scratch))
+        workdir = Path(cleanup.enter_context(temp_dir("xray")))
         on_stage("inspect")
         facts = engine.inspect_image(ref)
         on_stage("save")

@@ -63,10 +63,6 @@ def _translated():
         raise EngineUnreachable(_short(e)) from e
 
 
-def _full_id(image_id: str) -> str:
-    return image_id if image_id.startswith("sha256:") else f"sha256:{image_id}"
-
-
 def _short(error: BaseException) -> str:
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
     return text[:200]
@@ -137,16 +133,14 @@ class DockerEngine:
         for message in loaded:
             if "error" in message:
                 raise SlimError(f"the engine refused the slimmed image: {message['error']}")
-            # Docker: "Loaded image ID: sha256:<hex>"; Podman: "Loaded image: sha256:<hex>" (an untagged image).
-            _, _, loaded_id = message.get("stream", "").partition("Loaded image ID: ")
-            loaded_id = loaded_id or message.get("stream", "").partition("Loaded image: ")[2]
-            if loaded_id.startswith("sha256:"):
-                return loaded_id.strip()
+            stream = message.get("stream", "").strip()
+            # Docker names the id of an untagged archive ("Loaded image ID: sha256:<hex>") and the tag of a
+            # tagged one ("Loaded image: <tag>"); Podman says "Loaded image: <id or name>".
+            if stream.startswith("Loaded image ID: "):
+                return stream.removeprefix("Loaded image ID: ")
+            if stream.startswith("Loaded image: "):
+                return self._client.api.inspect_image(stream.removeprefix("Loaded image: "))["Id"]
         raise SlimError("the engine loaded the slimmed image but did not say its id")
-
-    @_translate
-    def image_ids(self) -> frozenset[str]:
-        return frozenset(_full_id(image_id) for image_id in self._client.api.images(all=True, quiet=True))
 
     @_translate
     def tag_image(self, image_id: str, tag: str) -> None:
@@ -154,9 +148,24 @@ class DockerEngine:
         self._client.api.tag(image_id, repository, version or "latest")
 
     @_translate
-    def remove_image(self, image_id: str) -> None:
-        with contextlib.suppress(docker.errors.NotFound):
-            self._client.api.remove_image(image_id, noprune=False)
+    def remove_image(self, ref: str) -> None:
+        try:
+            self._client.api.remove_image(ref, noprune=False)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as e:
+            if e.status_code != 409:  # 409: a container uses it, so it is not ours to remove now
+                raise
+
+    @_translate
+    def repository_tags(self, repository: str) -> tuple[str, ...]:
+        images = self._client.api.images(name=repository)
+        return tuple(tag for image in images for tag in image.get("RepoTags") or () if tag.startswith(f"{repository}:"))
+
+    @_translate
+    def labelled_containers(self, label: str) -> dict[str, str]:
+        listed = self._client.api.containers(all=True, filters={"label": label})
+        return {container["Id"]: (container.get("Labels") or {}).get(label, "") for container in listed}
 
     # ------------------------------------------------------------ containers
 
@@ -178,7 +187,8 @@ class DockerEngine:
             user=spec.user or "",
             ports=list(spec.publish_tcp) or None,
             host_config=host_config,
-            labels={OWNER_LABEL: "slimtrace"},
+            labels={**spec.labels, OWNER_LABEL: "slimtrace"},
+            name=spec.name,
         )
         return created["Id"]
 

@@ -1,0 +1,187 @@
+"""What slimtrace creates, and how any later run can tell whose it is.
+
+Every container, temp dir and work image carries the identity of the run that made it: its pid and the
+kernel's start time of that pid (so a recycled pid is not mistaken for the run). The engine and the file
+system hold these names and labels, not this process: when a run dies without cleaning up (SIGKILL, power
+loss), the next run or `slim gc` sees that its process is gone and removes what it left.
+
+Images are owned through a tag the engine holds: the slimmed image is loaded already tagged
+`slimtrace-work:<run>-<random>`, and cleanup removes that tag, never an image id. The engine deletes the
+image only when that was its last tag, so an image another build or the user has tagged is never removed.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import os
+import re
+import secrets
+import shutil
+import signal
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping, Protocol
+
+from .engine import ContainerSpec
+
+RUN_LABEL = "io.slimtrace.run"  # "<pid>-<start time>" of the slimtrace process that created the container
+WORK_REPOSITORY = "slimtrace-work"
+_PREFIX = "slimtrace-"
+_RUN_TOKEN = re.compile(r"(\d+)-(\d+)")
+_TEMP_NAME = re.compile(rf"{_PREFIX}({_RUN_TOKEN.pattern})-")
+
+
+@dataclass(frozen=True)
+class RunId:
+    pid: int
+    started: int  # the process's start time in clock ticks after boot (/proc/PID/stat, field 22)
+
+    @property
+    def token(self) -> str:
+        return f"{self.pid}-{self.started}"
+
+    @classmethod
+    def parse(cls, token: str) -> RunId | None:
+        match = _RUN_TOKEN.fullmatch(token)
+        return cls(int(match[1]), int(match[2])) if match else None
+
+    @classmethod
+    def of(cls, pid: int) -> RunId:
+        return cls(pid, _start_time(pid) or 0)
+
+    def alive(self) -> bool:
+        return _start_time(self.pid) == self.started
+
+
+def _start_time(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: count fields after its closing one.
+    return int(stat.rpartition(")")[2].split()[19])
+
+
+def this_run() -> RunId:
+    return RunId.of(os.getpid())
+
+
+_container_numbers = itertools.count(1)
+
+
+def temp_dir(kind: str) -> tempfile.TemporaryDirectory:
+    """A temp dir named after this run, so a later run can tell when its owner is gone."""
+    return tempfile.TemporaryDirectory(prefix=f"{_PREFIX}{this_run().token}-{kind}-", ignore_cleanup_errors=True)
+
+
+def work_tag() -> str:
+    """The tag this run's slimmed image is loaded with; removing it is how the run lets go of the image."""
+    return f"{WORK_REPOSITORY}:{this_run().token}-{secrets.token_hex(4)}"
+
+
+# ---------------------------------------------------------------- interrupts
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block is done: an engine call that creates something must return
+    its result, or an interrupt could land after the engine made the thing but before we know its id."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    pending: list[int] = []
+    previous = {signum: signal.signal(signum, lambda received, _frame: pending.append(received))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if pending:
+        raise KeyboardInterrupt
+
+
+# ---------------------------------------------------------------- containers
+
+
+class ContainerEngine(Protocol):
+    def create_container(self, spec: ContainerSpec) -> str: ...
+
+    def remove_container(self, container_id: str) -> None: ...
+
+
+@contextlib.contextmanager
+def owned_container(engine: ContainerEngine, spec: ContainerSpec, purpose: str) -> Iterator[str]:
+    """Create a container named and labelled for this run; it is removed on the way out whatever happens.
+    The removal is set up before the create call, by the name we chose, so no moment is uncovered."""
+    run = this_run()
+    name = f"{_PREFIX}{run.token}-{purpose}-{next(_container_numbers)}"
+    labelled = dataclasses.replace(spec, name=name, labels={**spec.labels, RUN_LABEL: run.token})
+    try:
+        with deferred_interrupts():
+            container_id = engine.create_container(labelled)
+        yield container_id
+    finally:
+        engine.remove_container(name)
+
+
+# ---------------------------------------------------------------- leftovers of dead runs
+
+
+class LeftoverEngine(ContainerEngine, Protocol):
+    def labelled_containers(self, label: str) -> Mapping[str, str]:
+        """Container id -> value of `label`, for every container carrying it, running or not."""
+        ...
+
+    def repository_tags(self, repository: str) -> tuple[str, ...]: ...
+
+    def remove_image(self, ref: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    containers: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()
+    directories: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.containers or self.images or self.directories)
+
+    def summary(self) -> str:
+        parts = [(len(self.containers), "container"), (len(self.images), "work image tag"),
+                 (len(self.directories), "temp dir")]
+        return ", ".join(f"{count} {noun}{'s' if count != 1 else ''}" for count, noun in parts if count)
+
+
+def collect_garbage(engine: LeftoverEngine, temp_root: Path | None = None) -> Leftovers:
+    """Remove what runs whose process is gone left behind: containers first (they may still run and hold a
+    temp dir as a bind mount), then work image tags, then temp dirs. What a live run owns is never touched."""
+    containers = tuple(
+        container_id for container_id, token in engine.labelled_containers(RUN_LABEL).items() if _dead(token)
+    )
+    for container_id in containers:
+        engine.remove_container(container_id)
+    # A work tag is <run>-<random>.
+    images = tuple(
+        tag for tag in engine.repository_tags(WORK_REPOSITORY) if _dead(tag.rpartition(":")[2].rpartition("-")[0])
+    )
+    for tag in images:
+        engine.remove_image(tag)
+    root = temp_root or Path(tempfile.gettempdir())
+    directories = tuple(str(path) for path in sorted(root.glob(f"{_PREFIX}*")) if _dead_dir(path))
+    for directory in directories:
+        shutil.rmtree(directory, ignore_errors=True)
+    return Leftovers(containers, images, directories)
+
+
+def _dead(token: str) -> bool:
+    run = RunId.parse(token)
+    return run is not None and not run.alive()
+
+
+def _dead_dir(path: Path) -> bool:
+    match = _TEMP_NAME.match(path.name)
+    return bool(match) and path.is_dir() and not path.is_symlink() and _dead(match[1])

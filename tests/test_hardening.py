@@ -1,0 +1,394 @@
+"""Issue 14: never touch what isn't ours, survive every interrupt, treat image content as hostile text.
+
+Every test provokes its item for real: `python3 -m slim` as a user runs it, real signals, the real engine,
+real devices and files. The serious items carry their number in the test name.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from pathlib import Path
+
+import docker
+import pytest
+
+from slim.ownership import RUN_LABEL, WORK_REPOSITORY, RunId
+
+STAGES = ("inspect", "index", "trace", "closure", "assemble", "verify", "measure")
+APPEARS_WITHIN = 120  # seconds a started build may take to create what a test then looks at
+
+
+def slim(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "slim", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "GITHUB_STEP_SUMMARY": "", **(env or {})}, timeout=900)
+
+
+class Running:
+    """A `python3 -m slim ...` in the background whose progress lines (`==> stage`) we can wait for."""
+
+    def __init__(self, *args: str):
+        self.process = subprocess.Popen([sys.executable, "-m", "slim", *map(str, args)], stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+        self.run = RunId.of(self.process.pid)
+        self.stderr: list[str] = []
+
+    def wait_for(self, stage: str) -> None:
+        while line := self.process.stderr.readline():
+            self.stderr.append(line)
+            if line.strip() == f"==> {stage}":
+                return
+        raise AssertionError(f"the build ended before {stage}:\n{''.join(self.stderr)}")
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.process.pid, signum)
+
+    def finish(self) -> tuple[int, str]:
+        _, rest = self.process.communicate(timeout=900)
+        return self.process.returncode, "".join(self.stderr) + rest
+
+
+def leftovers(client: docker.DockerClient, run: RunId) -> list[str]:
+    """Everything carrying this run's identity: containers, work image tags, temp dirs."""
+    containers = [c.name for c in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run.token}"})]
+    tags = [t for image in client.images.list(name=WORK_REPOSITORY) for t in image.tags if f":{run.token}-" in t]
+    directories = [str(path) for path in Path("/tmp").glob(f"slimtrace-{run.token}-*")]
+    return containers + tags + directories
+
+
+def remove_tags(client: docker.DockerClient, *tags: str) -> None:
+    """Untag only: the engine deletes an image with its last tag, never one somebody else tagged."""
+    for tag in tags:
+        try:
+            client.images.remove(tag)
+        except docker.errors.ImageNotFound:
+            pass
+
+
+def tag_exists(client: docker.DockerClient, tag: str) -> bool:
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def new_tag(name: str = "app") -> str:
+    return f"slimtrace-hardening/{name}-{uuid.uuid4().hex[:10]}:slim"
+
+
+def runs_like_jq(client: docker.DockerClient, tag: str) -> bool:
+    return client.containers.run(tag, remove=True) == b"4\n"
+
+
+def assert_clean_exit(result: subprocess.CompletedProcess, code: int) -> None:
+    assert result.returncode == code, f"exit {result.returncode}, expected {code}:\n{result.stderr[-3000:]}"
+    assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- 1: concurrent builds of one image
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("stage", STAGES)
+def test_serious_1_concurrent_builds_never_remove_each_others_image(stage, fixture_image, docker_client, tmp_path):
+    """Both builds load the same image id. B is stopped at `stage`, A finishes and tags, then B is
+    interrupted: A's image must stay, whatever B's cleanup does."""
+    image = fixture_image("jq")
+    tag_a, tag_b = new_tag("a"), new_tag("b")
+    report_a, report_b = tmp_path / "a.json", tmp_path / "b.json"
+    b = Running("build", image, "--tag", tag_b, "--report", report_b)
+    try:
+        b.wait_for(stage)
+        b.signal(signal.SIGSTOP)
+        try:
+            a = slim("build", image, "--tag", tag_a, "--report", report_a)
+        finally:
+            b.signal(signal.SIGCONT)
+            b.signal(signal.SIGINT)
+        code_b, stderr_b = b.finish()
+        assert_clean_exit(a, 0)
+        assert docker_client.images.get(tag_a).id == json.loads(report_a.read_text())["result"]["id"]
+        assert runs_like_jq(docker_client, tag_a)
+        # B either stopped and kept nothing, or had already handed over: then its image and report both exist.
+        assert code_b in (0, 130), stderr_b
+        assert tag_exists(docker_client, tag_b) == report_b.exists() == (code_b == 0)
+        assert leftovers(docker_client, b.run) == []
+    finally:
+        remove_tags(docker_client, tag_a, tag_b)
+
+
+@pytest.mark.engine
+def test_serious_1_three_different_images_at_once(fixture_image, docker_client, tmp_path):
+    names = ("jq", "caps", "nginx")
+    tags = {name: new_tag(name) for name in names}
+    builds = {name: Running("build", fixture_image(name), "--tag", tags[name], "--report", tmp_path / f"{name}.json")
+              for name in names}
+    try:
+        for name, build in builds.items():
+            code, stderr = build.finish()
+            assert code == 0, stderr
+            assert docker_client.images.get(tags[name]).id == json.loads(
+                (tmp_path / f"{name}.json").read_text())["result"]["id"]
+            assert leftovers(docker_client, build.run) == []
+        assert runs_like_jq(docker_client, tags["jq"])
+    finally:
+        remove_tags(docker_client, *tags.values())
+
+
+# ---------------------------------------------------------------- 2: tags the engine normalises
+
+
+@pytest.fixture
+def latest_alias(fixture_image, docker_client):
+    """The jq fixture also tagged REPO:latest, so `--tag REPO` names it."""
+    repository = f"slimtrace-hardening/original-{uuid.uuid4().hex[:10]}"
+    docker_client.images.get(fixture_image("jq")).tag(repository, "latest")
+    yield repository
+    remove_tags(docker_client, f"{repository}:latest")
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("form", ["docker.io/{image}", "docker.io/{repo}", "{repo}", "{repo}:latest",
+                                  "index.docker.io/{repo}:latest", "{repo}:x:1", "Hostile/BAD TAG:1"])
+def test_serious_2_a_tag_that_resolves_to_the_original_or_is_invalid_is_refused(
+        form, latest_alias, fixture_image, docker_client, tmp_path):
+    source = f"{latest_alias}:latest"
+    tags_before = docker_client.images.get(source).tags
+    tag = form.format(image=source, repo=latest_alias)
+    result = slim("build", source, "--tag", tag, "--report", tmp_path / "r.json")
+    assert_clean_exit(result, 2)
+    assert "==> index" not in result.stderr  # refused before any work
+    assert docker_client.images.get(source).tags == tags_before
+
+
+# ---------------------------------------------------------------- 3: --report never replaces what is there
+
+
+@pytest.mark.engine
+def test_serious_3_report_to_a_device_writes_through_and_never_replaces_it(fixture_image, docker_client):
+    tag = new_tag()
+    try:
+        result = slim("build", fixture_image("jq"), "--tag", tag, "--report", "/dev/null")
+        assert_clean_exit(result, 0)
+        assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+        full = slim("build", fixture_image("jq"), "--tag", tag + "-full", "--report", "/dev/full")
+        assert_clean_exit(full, 2)
+        assert "/dev/full" in full.stderr and "no space left" in full.stderr
+        assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+        assert not tag_exists(docker_client, tag + "-full")  # no report, no tag
+    finally:
+        remove_tags(docker_client, tag, tag + "-full")
+
+
+@pytest.mark.engine
+def test_serious_3_report_through_a_symlink_follows_it(fixture_image, docker_client, tmp_path):
+    target, link = tmp_path / "real.json", tmp_path / "link.json"
+    target.write_text("old")
+    target.chmod(0o644)
+    link.symlink_to(target)
+    tag = new_tag()
+    try:
+        assert_clean_exit(slim("build", fixture_image("jq"), "--tag", tag, "--report", link), 0)
+        assert link.is_symlink() and os.readlink(link) == str(target)
+        assert json.loads(target.read_text())["result"]["tag"] == tag
+        assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    finally:
+        remove_tags(docker_client, tag)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    directory = tmp_path / "ro"
+    directory.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(directory)], check=True)
+    yield directory
+    subprocess.run(["umount", str(directory)], check=True)
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("name", ["report.json", "sub/report.json"])
+def test_serious_3_unwritable_report_path_is_refused_before_building(name, read_only_dir, fixture_image,
+                                                                     docker_client):
+    tag = new_tag()
+    result = slim("build", fixture_image("jq"), "--tag", tag, "--report", read_only_dir / name)
+    assert_clean_exit(result, 2)
+    assert "Read-only file system" in result.stderr and "==> inspect" not in result.stderr
+    assert not tag_exists(docker_client, tag)
+
+
+@pytest.mark.engine
+def test_serious_3_report_onto_a_fifo_is_refused(fixture_image, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    result = slim("build", fixture_image("jq"), "--report", fifo)
+    assert_clean_exit(result, 2)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+# ---------------------------------------------------------------- 4: image content is text, not markup
+
+OSC_TITLE = "\x1b]0;pwned\x07"
+HOSTILE_DOCKERFILE = r"""
+FROM {base}
+RUN mkdir -p '/hostile/[' /opt \
+ && printf '#!/opt/[/bold]\033]0;pwned\007\n' > /hostile/tool && chmod +x /hostile/tool \
+ && head -c 30000000 /dev/zero > '/hostile/[/bold]' \
+ && head -c 30000000 /dev/zero > "/hostile/$(printf 'osc\033]0;pwned\007')" \
+ && head -c 30000000 /dev/zero > "/hostile/$(printf 'row\n<img src=x onerror=alert(1)>')" \
+ && head -c 30000000 /dev/zero > "/hostile/$(printf 'bad\377name')" \
+ && printf 'cat /hostile/tool; printf "[/bold] \\033]0;pwned\\007\\n"; exit ${{FAIL:-0}}\n' > /hostile/run.sh
+ENTRYPOINT ["/bin/sh", "/hostile/run.sh"]
+CMD []
+"""
+
+
+@pytest.fixture
+def hostile_image(fixture_image, docker_client):
+    context = io.BytesIO()
+    dockerfile = HOSTILE_DOCKERFILE.format(base=fixture_image("jq")).encode()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    context.seek(0)
+    tag = new_tag("hostile")
+    docker_client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True)
+    yield tag
+    remove_tags(docker_client, tag)
+
+
+@pytest.mark.engine
+def test_serious_4_image_text_is_data_on_the_console_in_markdown_and_html(hostile_image, docker_client, tmp_path):
+    tag, report = new_tag(), tmp_path / "hostile.json"
+    try:
+        built = slim("build", hostile_image, "--tag", tag, "--report", report, "--app-files", "none",
+                     "--include-path", "/missing[/bold]")
+        assert_clean_exit(built, 0)
+        assert "[/bold]" in built.stdout and "\x1b" not in built.stdout  # the warnings, shown as text
+        failed = slim("build", hostile_image, "--env", "FAIL=3", "--report", tmp_path / "failed.json")
+        assert_clean_exit(failed, 5)
+        assert "[/bold]" in failed.stderr and "\x1b" not in failed.stderr and "\\x1b]0;pwned" in failed.stderr
+
+        text = slim("report", report)
+        assert_clean_exit(text, 0)
+        assert "\x1b" not in text.stdout and "\\x1b]0;pwned\\x07" in text.stdout and "bad\\xffname" in text.stdout
+        markdown = tmp_path / "report.md"
+        assert_clean_exit(slim("report", report, "--format", "markdown", "-o", markdown), 0)
+        rows = [line for line in markdown.read_text().splitlines() if "/hostile/" in line]
+        assert rows and all(line.startswith("|") and line.endswith("|") for line in rows)  # no row broken
+        for line in markdown.read_text().splitlines():  # HTML from a file name only inside a code span
+            assert "<img" not in line or "`/hostile/row\\n<img src=x onerror=alert(1)>`" in line
+        html = tmp_path / "report.html"
+        assert_clean_exit(slim("report", report, "--format", "html", "-o", html), 0)
+        assert "<img" not in html.read_text() and "\x1b" not in html.read_text()
+        explained = slim("explain", report, "/hostile/[/bold]")
+        assert_clean_exit(explained, 0)
+        assert "[/bold]" in explained.stdout
+    finally:
+        remove_tags(docker_client, tag)
+
+
+# ---------------------------------------------------------------- 5: Ctrl-C in the first moments of the trace
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("delay", [0, 0.02, 0.05, 0.08, 0.2, 0.5])
+def test_serious_5_ctrl_c_early_in_the_trace_leaves_no_container(delay, fixture_image, docker_client, tmp_path):
+    build = Running("build", fixture_image("jq"), "--tag", new_tag(), "--report", tmp_path / "r.json")
+    build.wait_for("trace")
+    time.sleep(delay)
+    build.signal(signal.SIGINT)
+    code, stderr = build.finish()
+    assert code == 130, stderr
+    assert "everything slimtrace created was removed" in stderr and "Traceback" not in stderr
+    assert leftovers(docker_client, build.run) == []
+
+
+# ---------------------------------------------------------------- 6: probe files that never end
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("kind", ["fifo", "endless", "too-big", "not-utf8"])
+def test_serious_6_probe_file_that_is_no_regular_bounded_text_file_is_a_usage_error(kind, fixture_image, tmp_path):
+    path = {"endless": Path("/dev/zero")}.get(kind, tmp_path / "probes.yaml")
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "too-big":
+        path.write_text("# padding\n" * 200_000)
+    elif kind == "not-utf8":
+        path.write_bytes(b"exec:\n  - [\"echo\", \"caf\xe9\"]\n")
+    result = slim("build", fixture_image("jq"), "--probe-file", path, "--report", tmp_path / "r.json")
+    assert_clean_exit(result, 2)
+    assert str(path) in result.stderr
+
+
+# ---------------------------------------------------------------- 7: SIGKILL, then the next run or slim gc
+
+
+def killed_during_trace(image: str, tmp_path: Path, client: docker.DockerClient) -> RunId:
+    """A build of a server killed with SIGKILL while its traced container runs: what does it leave?"""
+    build = Running("build", image, "--tag", new_tag(), "--report", tmp_path / "killed.json")
+    build.wait_for("trace")
+    deadline = time.monotonic() + APPEARS_WITHIN
+    label = {"label": f"{RUN_LABEL}={build.run.token}", "status": "running"}
+    while not client.containers.list(filters=label):
+        assert time.monotonic() < deadline, "the traced container never ran"
+        time.sleep(0.2)
+    build.signal(signal.SIGKILL)
+    build.finish()
+    assert leftovers(client, build.run)  # the container (still running) and the gate's and the build's temp dirs
+    assert client.containers.list(filters=label)
+    return build.run
+
+
+@pytest.mark.engine
+def test_serious_7_after_sigkill_slim_gc_removes_what_the_dead_run_left(fixture_image, docker_client, tmp_path):
+    dead = killed_during_trace(fixture_image("nginx"), tmp_path, docker_client)
+    result = slim("gc")
+    assert_clean_exit(result, 0)
+    assert "removed what dead slimtrace runs left behind" in result.stderr
+    assert leftovers(docker_client, dead) == []
+    again = slim("gc")
+    assert_clean_exit(again, 0)
+    assert dead.token not in again.stderr
+
+
+@pytest.mark.engine
+def test_serious_7_after_sigkill_the_next_build_removes_what_the_dead_run_left(fixture_image, docker_client,
+                                                                                tmp_path):
+    dead = killed_during_trace(fixture_image("nginx"), tmp_path, docker_client)
+    tag = new_tag()
+    try:
+        result = slim("build", fixture_image("jq"), "--tag", tag, "--report", tmp_path / "next.json")
+        assert_clean_exit(result, 0)
+        assert "removed what dead slimtrace runs left behind" in result.stderr and dead.token in result.stderr
+        assert leftovers(docker_client, dead) == []
+    finally:
+        remove_tags(docker_client, tag)
+
+
+def test_gc_never_touches_what_a_live_run_owns(tmp_path):
+    """A temp dir named after this very test process (alive) stays; one of a pid that is gone goes."""
+    from slim.ownership import collect_garbage
+
+    class NoEngine:
+        def labelled_containers(self, label):
+            return {}
+
+        def repository_tags(self, repository):
+            return ()
+
+    alive = tmp_path / f"slimtrace-{RunId.of(os.getpid()).token}-build-x"
+    dead = tmp_path / f"slimtrace-{RunId(os.getpid(), 1).token}-gate-y"  # this pid, another start: reused
+    alive.mkdir()
+    dead.mkdir()
+    removed = collect_garbage(NoEngine(), tmp_path)
+    assert removed.directories == (str(dead),) and alive.is_dir() and not dead.exists()
