@@ -23,6 +23,7 @@ from slim.adapters.fanotify import FAN_NOFD, FAN_ONDIR, FAN_OPEN, FAN_OPEN_EXEC,
 from slim.engine import BindMount, ContainerSpec, Engine
 from slim.errors import SlimError
 from slim.gate import gate_binary
+from slim.lookups import LookupRecorder
 from slim.model import Access, RunOutcome, Trace, TracedPath, TraceHealth
 
 # FAN_ONDIR makes directory opens (listings) reportable. In this classic fd-reporting mode the kernel
@@ -35,6 +36,7 @@ _IGNORABLE = FAN_OPEN | FAN_OPEN_EXEC
 GATE_MOUNT = "/.slimtrace"
 GATE_NAME = "gate"
 GO_NAME = "go"
+LOOKUP_SOCKET_NAME = "lookups"  # gate.c's LOOKUP_SOCKET
 STARTUP = "startup"
 SHUTDOWN = "shutdown"
 
@@ -191,18 +193,26 @@ def run_traced(engine: Engine, spec: ContainerSpec, exercise: Exercise, *, bound
         gate_dir = Path(cleanup.enter_context(scratch))
         _install_gate(gate, gate_dir)
         notifier = cleanup.enter_context(Fanotify(bounded_queue=bounded_queue))
+        # Listening before the container starts: the gate connects as soon as it may go.
+        lookups = cleanup.enter_context(LookupRecorder(gate_dir / LOOKUP_SOCKET_NAME, STARTUP))
         container_id = engine.create_container(_gated(spec, argv, gate_dir))
         cleanup.callback(engine.remove_container, container_id)
         engine.start(container_id)
         notifier.mark_filesystem(engine.merged_dir(container_id), TRACE_MASK)
         recorder = cleanup.enter_context(Recorder(notifier))
         (gate_dir / GO_NAME).touch()
-        run = exercise(container_id, recorder.set_phase)
+
+        def set_phase(name: str) -> None:
+            recorder.set_phase(name)
+            lookups.set_phase(name)
+
+        run = exercise(container_id, set_phase)
         # What the application opens while shutting down gracefully is needed too.
-        recorder.set_phase(SHUTDOWN)
+        set_phase(SHUTDOWN)
         engine.stop(container_id)
         paths, health = recorder.stop()
-    return Trace(paths=paths, health=health, run=run)
+        looked_up, lookup_health = lookups.stop()
+    return Trace(paths=paths, health=health, run=run, lookups=looked_up, lookup_health=lookup_health)
 
 
 def _install_gate(gate: Path, gate_dir: Path) -> None:
