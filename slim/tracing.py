@@ -22,7 +22,7 @@ from typing import Callable
 from slim.adapters.fanotify import FAN_NOFD, FAN_ONDIR, FAN_OPEN, FAN_OPEN_EXEC, Fanotify, RawEvent
 from slim.engine import BindMount, ContainerSpec, Engine
 from slim.errors import SlimError
-from slim.gate import gate_binary
+from slim.gate import gate_binary, lookupd_binary
 from slim.lookups import LookupRecorder
 from slim.model import Access, RunOutcome, Trace, TracedPath, TraceHealth
 
@@ -194,7 +194,7 @@ def run_traced(engine: Engine, spec: ContainerSpec, exercise: Exercise, *, bound
         _install_gate(gate, gate_dir)
         notifier = cleanup.enter_context(Fanotify(bounded_queue=bounded_queue))
         # Listening before the container starts: the gate connects as soon as it may go.
-        lookups = cleanup.enter_context(LookupRecorder(gate_dir / LOOKUP_SOCKET_NAME, STARTUP))
+        lookups = cleanup.enter_context(LookupRecorder(gate_dir / LOOKUP_SOCKET_NAME, lookupd_binary(), STARTUP))
         container_id = engine.create_container(_gated(spec, argv, gate_dir))
         cleanup.callback(engine.remove_container, container_id)
         engine.start(container_id)

@@ -1,46 +1,25 @@
-"""The host's side of the gate's seccomp filter: the listener fd it hands over, and its notifications.
+"""The host's side of the gate's seccomp filter: the listener fd the gate hands over, and its supervisor.
 
-The gate (slim/gate/gate.c) installs a filter that sends the path-lookup calls (stat, access, readlink,
-...) to a supervisor with SECCOMP_RET_USER_NOTIF. This module receives the filter's listener fd over a
-unix socket (SCM_RIGHTS), reads notifications, reads a notifying process's memory, and answers "continue"
-(the call then runs as if unfiltered). Only ioctl/struct/socket from the standard library: no C needed.
-Kernel errors that mean "this host cannot trace lookups" become LookupsUnavailable here.
+The gate (slim/gate/gate.c) installs a filter that stops the path-lookup calls (stat, access, readlink,
+...) with SECCOMP_RET_USER_NOTIF and sends the filter's listener fd over a unix socket (SCM_RIGHTS).
+The supervisor that answers the stopped calls is a small C program (slim/gate/lookupd.c): a server may
+stat a file on every request, and each stopped call waits for the answer, so the loop must cost
+microseconds. This module receives the fd, runs the supervisor on it and parses what it reports.
+Whatever means "this host cannot trace lookups" becomes LookupsUnavailable here.
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import socket
-import struct
+import subprocess
 from dataclasses import dataclass
-
-# <linux/audit.h>
-AUDIT_ARCH_X86_64 = 0xC000_003E
-AUDIT_ARCH_AARCH64 = 0xC000_00B7
-
-# struct seccomp_notif: id u64, pid u32, flags u32, then struct seccomp_data: nr s32, arch u32,
-# instruction_pointer u64, args u64[6].
-_NOTIF = struct.Struct("=QIIiIQ6Q")
-# struct seccomp_notif_resp: id u64, val s64, error s32, flags u32.
-_RESP = struct.Struct("=QqiI")
-SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
-
-
-def _iowr(number: int, size: int, direction: int = 3) -> int:
-    """_IOC(direction, '!', number, size) of <linux/seccomp.h>: 3 is read|write, 1 is write."""
-    return direction << 30 | size << 16 | ord("!") << 8 | number
-
-
-SECCOMP_IOCTL_NOTIF_RECV = _iowr(0, _NOTIF.size)
-SECCOMP_IOCTL_NOTIF_SEND = _iowr(1, _RESP.size)
-SECCOMP_IOCTL_NOTIF_ID_VALID = _iowr(2, 8, direction=1)
+from pathlib import Path
 
 # SECCOMP_USER_NOTIF_FLAG_CONTINUE, without which every call would have to be emulated, came in Linux 5.5.
 CONTINUE_SINCE = (5, 5)
-PATH_MAX = 4096
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 _GATE_SAYS_OK = b"ok"
+_CALLS_RECORD = "calls"
+_FIELDS = 3  # lookupd's records: three NUL-terminated fields
 
 
 class LookupsUnavailable(Exception):
@@ -48,20 +27,12 @@ class LookupsUnavailable(Exception):
 
 
 @dataclass(frozen=True)
-class Notification:
-    """One intercepted call, its process still waiting for our answer."""
+class LookupRecord:
+    """A path a supervised process looked up, reported by lookupd the first time it saw it."""
 
-    id: int
-    pid: int  # in our (the host's) PID namespace
-    arch: int  # AUDIT_ARCH_*
-    nr: int
-    args: tuple[int, ...]  # six raw u64 arguments
-
-
-def parse_notification(buf: bytes) -> Notification:
-    """A struct seccomp_notif as SECCOMP_IOCTL_NOTIF_RECV filled it. No syscalls."""
-    notif_id, pid, _, nr, arch, _, *args = _NOTIF.unpack(buf)
-    return Notification(id=notif_id, pid=pid, arch=arch, nr=nr, args=tuple(args))
+    path: str  # absolute, as the container sees it
+    follow: bool  # False when the call looks at a symlink itself (lstat, readlink)
+    program: str  # the process's executable ("" when it could not be read)
 
 
 def check_kernel(release: str | None = None) -> None:
@@ -69,10 +40,25 @@ def check_kernel(release: str | None = None) -> None:
     release = release or os.uname().release
     try:
         version = tuple(int(part) for part in release.split("-")[0].split(".")[:2])
-    except ValueError:  # an unusual release string: try, the gate reports what fails
+    except ValueError:  # an unusual release string: try; the gate reports what fails
         return
     if version < CONTINUE_SINCE:
         raise LookupsUnavailable(f"Linux {release} lacks seccomp user notification with continue (5.5 or later)")
+
+
+def parse_records(buf: bytes) -> tuple[list[LookupRecord], int | None, bytes]:
+    """Split lookupd's output into lookups, the final call count (None until it came) and an unfinished
+    tail to prepend to the next read. No syscalls."""
+    fields = buf.split(b"\0")
+    complete = (len(fields) - 1) // _FIELDS * _FIELDS  # the last item follows the last NUL: unfinished
+    records, calls = [], None
+    for start in range(0, complete, _FIELDS):
+        kind, program, path = (os.fsdecode(field) for field in fields[start:start + _FIELDS])
+        if kind == _CALLS_RECORD:
+            calls = int(program)
+        else:
+            records.append(LookupRecord(path=path, follow=kind == "1", program=program))
+    return records, calls, b"\0".join(fields[complete:])
 
 
 class GateSocket:
@@ -95,7 +81,7 @@ class GateSocket:
         return self._socket.fileno()
 
     def receive_listener(self) -> int:
-        """Accept the gate (it has connected: poll said so) and return the listener fd it sent."""
+        """Accept the gate (poll said it connected) and return the listener fd it sent."""
         connection, _ = self._socket.accept()
         with connection:
             message, fds, _, _ = socket.recv_fds(connection, 256, 1)
@@ -106,77 +92,31 @@ class GateSocket:
         return fds[0]
 
 
-class SeccompListener:
-    """A seccomp listener fd: receive notifications and let each call continue. Owns the fd."""
+class Supervisor:
+    """lookupd answering a listener fd. Its stdout is the records; SIGTERM ends it."""
 
-    def __init__(self, fd: int):
-        self._fd = fd
-
-    def __enter__(self) -> SeccompListener:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __init__(self, binary: Path, listener: int):
+        try:
+            self._process = subprocess.Popen(
+                [str(binary), str(listener)], pass_fds=(listener,), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+            )
+        finally:
+            # lookupd holds the listener now; were it gone, a stopped call fails (ENOSYS) rather than hangs.
+            os.close(listener)
 
     def fileno(self) -> int:
-        return self._fd
+        return self._process.stdout.fileno()
 
-    def close(self) -> None:
-        """Calls still filtered after this fail with ENOSYS: close only once the container is gone."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+    def read(self) -> bytes:
+        """What lookupd wrote since the last read (poll said there is some); b"" once it has exited."""
+        return os.read(self.fileno(), 64 * 1024)
 
-    def receive(self) -> Notification | None:
-        """The next notification (poll said one is ready); None when its process went away meanwhile."""
-        buf = bytearray(_NOTIF.size)  # the kernel insists on a zeroed buffer
-        try:
-            fcntl.ioctl(self._fd, SECCOMP_IOCTL_NOTIF_RECV, buf, True)
-        except OSError as err:
-            if err.errno in (errno.ENOENT, errno.EINTR):
-                return None
-            raise
-        return parse_notification(bytes(buf))
+    def finish(self) -> None:
+        """Tell lookupd to write its call count and exit; its output stays readable until the end."""
+        self._process.terminate()
 
-    def still_waiting(self, notification: Notification) -> bool:
-        """True while the call's process waits for us: what we read of it since is really its."""
-        try:
-            fcntl.ioctl(self._fd, SECCOMP_IOCTL_NOTIF_ID_VALID, struct.pack("=Q", notification.id))
-        except OSError as err:
-            if err.errno == errno.ENOENT:
-                return False
-            raise
-        return True
-
-    def let_continue(self, notification: Notification) -> None:
-        """Let the call run as if it had never been stopped."""
-        answer = bytearray(_RESP.pack(notification.id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE))
-        try:
-            fcntl.ioctl(self._fd, SECCOMP_IOCTL_NOTIF_SEND, answer, True)
-        except OSError as err:
-            if err.errno != errno.ENOENT:  # ENOENT: the process was interrupted or died meanwhile
-                raise
-
-
-def read_string(pid: int, address: int) -> str | None:
-    """The NUL-terminated string at `address` in process `pid`; None when it cannot be read."""
-    try:
-        fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        collected = b""
-        while len(collected) < PATH_MAX:
-            # Page by page: a string may end just before an unmapped page.
-            chunk = os.pread(fd, _PAGE - (address + len(collected)) % _PAGE, address + len(collected))
-            if not chunk:
-                return None
-            end = chunk.find(b"\0")
-            if end >= 0:
-                return os.fsdecode(collected + chunk[:end])
-            collected += chunk
-        return None
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+    def close(self) -> int:
+        """End lookupd (whatever it has not written yet is lost) and return its exit status."""
+        self._process.terminate()
+        self._process.stdout.close()
+        return self._process.wait()
