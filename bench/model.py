@@ -84,6 +84,8 @@ class OverheadResult:
     traced: Stats
     ratio: Stats  # of the per-round traced/untraced ratios
     trace_events: tuple[int, ...] = ()  # fanotify events the tracer read in each traced round
+    lookup_calls: tuple[int, ...] = ()  # stat/access/readlink calls the lookup tracer answered in each traced round
+    lookups_note: str = ""  # why the lookup tracer was off, if it was
 
     @property
     def ratio_of_means(self) -> float:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from slim.engine import ContainerSpec, Engine
-from slim.model import RunOutcome
+from slim.model import RunOutcome, Trace
 from slim.tracing import run_traced
 
 from .engine import engine_turn
@@ -66,6 +66,8 @@ def measure(engine: Engine, image: str, rounds: int, progress: Callable[[str], N
     spec = ContainerSpec(image=facts.id, entrypoint=argv[:1], command=argv[1:], publish_tcp=(PORT,))
     results: list[OverheadRound] = []
     events: list[int] = []
+    lookup_calls: list[int] = []
+    lookups_note = ""
     for index in range(rounds):
         first = "untraced" if index % 2 == 0 else "traced"
         load_before = os.getloadavg()[0]
@@ -74,8 +76,10 @@ def measure(engine: Engine, image: str, rounds: int, progress: Callable[[str], N
             progress(f"overhead round {index + 1}/{rounds}: {condition}")
             with engine_turn():
                 if condition == "traced":
-                    measured[condition], event_count = _traced(engine, spec)
-                    events.append(event_count)
+                    measured[condition], trace = _traced(engine, spec)
+                    events.append(trace.health.events)
+                    lookup_calls.append(trace.lookup_health.calls)
+                    lookups_note = trace.lookup_health.note
                 else:
                     measured[condition] = _untraced(engine, spec)
         results.append(OverheadRound(
@@ -97,10 +101,12 @@ def measure(engine: Engine, image: str, rounds: int, progress: Callable[[str], N
         traced=summarize(traced),
         ratio=summarize(paired_ratios(traced, untraced)),
         trace_events=tuple(events),
+        lookup_calls=tuple(lookup_calls),
+        lookups_note=lookups_note,
     )
 
 
-def _traced(engine: Engine, spec: ContainerSpec) -> tuple[WrkResult, int]:
+def _traced(engine: Engine, spec: ContainerSpec) -> tuple[WrkResult, Trace]:
     measured: list[WrkResult] = []
 
     def exercise(container_id: str, set_phase: Callable[[str], None]) -> RunOutcome:
@@ -109,7 +115,7 @@ def _traced(engine: Engine, spec: ContainerSpec) -> tuple[WrkResult, int]:
         return RunOutcome(mode="server", exit_code=None, running_after_probes=True, probes=())
 
     trace = run_traced(engine, spec, exercise)
-    return measured[0], trace.health.events
+    return measured[0], trace
 
 
 def _untraced(engine: Engine, spec: ContainerSpec) -> WrkResult:

@@ -138,10 +138,12 @@ def _overhead(result: OverheadResult | None, error: str | None) -> str:
         "lrrrrr",
     )
     events = ", ".join(map(str, result.trace_events))
+    lookups = (f"lookup calls answered: {', '.join(map(str, result.lookup_calls))}" if not result.lookups_note
+               else f"lookups not traced: {result.lookups_note}")
     return (
         f"`{result.command}` against `{result.image}`, published on 127.0.0.1; {len(result.rounds)} rounds, "
         f"the order alternating. The traced side runs under `slim.tracing.run_traced` exactly as a build "
-        f"does (fanotify events read per traced round: {events}).\n\n{rounds}\n\n{summary}\n\n"
+        f"does, lookup tracer included (fanotify events read per traced round: {events}; {lookups}).\n\n{rounds}\n\n{summary}\n\n"
         f"Ratio of the means: **{result.ratio_of_means:.3f}**. The 1-minute load average at the start of a round "
         f"above the number of cores means something else was competing for the CPU during it."
     )

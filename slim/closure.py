@@ -26,6 +26,7 @@ from .model import (
     ImageFacts,
     Reason,
     ReasonKind,
+    Lookup,
     Trace,
     TracedPath,
 )
@@ -95,6 +96,8 @@ def compute_closure(trace: Trace, rootfs: RootFS, facts: ImageFacts, options: Cl
     kept = _Kept(rootfs)
     for traced in trace.paths:
         _keep_traced(kept, traced)
+    for lookup in trace.lookups:
+        _keep_looked_up(kept, lookup)
     _keep_entrypoint(kept, image, facts.command)
     _keep_seeds(kept, options, facts.volumes)  # before the state directories: a volume is named as one
     _keep_state_directories(kept)
@@ -211,6 +214,16 @@ def _keep_traced(kept: _Kept, traced: TracedPath) -> None:
         accesses = "|".join(sorted(a.value for a in traced.accesses))
         detail = f"{accesses} during {traced.phase}"
         kept.add_resolved(resolved, Reason(ReasonKind.TRACED, source=traced.program, detail=detail))
+
+
+def _keep_looked_up(kept: _Kept, lookup: Lookup) -> None:
+    """A path the run checked for (`[ -f … ]`, access(), readlink) without opening it: the check fails
+    without it. A symlink looked at itself keeps where it leads too, so nothing kept dangles. A path the
+    image lacks is not kept (the report lists it)."""
+    resolved = kept.rootfs.resolve(lookup.path, follow_last=lookup.follow)
+    if resolved.exists:
+        kept.add_links(resolved)
+        _keep_for_rule(kept, resolved.path, Reason(ReasonKind.LOOKED_UP, lookup.program, f"during {lookup.phase}"))
 
 
 def _keep_entrypoint(kept: _Kept, image: _Image, command: tuple[str, ...]) -> None:

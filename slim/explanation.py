@@ -20,7 +20,7 @@ from .model import ROOT, EntryKind, FileEntry
 from .rootfs import RootFS
 
 # Reasons that need no further why: the run did it, or a rule the user or slimtrace set.
-ROOT_REASONS = frozenset({"traced", "entrypoint", "always-kept", "include-path", "volume-seed", "state-directory"})
+ROOT_REASONS = frozenset({"traced", "looked-up", "entrypoint", "always-kept", "include-path", "volume-seed", "state-directory"})
 MAX_CHAIN = 40
 
 
@@ -51,7 +51,7 @@ class Explanation:
     asked: str  # the path as given
     path: str  # where it leads with the directories' symlinks followed (the last component is not)
     via: tuple[tuple[str, str, bool], ...]  # symlinks followed on the way: (link, target, kept)
-    status: str  # "kept", "removed", "excluded"
+    status: str  # "kept", "removed", "excluded", or "missing": not in the image, but the run looked it up
     kind: str  # file, dir, symlink, ... ("dir" for a directory only implied by the removed files below it)
     size: int
     target: str | None = None  # a symlink's target text
@@ -92,6 +92,7 @@ class _Explainer:
         self.excluded = [PurePosixPath(p) for p in report.get("options", {}).get("exclude_paths", ())]
         self.included = [PurePosixPath(p) for p in report.get("options", {}).get("include_paths", ())]
         self.root = _skeleton(self.kept, self.removed_files, self.removed_links)
+        self.missing_lookups = {path: (program, phase) for path, program, phase in report.get("lookups", {}).get("missing", ())}
         if "removed_files" not in report:
             self.notes = ("this report predates removed-file listings: removed paths cannot be explained",)
         else:
@@ -101,7 +102,7 @@ class _Explainer:
         lexical = self.root.resolve(asked, follow_last=False)
         entry = self.root.get(lexical.path) if lexical.exists else None
         if entry is None:
-            raise NotInImage(asked)
+            return self._missing(asked, lexical.path)
         path = str(lexical.path)
         via = tuple((str(link), self._target(str(link)), str(link) in self.kept) for link in lexical.symlinks)
         notes = list(self.notes)
@@ -130,6 +131,17 @@ class _Explainer:
             notes=tuple(notes),
             **common,
         )
+
+    def _missing(self, asked: PurePosixPath, path: PurePosixPath) -> Explanation:
+        """A path the image lacks: a usage error, unless the run looked it up (and found nothing)."""
+        looked_up = self.missing_lookups.get(str(asked)) or self.missing_lookups.get(str(path))
+        if looked_up is None:
+            raise NotInImage(asked)
+        program, phase = looked_up
+        reason = {"kind": "looked-up", "source": program, "detail": f"during {phase}"}
+        note = "the original image does not have it either: the check failed there too, so there is nothing to keep"
+        return Explanation(asked=str(asked), path=str(path), via=(), status="missing", kind="missing", size=0,
+                           reasons=(ReasonChain(reason, ()),), notes=(note,))
 
     def _named(self, reason: Mapping[str, str], path: PurePosixPath) -> Mapping[str, str]:
         """An --include-path reason with the option that caused it (the report records the options)."""

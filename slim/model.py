@@ -135,6 +135,23 @@ class TraceHealth:
 
 
 @dataclass(frozen=True)
+class Lookup:
+    """A path a traced process checked (stat, access, readlink, chdir, an O_PATH open) without opening it."""
+
+    path: PurePosixPath  # absolute, as the process spelled it: symlinks and ".." not resolved yet
+    follow: bool  # False when the call looks at a symlink itself (lstat, readlink, AT_SYMLINK_NOFOLLOW)
+    program: str  # executable of the first process that looked it up ("" when it had already exited)
+    phase: str  # what was running then: "startup", or the name of the probe
+
+
+@dataclass(frozen=True)
+class LookupHealth:
+    traced: bool  # False: only opens were traced (the note says why)
+    calls: int = 0  # calls the supervisor answered (before deduplication)
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class ProbeOutcome:
     """What one probe observed. `fingerprint` is what verification compares between two images."""
 
@@ -160,6 +177,8 @@ class Trace:
     paths: tuple[TracedPath, ...]
     health: TraceHealth
     run: RunOutcome
+    lookups: tuple[Lookup, ...] = ()
+    lookup_health: LookupHealth = LookupHealth(traced=False, note="lookups were not traced")
 
 
 # ---------------------------------------------------------------- closure
@@ -190,6 +209,7 @@ class ReasonKind(enum.Enum):
     GCONV = "gconv"  # iconv's conversion modules
     LOCALE = "locale"  # the compiled locale the image's Env sets
     EMPTY_DIRECTORY = "empty-subdirectory"  # an empty subdirectory of a directory the run used
+    LOOKED_UP = "looked-up"  # checked (stat, access, readlink) during the run without being opened
 
 
 @dataclass(frozen=True)
@@ -223,6 +243,7 @@ class Reason:
             ReasonKind.GCONV: "iconv modules for",
             ReasonKind.LOCALE: "locale",
             ReasonKind.EMPTY_DIRECTORY: "empty subdirectory of",
+            ReasonKind.LOOKED_UP: "looked up by",
         }[self.kind]
         return " ".join(part for part in (words, self.source, self.detail) if part)
 

@@ -18,6 +18,9 @@ def describe(reason: Mapping[str, str]) -> str:
         verbs = " and ".join(ACCESS_WORDS.get(a, a) for a in accesses.split("|") if a) or "used"
         who = source or "a process that had already exited"
         return f"traced: {verbs} by {who}" + (f" during {phase}" if phase else "")
+    if kind == "looked-up":
+        who = source or "a process that had already exited"
+        return f"looked up (checked for, not opened) by {who} {detail}".rstrip()
     words = {
         "entrypoint": f"the image's entrypoint ({source})",
         "elf-needed": f"library needed by {source}",
@@ -73,5 +76,7 @@ def _headline(e: Explanation) -> str:
         what += f" -> {e.target}"
     files, size = e.removed_below
     below = f"; {files:,} files ({human_size(size)}) below it removed" if files else ""
+    if e.status == "missing":
+        return "not in the image"
     status = {"kept": "kept", "removed": "removed", "excluded": "removed"}[e.status]
     return f"{status} ({what}{below})"

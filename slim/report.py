@@ -120,6 +120,7 @@ def build_report(
                 "foreign_events": trace.health.foreign_events,
                 "paths": len(trace.paths),
             },
+            "lookups": _lookups_section(trace, rootfs),
             "run": _run_section(trace),
             "verification": _verification_section(verification),
             "options": {
@@ -220,6 +221,23 @@ def _removed_section(rootfs: RootFS, closure: Closure) -> dict[str, Any]:
 
 def _top_dir(path: PurePosixPath) -> str:
     return "/" + path.parts[1] if len(path.parts) > 2 else "/"
+
+
+def _lookups_section(trace: Trace, rootfs: RootFS) -> dict[str, Any]:
+    """What the lookup tracer saw; the paths the image lacks are listed (for `slim explain`), never kept."""
+    missing: dict[str, list[str]] = {}
+    for lookup in trace.lookups:
+        if not rootfs.resolve(lookup.path, follow_last=lookup.follow).exists:
+            missing.setdefault(str(lookup.path), [str(lookup.path), lookup.program, lookup.phase])
+    health = trace.lookup_health
+    return {
+        "traced": health.traced,
+        "note": health.note,
+        "calls": health.calls,
+        "paths": len({lookup.path for lookup in trace.lookups}),
+        "in_image": len({lookup.path for lookup in trace.lookups} - {PurePosixPath(path) for path in missing}),
+        "missing": sorted(missing.values()),
+    }
 
 
 def _run_section(trace: Trace) -> dict[str, Any]:

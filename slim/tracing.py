@@ -31,7 +31,8 @@ from slim.adapters.fanotify import (
 )
 from slim.engine import BindMount, ContainerSpec, Engine
 from slim.errors import SlimError, TracingUnavailable
-from slim.gate import gate_binary
+from slim.gate import gate_binary, lookupd_binary
+from slim.lookups import LookupRecorder
 from slim.model import Access, RunOutcome, Trace, TracedPath, TraceHealth
 from slim.ownership import owned_container, temp_dir
 
@@ -45,6 +46,7 @@ _IGNORABLE = FAN_OPEN | FAN_OPEN_EXEC
 GATE_MOUNT = "/.slimtrace"
 GATE_NAME = "gate"
 GO_NAME = "go"
+LOOKUP_SOCKET_NAME = "lookups"  # gate.c's LOOKUP_SOCKET
 STARTUP = "startup"
 SHUTDOWN = "shutdown"
 # What `docker stop` gives an application that handles its stop signal, as the engine's default does.
@@ -202,17 +204,25 @@ def run_traced(engine: Engine, spec: ContainerSpec, exercise: Exercise, *, bound
         gate_dir = Path(cleanup.enter_context(temp_dir("gate")))
         _install_gate(gate, gate_dir)
         notifier = cleanup.enter_context(Fanotify(bounded_queue=bounded_queue))
+        # Listening before the container starts: the gate connects as soon as it may go.
+        lookups = cleanup.enter_context(LookupRecorder(gate_dir / LOOKUP_SOCKET_NAME, lookupd_binary(), STARTUP))
         container_id = cleanup.enter_context(owned_container(engine, _gated(spec, argv, gate_dir), "trace"))
         engine.start(container_id)
         notifier.mark_filesystem(container_root(engine, container_id), TRACE_MASK)
         recorder = cleanup.enter_context(Recorder(notifier))
         (gate_dir / GO_NAME).touch()
-        run = exercise(container_id, recorder.set_phase)
+
+        def set_phase(name: str) -> None:
+            recorder.set_phase(name)
+            lookups.set_phase(name)
+
+        run = exercise(container_id, set_phase)
         # What the application opens while shutting down gracefully is needed too.
-        recorder.set_phase(SHUTDOWN)
+        set_phase(SHUTDOWN)
         _stop(engine, container_id, spec.stop_signal)
         paths, health = recorder.stop()
-    return Trace(paths=paths, health=health, run=run)
+        looked_up, lookup_health = lookups.stop()
+    return Trace(paths=paths, health=health, run=run, lookups=looked_up, lookup_health=lookup_health)
 
 
 def _stop(engine: Engine, container_id: str, stop_signal: str | None) -> None:
@@ -243,6 +253,8 @@ def catches_signal(pid: int, number: int) -> bool:
     except OSError:
         return False
     return bool(int(caught, 16) >> (number - 1) & 1)
+
+
 def container_root(engine: Engine, container_id: str) -> Path:
     """The started container's root filesystem, reached through its first process (the gate, waiting for
     go): the same path whatever engine and storage mode mounted it, and never the host's own root."""

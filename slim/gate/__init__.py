@@ -1,4 +1,5 @@
-"""The gate binary (gate.c), compiled with the host's C compiler on first use and cached.
+"""The gate binary (gate.c) and the lookup supervisor (lookupd.c), compiled with the host's C compiler on
+first use and cached.
 
 It is built static because it runs inside images that may have no libc at all (FROM scratch). The
 cache file is named by the source's sha256, so editing gate.c rebuilds it and concurrent slimtrace
@@ -21,8 +22,17 @@ _INSTALL_HINT = "install gcc and libc6-dev"
 
 def gate_binary() -> Path:
     """Path of the compiled gate for the current gate.c, building it if the cache lacks it."""
-    source = resources.files(__package__).joinpath("gate.c").read_bytes()
-    binary = cache_dir() / f"gate-{hashlib.sha256(source).hexdigest()}"
+    return _cached_binary("gate")
+
+
+def lookupd_binary() -> Path:
+    """Path of the compiled lookup supervisor (lookupd.c), built like the gate."""
+    return _cached_binary("lookupd")
+
+
+def _cached_binary(name: str) -> Path:
+    source = resources.files(__package__).joinpath(f"{name}.c").read_bytes()
+    binary = cache_dir() / f"{name}-{hashlib.sha256(source).hexdigest()}"
     if not binary.exists():
         _compile(source, binary)
     return binary

@@ -1,0 +1,122 @@
+"""The host's side of the gate's seccomp filter: the listener fd the gate hands over, and its supervisor.
+
+The gate (slim/gate/gate.c) installs a filter that stops the path-lookup calls (stat, access, readlink,
+...) with SECCOMP_RET_USER_NOTIF and sends the filter's listener fd over a unix socket (SCM_RIGHTS).
+The supervisor that answers the stopped calls is a small C program (slim/gate/lookupd.c): a server may
+stat a file on every request, and each stopped call waits for the answer, so the loop must cost
+microseconds. This module receives the fd, runs the supervisor on it and parses what it reports.
+Whatever means "this host cannot trace lookups" becomes LookupsUnavailable here.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+# SECCOMP_USER_NOTIF_FLAG_CONTINUE, without which every call would have to be emulated, came in Linux 5.5.
+CONTINUE_SINCE = (5, 5)
+_GATE_SAYS_OK = b"ok"
+_CALLS_RECORD = "calls"
+_FIELDS = 3  # lookupd's records: three NUL-terminated fields
+
+
+class LookupsUnavailable(Exception):
+    """This host or container cannot trace lookups; opens are still traced."""
+
+
+@dataclass(frozen=True)
+class LookupRecord:
+    """A path a supervised process looked up, reported by lookupd the first time it saw it."""
+
+    path: str  # absolute, as the container sees it
+    follow: bool  # False when the call looks at a symlink itself (lstat, readlink)
+    program: str  # the process's executable ("" when it could not be read)
+
+
+def check_kernel(release: str | None = None) -> None:
+    """Raise LookupsUnavailable when the kernel predates "continue" answers."""
+    release = release or os.uname().release
+    try:
+        version = tuple(int(part) for part in release.split("-")[0].split(".")[:2])
+    except ValueError:  # an unusual release string: try; the gate reports what fails
+        return
+    if version < CONTINUE_SINCE:
+        raise LookupsUnavailable(f"Linux {release} lacks seccomp user notification with continue (5.5 or later)")
+
+
+def parse_records(buf: bytes) -> tuple[list[LookupRecord], int | None, bytes]:
+    """Split lookupd's output into lookups, the final call count (None until it came) and an unfinished
+    tail to prepend to the next read. No syscalls."""
+    fields = buf.split(b"\0")
+    complete = (len(fields) - 1) // _FIELDS * _FIELDS  # the last item follows the last NUL: unfinished
+    records, calls = [], None
+    for start in range(0, complete, _FIELDS):
+        kind, program, path = (os.fsdecode(field) for field in fields[start:start + _FIELDS])
+        if kind == _CALLS_RECORD:
+            calls = int(program)
+        else:
+            records.append(LookupRecord(path=path, follow=kind == "1", program=program))
+    return records, calls, b"\0".join(fields[complete:])
+
+
+class GateSocket:
+    """The unix socket the gate connects to, bound in the gate's directory. Owns it: a context manager."""
+
+    def __init__(self, path: str):
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self._socket.bind(path)
+        # The container may run as any user; connecting needs write permission on the socket.
+        os.chmod(path, 0o666)
+        self._socket.listen(1)
+
+    def __enter__(self) -> GateSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._socket.close()
+
+    def fileno(self) -> int:
+        return self._socket.fileno()
+
+    def receive_listener(self) -> int:
+        """Accept the gate (poll said it connected) and return the listener fd it sent."""
+        connection, _ = self._socket.accept()
+        with connection:
+            message, fds, _, _ = socket.recv_fds(connection, 256, 1)
+        if message != _GATE_SAYS_OK or not fds:
+            for fd in fds:
+                os.close(fd)
+            raise LookupsUnavailable(message.decode(errors="replace") or "the gate closed its socket without a word")
+        return fds[0]
+
+
+class Supervisor:
+    """lookupd answering a listener fd. Its stdout is the records; SIGTERM ends it."""
+
+    def __init__(self, binary: Path, listener: int):
+        try:
+            self._process = subprocess.Popen(
+                [str(binary), str(listener)], pass_fds=(listener,), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+            )
+        finally:
+            # lookupd holds the listener now; were it gone, a stopped call fails (ENOSYS) rather than hangs.
+            os.close(listener)
+
+    def fileno(self) -> int:
+        return self._process.stdout.fileno()
+
+    def read(self) -> bytes:
+        """What lookupd wrote since the last read (poll said there is some); b"" once it has exited."""
+        return os.read(self.fileno(), 64 * 1024)
+
+    def finish(self) -> None:
+        """Tell lookupd to write its call count and exit; its output stays readable until the end."""
+        self._process.terminate()
+
+    def close(self) -> int:
+        """End lookupd (whatever it has not written yet is lost) and return its exit status."""
+        self._process.terminate()
+        self._process.stdout.close()
+        return self._process.wait()
