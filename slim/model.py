@@ -11,7 +11,6 @@ import enum
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Mapping
-from urllib.parse import quote
 
 ROOT = PurePosixPath("/")
 
@@ -253,12 +252,6 @@ class InstalledPackage:
     version: str
     architecture: str
     source: str = ""  # the source package, when it differs from the name
-
-    @property
-    def purl(self) -> str:
-        namespace = "debian" if self.manager == "dpkg" else "alpine"
-        kind = "deb" if self.manager == "dpkg" else "apk"
-        return f"pkg:{kind}/{namespace}/{self.name}@{quote(self.version, safe='')}?arch={self.architecture}"
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ DPKG_SUPPORT = (
     DPKG_DIR, DPKG_INFO, DPKG_DIR / "updates", DPKG_STATUS_DIR, DPKG_INFO / "format", DPKG_DIR / "arch"
 )
 # A package's files that say what it is rather than do its work: keeping only these keeps no package.
+INSTALLED = " installed"  # the last word of an installed package's Status
 DOC_TREES = tuple(
     P(p) for p in ("/usr/share/doc", "/usr/share/man", "/usr/share/info", "/usr/share/lintian", "/usr/share/licenses")
 )
@@ -195,6 +196,21 @@ def _dpkg_package(paragraph: str) -> InstalledPackage | None:
     )
 
 
+def original_packages(rootfs: RootFS) -> list[InstalledPackage]:
+    """Every installed package the image's databases name."""
+    databases = [DPKG_STATUS, APK_INSTALLED] + (rootfs.children(DPKG_STATUS_DIR) if _is_dir(rootfs, DPKG_STATUS_DIR) else [])
+    texts = ((database, _text(rootfs, database)) for database in databases if "." not in database.name)
+    return [package for database, text in texts if text is not None for package in installed_packages(database, text)]
+
+
+def installed_packages(database: PurePosixPath, text: str) -> list[InstalledPackage]:
+    """The installed packages a database file names: the dpkg status file or a status.d stanza, or apk's."""
+    if database == APK_INSTALLED:
+        return [package for package in map(_apk_package, _split_paragraphs(text)) if package is not None]
+    paragraphs = (p for p in _split_paragraphs(text) if deb822_fields(p).get("Status", INSTALLED).endswith(INSTALLED))
+    return [package for package in map(_dpkg_package, paragraphs) if package is not None]
+
+
 def deb822_fields(paragraph: str) -> dict[str, str]:
     """The single-line fields of one RFC 822-style paragraph (continuation lines are skipped)."""
     fields: dict[str, str] = {}
@@ -246,24 +262,36 @@ def _trim_apk(
         return (), (), None
     kept, removed, records = [], [], []
     for record in _split_paragraphs(text):
-        package, trimmed, payload = _trim_apk_record(record, is_kept)
+        package = _apk_package(record)
         if package is None:
             continue
+        trimmed, payload = _trim_apk_record(record, is_kept)
         (kept if payload else removed).append(package)
         if payload:
             records.append(trimmed)
     return tuple(kept), tuple(removed), _paragraphs(records)
 
 
-def _trim_apk_record(record: str, is_kept: _KeptFiles) -> tuple[InstalledPackage | None, str, bool]:
+def _apk_package(record: str) -> InstalledPackage | None:
     fields: dict[str, str] = {}
+    for line in record.splitlines():
+        fields.setdefault(line[:1], line[2:])
+    if "P" not in fields:
+        return None
+    source = fields.get("o", "")
+    return InstalledPackage(
+        "apk", fields["P"], fields.get("V", ""), fields.get("A", ""), source if source != fields["P"] else ""
+    )
+
+
+def _trim_apk_record(record: str, is_kept: _KeptFiles) -> tuple[str, bool]:
+    """The record with only its kept directories and files, and whether it keeps a payload file."""
     lines: list[str] = []
     directory = ""
     keeping = True  # header lines, and the attributes of a kept F: or R: line
     payload = False
     for line in record.splitlines():
         key, value = line[:1], line[2:]
-        fields.setdefault(key, value)
         if key == "F":
             directory = value
             keeping = is_kept.listed(f"/{value}")
@@ -275,12 +303,7 @@ def _trim_apk_record(record: str, is_kept: _KeptFiles) -> tuple[InstalledPackage
             keeping = True
         if keeping:
             lines.append(line)
-    if "P" not in fields:
-        return None, record, False
-    package = InstalledPackage("apk", fields["P"], fields.get("V", ""), fields.get("A", ""), fields.get("o", ""))
-    if package.source == package.name:
-        package = InstalledPackage("apk", package.name, package.version, package.architecture)
-    return package, "\n".join(lines), payload
+    return "\n".join(lines), payload
 
 
 # ---------------------------------------------------------------- text

@@ -25,6 +25,7 @@ from .exercise import ExercisePlan, exercise
 from .model import BuiltImage, ImageFacts, RunOutcome, Trace, Verification
 from .report import Report, build_report
 from .rootfs import RootFS, layer_steps, saved_config, spool_image
+from .sbom import SBOM_PATH, Subject, kept_files, package_purls, sbom_json
 from .sizes import BackgroundGzip
 from .tracing import run_traced
 from probes import ExecProbe, HostExecProbe, HttpProbe, Probe
@@ -65,6 +66,8 @@ class BuildOptions:
     report_path: Path | None = None
     disabled_rules: tuple[str, ...] = ()  # --no-rule: names of slim.rules.RULES not to apply
     app_files: str = "all"  # --app-files: none | touched | all
+    package_db: bool = True  # --no-package-db turns off the trimmed package databases and the stored SBOM
+    sbom_path: Path | None = None  # --sbom (default: next to the report)
 
 
 @dataclass(frozen=True)
@@ -144,10 +147,13 @@ def build(engine: Engine, options: BuildOptions, on_stage: StageCallback = lambd
                     disabled_rules=frozenset(options.disabled_rules),
                     app_files=options.app_files,
                     layer_steps=steps,
+                    package_db=options.package_db,
                 ),
             )
         with timer.stage("assemble"):
-            image_plan = plan_image(closure, rootfs, facts)
+            # The copy in the image cannot name the image's own id: that depends on the copy.
+            stored = sbom_json(kept_files(rootfs, closure), Subject(tag, None, facts.id), indent=None)
+            image_plan = plan_image(closure, rootfs, facts, {SBOM_PATH: stored.encode()} if options.package_db else {})
             built = build_image(engine, image_plan, rootfs, workdir / "result")
             # Until verification passes the image is ours to remove; tagging it hands it to the user.
             unverified = cleanup.enter_context(_RemovedUnlessHandedOver(engine, built))
@@ -165,12 +171,17 @@ def build(engine: Engine, options: BuildOptions, on_stage: StageCallback = lambd
             unverified.handed_over = True
         with timer.stage("measure"):
             source_layers = source_gzip.result()
+        report_path = options.report_path or Path(_report_name(facts))
+        sbom_path = options.sbom_path or _sbom_name(report_path)
+        sbom = sbom_json(kept_files(rootfs, closure), Subject(tag, built.id, facts.id))
+        _write(sbom_path, sbom)
         report = build_report(
             facts, rootfs, trace, closure, built, tag if unverified.handed_over else None, result, timer.seconds,
             source_layers=source_layers, include_paths=options.include_paths, exclude_paths=options.exclude_paths,
             disabled_rules=options.disabled_rules, app_files=options.app_files,
+            sbom={"path": str(sbom_path), "in_image": str(SBOM_PATH) if options.package_db else None,
+                  "format": "CycloneDX 1.6 JSON", "components": len(package_purls(sbom))},
         )
-        report_path = options.report_path or Path(_report_name(facts))
         report.write(report_path)
         if result is not None and not result.passed:
             hint = f"; likely missing: {', '.join(result.missing_in_slimmed[:3])}" if result.missing_in_slimmed else ""
@@ -314,6 +325,17 @@ class _RemovedUnlessHandedOver(contextlib.AbstractContextManager):
     def __exit__(self, *exc) -> None:
         if not self.handed_over and not self.built.preexisting:
             self.engine.remove_image(self.built.id)
+
+
+def _sbom_name(report_path: Path) -> Path:
+    """web.slim-report.json -> web.sbom.cdx.json, next to it."""
+    stem = report_path.name.removesuffix(".json").removesuffix(".slim-report")
+    return report_path.with_name(f"{stem}.sbom.cdx.json")
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 def _report_name(facts: ImageFacts) -> str:
