@@ -196,7 +196,7 @@ def _packages_section(rootfs: RootFS, closure: Closure) -> dict[str, Any]:
             "note": "--no-package-db: the slimmed image has no package database, so vulnerability scanners "
             "find no packages in it and report nothing: not because it has no vulnerabilities",
             "original": len(original),
-            "kept": None,
+            "kept": 0,
             "kept_packages": [],
             "removed_packages": [],
             "unsupported": [],
