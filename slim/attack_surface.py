@@ -68,7 +68,8 @@ def _category(key: str, label: str, paths: list[PurePosixPath], kept: Collection
 def _commands(rootfs: RootFS) -> list[PurePosixPath]:
     """Executables and symlinks in the command directories, each directory once (with a merged /usr,
     /bin is /usr/bin): a symlink counts as a command when it leads to an executable file."""
-    directories = dict.fromkeys(rootfs.resolve(d).path for d in COMMAND_DIRS if rootfs.resolve(d).exists)
+    resolved = (rootfs.resolve(d) for d in COMMAND_DIRS)
+    directories = dict.fromkeys(r.path for r in resolved if r.exists)
     return [path for directory in directories for path in rootfs.children(directory) if _is_command(rootfs, path)]
 
 

@@ -94,28 +94,6 @@ class ClosureOptions:
             raise ValueError(f"unknown rule {sorted(unknown)} or --app-files mode {self.app_files!r}")
 
 
-def _keep_package_databases(
-    kept: _Kept, excluded: tuple[PurePosixPath, ...]
-) -> tuple[PackageSummary, dict[PurePosixPath, bytes]]:
-    """Last, because which packages the image holds depends on every other kept path: their copyright
-    files, then their database entries with file lists naming exactly what is kept (copyrights included)."""
-    rootfs = kept.rootfs
-    before = len(kept.reasons)
-    trimmed = trim_databases(rootfs, {path for path in kept.reasons if not _under_any(path, excluded)})
-    for path, package in trimmed.licenses.items():
-        kept.add_resolved(rootfs.resolve(path), Reason(ReasonKind.LICENSE, source=package))
-    for path in trimmed.support:
-        kept.add(path, Reason(ReasonKind.PACKAGE_DB, source=database_manager(path)))
-    for path in list(kept.reasons)[before:]:
-        _keep_parents(kept, path)
-    final = {path for path in kept.reasons if not _under_any(path, excluded)}
-    rewritten = trimmed.rewritten | trimmed.file_lists(rootfs, final)
-    for path in rewritten:
-        kept.add(path, Reason(ReasonKind.PACKAGE_DB, source=database_manager(path)))
-        _keep_parents(kept, path)
-    return trimmed.summary, rewritten
-
-
 def compute_closure(trace: Trace, rootfs: RootFS, facts: ImageFacts, options: ClosureOptions) -> Closure:
     image = _Image.of(rootfs, facts)
     kept = _Kept(rootfs)
@@ -146,6 +124,28 @@ def compute_closure(trace: Trace, rootfs: RootFS, facts: ImageFacts, options: Cl
         return kept.closure(options.exclude_paths)
     packages, rewritten = _keep_package_databases(kept, options.exclude_paths)
     return dataclasses.replace(kept.closure(options.exclude_paths), rewritten=rewritten, packages=packages)
+
+
+def _keep_package_databases(
+    kept: _Kept, excluded: tuple[PurePosixPath, ...]
+) -> tuple[PackageSummary, dict[PurePosixPath, bytes]]:
+    """Last, because which packages the image holds depends on every other kept path: their copyright
+    files, then their database entries with file lists naming exactly what is kept (copyrights included)."""
+    rootfs = kept.rootfs
+    before = len(kept.reasons)
+    trimmed = trim_databases(rootfs, {path for path in kept.reasons if not _under_any(path, excluded)})
+    for path, package in trimmed.licenses.items():
+        kept.add_resolved(rootfs.resolve(path), Reason(ReasonKind.LICENSE, source=package))
+    for path in trimmed.support:
+        kept.add(path, Reason(ReasonKind.PACKAGE_DB, source=database_manager(path)))
+    for path in list(kept.reasons)[before:]:
+        _keep_parents(kept, path)
+    final = {path for path in kept.reasons if not _under_any(path, excluded)}
+    rewritten = trimmed.rewritten | trimmed.file_lists(rootfs, final)
+    for path in rewritten:
+        kept.add(path, Reason(ReasonKind.PACKAGE_DB, source=database_manager(path)))
+        _keep_parents(kept, path)
+    return trimmed.summary, rewritten
 
 
 # ---------------------------------------------------------------- the closure being built

@@ -22,7 +22,7 @@ from .closure import ClosureOptions, compute_closure
 from .engine import BindMount, ContainerSpec, Engine
 from .errors import ApplicationFailed, SlimError, UsageError, VerificationFailed
 from .exercise import ExercisePlan, exercise
-from .model import BuiltImage, ImageFacts, RunOutcome, Trace, Verification
+from .model import BuiltImage, Closure, ImageFacts, RunOutcome, Trace, Verification
 from .report import Report, build_report
 from .rootfs import RootFS, layer_steps, saved_config, spool_image
 from .sbom import SBOM_PATH, Subject, kept_files, package_purls, sbom_json
@@ -151,9 +151,7 @@ def build(engine: Engine, options: BuildOptions, on_stage: StageCallback = lambd
                 ),
             )
         with timer.stage("assemble"):
-            # The copy in the image cannot name the image's own id: that depends on the copy.
-            stored = sbom_json(kept_files(rootfs, closure), Subject(tag, None, facts.id), indent=None)
-            image_plan = plan_image(closure, rootfs, facts, {SBOM_PATH: stored.encode()} if options.package_db else {})
+            image_plan = plan_image(closure, rootfs, facts, _stored_sbom(rootfs, closure, facts, tag, options))
             built = build_image(engine, image_plan, rootfs, workdir / "result")
             # Until verification passes the image is ours to remove; tagging it hands it to the user.
             unverified = cleanup.enter_context(_RemovedUnlessHandedOver(engine, built))
@@ -325,6 +323,17 @@ class _RemovedUnlessHandedOver(contextlib.AbstractContextManager):
     def __exit__(self, *exc) -> None:
         if not self.handed_over and not self.built.preexisting:
             self.engine.remove_image(self.built.id)
+
+
+def _stored_sbom(
+    rootfs: RootFS, closure: Closure, facts: ImageFacts, tag: str, options: BuildOptions
+) -> dict[PurePosixPath, bytes]:
+    """The SBOM copy the slimmed image holds (none with --no-package-db). It cannot name the image's own
+    id: that depends on the copy."""
+    if not options.package_db:
+        return {}
+    document = sbom_json(kept_files(rootfs, closure), Subject(tag, None, facts.id), indent=None)
+    return {SBOM_PATH: document.encode()}
 
 
 def _sbom_name(report_path: Path) -> Path:

@@ -148,11 +148,14 @@ def os_purl(package: InstalledPackage) -> PackageURL:
 
 
 def _dpkg_md5sums(files: ImageFiles, package: InstalledPackage) -> dict[str, HashType]:
-    for name in (f"{package.name}:{package.architecture}.md5sums", f"{package.name}.md5sums"):
-        for md5sums in (DPKG_INFO / name, DPKG_STATUS_DIR / f"{package.name}.md5sums"):
-            if md5sums in files.paths:
-                pairs = (line.split("  ", 1) for line in files.read(md5sums).decode("utf-8", "replace").splitlines())
-                return {f"/{path}": HashType(alg=HashAlgorithm.MD5, content=digest) for digest, path in pairs}
+    candidates = (
+        DPKG_INFO / f"{package.name}:{package.architecture}.md5sums",
+        DPKG_INFO / f"{package.name}.md5sums",
+        DPKG_STATUS_DIR / f"{package.name}.md5sums",
+    )
+    for md5sums in (path for path in candidates if path in files.paths):
+        pairs = (line.split("  ", 1) for line in files.read(md5sums).decode("utf-8", "replace").splitlines())
+        return {f"/{path}": HashType(alg=HashAlgorithm.MD5, content=digest) for digest, path in pairs}
     return {}
 
 
