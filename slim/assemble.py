@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any, BinaryIO, Iterable, Iterator, Mapping
 
+from .closure import kept_entry
 from .engine import Engine
 from .errors import ImageNotFound, SlimError
 from .model import ROOT, BuiltImage, Closure, EntryKind, FileEntry, ImageFacts, ImagePlan
@@ -72,13 +73,11 @@ def plan_image(
 
 
 def _kept_entry(path: PurePosixPath, closure: Closure, rootfs: RootFS) -> FileEntry:
-    entry = rootfs.get(path)
+    entry = kept_entry(rootfs, closure, path)
     if entry is None:
         raise InconsistentPlan(f"the closure keeps {path}, which the image does not have")
     if path.parent != ROOT and path.parent not in closure.kept:
         raise InconsistentPlan(f"the closure keeps {path} but not the directory {path.parent} above it")
-    if path in closure.rewritten:
-        return dataclasses.replace(entry, size=len(closure.rewritten[path]), hardlink_group=())
     return entry
 
 

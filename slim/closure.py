@@ -148,6 +148,18 @@ def _keep_package_databases(
     return trimmed.summary, rewritten
 
 
+def kept_entry(rootfs: RootFS, closure: Closure, path: PurePosixPath) -> FileEntry | None:
+    """What the slimmed image has at a kept path: the original's entry, with the size of its rewritten
+    bytes for a trimmed database, or a new root-owned file for a database file the original lacks."""
+    entry = rootfs.get(path)
+    data = closure.rewritten.get(path)
+    if data is None:
+        return entry
+    if entry is None:
+        return FileEntry(path, EntryKind.FILE, 0o644, 0, 0, 0, size=len(data))
+    return dataclasses.replace(entry, size=len(data), hardlink_group=())
+
+
 # ---------------------------------------------------------------- the closure being built
 
 

@@ -29,8 +29,10 @@ APK_INSTALLED = P("/lib/apk/db/installed")
 RPM_DATABASES = (P("/var/lib/rpm"), P("/usr/lib/sysimage/rpm"))
 # What dpkg reads besides the entries: its directories (it refuses to run without updates/), info/format
 # (without it, info/ is taken for the old layout and libc6:amd64.list is looked for as libc6.list) and arch.
+DPKG_ARCH_NATIVE = DPKG_DIR / "arch-native"
 DPKG_SUPPORT = (
-    DPKG_DIR, DPKG_INFO, DPKG_DIR / "updates", DPKG_STATUS_DIR, DPKG_INFO / "format", DPKG_DIR / "arch"
+    DPKG_DIR, DPKG_INFO, DPKG_DIR / "updates", DPKG_STATUS_DIR, DPKG_INFO / "format", DPKG_DIR / "arch",
+    DPKG_ARCH_NATIVE,
 )
 # A package's files that say what it is rather than do its work: keeping only these keeps no package.
 INSTALLED = " installed"  # the last word of an installed package's Status
@@ -51,7 +53,7 @@ class _Stanza:
 @dataclass(frozen=True)
 class TrimmedDatabases:
     summary: PackageSummary
-    rewritten: dict[PurePosixPath, bytes]  # status files, trimmed (their paths exist in the original)
+    rewritten: dict[PurePosixPath, bytes]  # status files, trimmed; arch-native, which the original may lack
     support: tuple[PurePosixPath, ...]  # what the databases need besides entries, kept unchanged
     licenses: dict[PurePosixPath, str]  # copyright file -> the package it belongs to
     kept_stanzas: tuple[_Stanza, ...]
@@ -82,6 +84,7 @@ def trim_databases(rootfs: RootFS, kept: Collection[PurePosixPath]) -> TrimmedDa
     rewritten: dict[PurePosixPath, bytes] = {}
     if rootfs.get(DPKG_STATUS) is not None:
         rewritten[DPKG_STATUS] = _paragraphs([s.text for s in kept_stanzas if s.database == DPKG_STATUS])
+        rewritten |= _arch_native(rootfs, found)
     for stanza in kept_stanzas:
         if stanza.database != DPKG_STATUS:
             rewritten[stanza.database] = rootfs.read(stanza.database)  # a status.d stanza, unchanged
@@ -166,6 +169,15 @@ def _dpkg_status(rootfs: RootFS) -> list[_Stanza]:
             file_list, md5sums = _info_file(rootfs, package, "list"), _info_file(rootfs, package, "md5sums")
             stanzas.append(_Stanza(package, paragraph, DPKG_STATUS, file_list, md5sums))
     return stanzas
+
+
+def _arch_native(rootfs: RootFS, stanzas: list[_Stanza]) -> dict[PurePosixPath, bytes]:
+    """dpkg's native architecture, which dpkg 1.22 writes to arch-native and older dpkg only knows from
+    its own package: when that package is not kept, readers of the database (debsbom) learn it here."""
+    dpkg = next((s.package for s in stanzas if s.package.name == "dpkg"), None)
+    if rootfs.get(DPKG_ARCH_NATIVE) is not None or dpkg is None:
+        return {}
+    return {DPKG_ARCH_NATIVE: f"{dpkg.architecture}\n".encode()}
 
 
 def _dpkg_status_dir(rootfs: RootFS) -> list[_Stanza]:

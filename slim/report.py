@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping
 from . import __version__
 from .errors import UsageError
 from .attack_surface import attack_surface
+from .closure import kept_entry
 from .model import BuiltImage, Closure, EntryKind, ImageFacts, Trace, Verification
 from .package_db import original_packages
 from .rootfs import RootFS
@@ -158,13 +159,13 @@ def build_report(
 def _kept_files(rootfs: RootFS, closure: Closure) -> list[dict[str, Any]]:
     items = []
     for path in sorted(closure.kept):
-        entry = rootfs.get(path)
+        entry = kept_entry(rootfs, closure, path)
         if entry is None:
             continue
         item = {
             "path": str(path),
             "kind": entry.kind.value,
-            "size": len(closure.rewritten[path]) if path in closure.rewritten else entry.size,
+            "size": entry.size,
             "reasons": [
                 {"kind": r.kind.value, "source": r.source, "detail": r.detail} for r in closure.kept[path]
             ],

@@ -32,6 +32,7 @@ from packageurl import PackageURL
 
 from . import __version__
 from .assemble import SOURCE_LABEL
+from .closure import kept_entry
 from .engine import Engine
 from .model import Closure, EntryKind, InstalledPackage
 from .package_db import APK_INSTALLED, DPKG_INFO, DPKG_STATUS, DPKG_STATUS_DIR, installed_packages
@@ -64,7 +65,9 @@ class Subject:
 
 def kept_files(rootfs: RootFS, closure: Closure) -> ImageFiles:
     """The slimmed image's files before it is written: the kept ones, the databases as trimmed."""
-    files = {path for path in closure.kept if (entry := rootfs.get(path)) is not None and entry.kind is EntryKind.FILE}
+    files = {
+        path for path in closure.kept if (entry := kept_entry(rootfs, closure, path)) and entry.kind is EntryKind.FILE
+    }
     return ImageFiles(files, lambda path: closure.rewritten[path] if path in closure.rewritten else rootfs.read(path))
 
 

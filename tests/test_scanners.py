@@ -180,7 +180,7 @@ def test_explain_names_the_package_database_and_license(nginx):
 
 def test_sbom_validates_and_lists_what_debsbom_finds(nginx):
     report, directory = nginx["report"], nginx["directory"]
-    written = Path(report["sbom"]["path"])
+    written = directory / report["sbom"]["path"]  # next to the report: relative, as the report path was given
     assert written == directory / "nginx.sbom.cdx.json"
     document = written.read_text()
     assert validation_errors(document) is None
@@ -207,7 +207,7 @@ def test_slim_sbom_of_any_image_matches_debsbom(nginx, fixture_image):
     assert purl_packages(original) == debsbom_packages(nginx["original"], directory / "original-debsbom")
     slimmed = slim_cli("sbom", nginx["tag"], cwd=directory)
     assert slimmed.returncode == 0, slimmed.stderr
-    assert package_purls(slimmed.stdout) == package_purls(Path(nginx["report"]["sbom"]["path"]).read_text())
+    assert package_purls(slimmed.stdout) == package_purls((directory / nginx["report"]["sbom"]["path"]).read_text())
 
 
 def test_slim_sbom_of_a_missing_image_is_exit_3(nginx):
