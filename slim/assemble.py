@@ -8,12 +8,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import io
 import json
 import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
+from types import MappingProxyType
 from typing import Any, BinaryIO, Iterable, Iterator, Mapping
 
+from .closure import kept_entry
 from .engine import Engine
 from .errors import SlimError
 from .model import ROOT, BuiltImage, Closure, EntryKind, FileEntry, ImageFacts, ImagePlan
@@ -54,24 +57,38 @@ class LayerInfo:
 # ---------------------------------------------------------------- plan
 
 
-def plan_image(closure: Closure, rootfs: RootFS, facts: ImageFacts) -> ImagePlan:
+def plan_image(
+    closure: Closure, rootfs: RootFS, facts: ImageFacts, added: Mapping[PurePosixPath, bytes] = MappingProxyType({})
+) -> ImagePlan:
+    """The kept entries (rewritten ones with their new size) and `added`: new files of ours (the SBOM),
+    with the directories above them that the image lacks."""
+    kept = [_kept_entry(path, closure, rootfs) for path in closure.kept]
     return ImagePlan(
-        entries=tuple(sorted((_kept_entry(path, closure, rootfs) for path in closure.kept), key=_by_path)),
+        entries=tuple(sorted(kept + _added_entries(added, closure), key=_by_path)),
         config=_slim_config(facts),
         created=facts.created,
         source_id=facts.id,
         os=facts.os,
         architecture=facts.architecture,
+        contents={**closure.rewritten, **added},
     )
 
 
 def _kept_entry(path: PurePosixPath, closure: Closure, rootfs: RootFS) -> FileEntry:
-    entry = rootfs.get(path)
+    entry = kept_entry(rootfs, closure, path)
     if entry is None:
         raise InconsistentPlan(f"the closure keeps {path}, which the image does not have")
     if path.parent != ROOT and path.parent not in closure.kept:
         raise InconsistentPlan(f"the closure keeps {path} but not the directory {path.parent} above it")
     return entry
+
+
+def _added_entries(added: Mapping[PurePosixPath, bytes], closure: Closure) -> list[FileEntry]:
+    # A fixed mtime (0), root-owned, world-readable: the same input still gives the same layer.
+    directories = {d for path in added for d in path.parents if d != ROOT and d not in closure.kept}
+    return [FileEntry(d, EntryKind.DIR, 0o755, 0, 0, 0) for d in directories] + [
+        FileEntry(path, EntryKind.FILE, 0o644, 0, 0, 0, size=len(data)) for path, data in added.items()
+    ]
 
 
 def _by_path(entry: FileEntry) -> PurePosixPath:
@@ -94,17 +111,25 @@ def write_layer(plan: ImagePlan, rootfs: RootFS, out: BinaryIO) -> LayerInfo:
     kept = {entry.path for entry in plan.entries}
     with tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8", copybufsize=CHUNK) as tar:
         for entry in plan.entries:
-            _add_entry(tar, entry, rootfs, kept)
+            _add_entry(tar, entry, rootfs, kept, plan.contents)
     return sink.measured(files=len(plan.entries))
 
 
-def _add_entry(tar: tarfile.TarFile, entry: FileEntry, rootfs: RootFS, kept: set[PurePosixPath]) -> None:
+def _add_entry(
+    tar: tarfile.TarFile,
+    entry: FileEntry,
+    rootfs: RootFS,
+    kept: set[PurePosixPath],
+    contents: Mapping[PurePosixPath, bytes],
+) -> None:
     info = _tar_header(entry)
     first_name = next(path for path in (*entry.hardlink_group, entry.path) if path in kept)
     if first_name != entry.path:
         # Another kept name of this inode came earlier (both orders are by path): store the bytes once.
         info.type, info.linkname, info.size = tarfile.LNKTYPE, _member_name(first_name), 0
         tar.addfile(info)
+    elif entry.path in contents:
+        tar.addfile(info, io.BytesIO(contents[entry.path]))
     elif entry.kind is EntryKind.FILE:
         with rootfs.open(entry.path) as data:
             tar.addfile(info, data)

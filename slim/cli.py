@@ -276,10 +276,16 @@ def _rules_epilog() -> str:
               help="Tag the slimmed image even when verification finds a difference (exit code stays 6).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the JSON report (default: ./<image>.slim-report.json).")
+@click.option("--sbom", "sbom_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the CycloneDX SBOM of the slimmed image (default: next to the report, "
+                   "<image>.sbom.cdx.json).")
+@click.option("--no-package-db", is_flag=True,
+              help="Leave out the trimmed package database, license files and the SBOM inside the image: "
+                   "vulnerability scanners will then see no package at all.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout instead of a summary.")
 @gate_options
 def build(image, tag, include_paths, exclude_paths, app_files, no_rules, no_verify, keep_unverified, report_path,
-          as_json, min_ratio, max_size, require_verified, **kwargs):
+          sbom_path, no_package_db, as_json, min_ratio, max_size, require_verified, **kwargs):
     """Slim IMAGE: run it traced, keep what it uses, verify, tag the result.
 
     Example: slim build nginx:latest --tag nginx:slim
@@ -299,6 +305,8 @@ def build(image, tag, include_paths, exclude_paths, app_files, no_rules, no_veri
         report_path=report_path,
         disabled_rules=tuple(dict.fromkeys(no_rules)),
         app_files=app_files,
+        package_db=not no_package_db,
+        sbom_path=sbom_path,
     )
     from .gates import evaluate, gates_from_options
 
@@ -314,6 +322,27 @@ def build(image, tag, include_paths, exclude_paths, app_files, no_rules, no_veri
     else:
         render_summary(out_console, result.report, result.report_path)
     _show_gates(outcomes, err=as_json)
+
+
+@cli.command()
+@click.argument("image")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the SBOM to this file instead of stdout.")
+def sbom(image, output):
+    """Print the CycloneDX SBOM (1.6 JSON) of IMAGE, read from its filesystem: OS packages from the
+    dpkg/apk databases, Python, npm and Ruby packages, with the file hashes the databases record.
+    Works for any local image, so the original's and the slimmed image's can be compared.
+
+    Example: slim sbom nginx.slim:1.25 -o nginx.slim.cdx.json
+    """
+    from .adapters.engine import DockerEngine
+    from .sbom import image_sbom
+
+    document = image_sbom(DockerEngine(), image)
+    if output:
+        output.write_text(document)
+    else:
+        click.echo(document)
 
 
 @cli.command()

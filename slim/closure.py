@@ -9,6 +9,7 @@ Everything is resolved inside the image root; the only I/O is reading the rootfs
 """
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import os
 import re
@@ -22,6 +23,7 @@ from .model import (
     ROOT,
     Closure,
     EntryKind,
+    PackageSummary,
     FileEntry,
     ImageFacts,
     Reason,
@@ -30,6 +32,7 @@ from .model import (
     Trace,
     TracedPath,
 )
+from .package_db import database_manager, trim_databases
 from .rootfs import Resolved, RootFS
 from .rules import APP_FILES_MODES, RULES, RuleContext
 
@@ -84,6 +87,7 @@ class ClosureOptions:
     app_files: str = "all"  # none | touched | all (--app-files)
     # The Dockerfile step behind each layer, bottom first (from the image history); None when unknown.
     layer_steps: tuple[str, ...] | None = None
+    package_db: bool = True  # keep the package databases trimmed to the kept packages, and their licenses
 
     def __post_init__(self) -> None:
         unknown = self.disabled_rules - {rule.name for rule in RULES}
@@ -119,7 +123,44 @@ def compute_closure(trace: Trace, rootfs: RootFS, facts: ImageFacts, options: Cl
             kept.warn(_missing_library(path, name))
     _keep_hard_links(kept)
     _keep_symlinks_and_parents(kept)
-    return kept.closure(options.exclude_paths)
+    if not options.package_db:
+        return kept.closure(options.exclude_paths)
+    packages, rewritten = _keep_package_databases(kept, options.exclude_paths)
+    return dataclasses.replace(kept.closure(options.exclude_paths), rewritten=rewritten, packages=packages)
+
+
+def _keep_package_databases(
+    kept: _Kept, excluded: tuple[PurePosixPath, ...]
+) -> tuple[PackageSummary, dict[PurePosixPath, bytes]]:
+    """Last, because which packages the image holds depends on every other kept path: their copyright
+    files, then their database entries with file lists naming exactly what is kept (copyrights included)."""
+    rootfs = kept.rootfs
+    before = len(kept.reasons)
+    trimmed = trim_databases(rootfs, {path for path in kept.reasons if not _under_any(path, excluded)})
+    for path, package in trimmed.licenses.items():
+        kept.add_resolved(rootfs.resolve(path), Reason(ReasonKind.LICENSE, source=package))
+    for path in trimmed.support:
+        kept.add(path, Reason(ReasonKind.PACKAGE_DB, source=database_manager(path)))
+    for path in list(kept.reasons)[before:]:
+        _keep_parents(kept, path)
+    final = {path for path in kept.reasons if not _under_any(path, excluded)}
+    rewritten = trimmed.rewritten | trimmed.file_lists(rootfs, final)
+    for path in rewritten:
+        kept.add(path, Reason(ReasonKind.PACKAGE_DB, source=database_manager(path)))
+        _keep_parents(kept, path)
+    return trimmed.summary, rewritten
+
+
+def kept_entry(rootfs: RootFS, closure: Closure, path: PurePosixPath) -> FileEntry | None:
+    """What the slimmed image has at a kept path: the original's entry, with the size of its rewritten
+    bytes for a trimmed database, or a new root-owned file for a database file the original lacks."""
+    entry = rootfs.get(path)
+    data = closure.rewritten.get(path)
+    if data is None:
+        return entry
+    if entry is None:
+        return FileEntry(path, EntryKind.FILE, 0o644, 0, 0, 0, size=len(data))
+    return dataclasses.replace(entry, size=len(data), hardlink_group=())
 
 
 # ---------------------------------------------------------------- the closure being built

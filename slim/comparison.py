@@ -3,7 +3,7 @@ renderers; it only picks from the reports (and divides, for ratios), so every re
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -18,6 +18,23 @@ class DirBytes:
     path: str  # a top-level directory, "/" for files directly in the root
     kept: int
     removed: int
+
+
+@dataclass(frozen=True)
+class SurfaceRow:
+    """One attack-surface category: how many of its files the original had, and which the slimmed keeps."""
+
+    label: str
+    original: int
+    slimmed: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Packages:
+    database: str  # "trimmed": the kept packages' entries; "removed": --no-package-db
+    original: int
+    kept: int
+    note: str
 
 
 @dataclass(frozen=True)
@@ -40,6 +57,8 @@ class ImageSummary:
     warnings: int
     dirs: tuple[DirBytes, ...]
     largest_removed: tuple[tuple[str, int], ...]
+    surface: tuple[SurfaceRow, ...] = ()  # empty for reports written before issue 12
+    packages: Packages | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +75,8 @@ class ImageSummary:
             "warnings": self.warnings,
             "bytes_by_top_dir": [{"dir": d.path, "kept": d.kept, "removed": d.removed} for d in self.dirs],
             "largest_removed": [{"path": path, "size": size} for path, size in self.largest_removed],
+            "attack_surface": [asdict(row) for row in self.surface],
+            "packages": asdict(self.packages) if self.packages else None,
         }
 
 
@@ -103,7 +124,17 @@ def summarise(report: Report, path: Path | str) -> ImageSummary:
         warnings=len(data.get("warnings", ())),
         dirs=tuple(DirBytes(d, kept_by_dir.get(d, 0), removed_by_dir.get(d, 0)) for d in dirs),
         largest_removed=tuple((item["path"], item["size"]) for item in removed.get("largest", ())[:LARGEST_REMOVED]),
+        surface=tuple(
+            SurfaceRow(c["label"], len(c["original"]), tuple(c["slimmed"])) for c in data.get("attack_surface", ())
+        ),
+        packages=_packages(data.get("packages")),
     )
+
+
+def _packages(section: Mapping[str, Any] | None) -> Packages | None:
+    if not section:
+        return None
+    return Packages(section["database"], section["original"], section["kept"], section["note"])
 
 
 def compare(reports: Sequence[tuple[Path | str, Report]], gates: Sequence[GateOutcome] = ()) -> Comparison:

@@ -20,7 +20,12 @@ from .model import ROOT, EntryKind, FileEntry
 from .rootfs import RootFS
 
 # Reasons that need no further why: the run did it, or a rule the user or slimtrace set.
-ROOT_REASONS = frozenset({"traced", "looked-up", "entrypoint", "always-kept", "include-path", "volume-seed", "state-directory"})
+ROOT_REASONS = frozenset(
+    {
+        "traced", "looked-up", "entrypoint", "always-kept", "include-path", "volume-seed", "state-directory",
+        "package-database", "license",
+    }
+)
 MAX_CHAIN = 40
 
 

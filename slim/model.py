@@ -210,6 +210,9 @@ class ReasonKind(enum.Enum):
     LOCALE = "locale"  # the compiled locale the image's Env sets
     EMPTY_DIRECTORY = "empty-subdirectory"  # an empty subdirectory of a directory the run used
     LOOKED_UP = "looked-up"  # checked (stat, access, readlink) during the run without being opened
+    # Issue 12: what scanners and auditors read, kept although no run needs it.
+    PACKAGE_DB = "package-database"  # the package manager's database, trimmed to the kept packages
+    LICENSE = "license"  # /usr/share/doc/PKG/copyright of a kept package
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,8 @@ class Reason:
             ReasonKind.LOCALE: "locale",
             ReasonKind.EMPTY_DIRECTORY: "empty subdirectory of",
             ReasonKind.LOOKED_UP: "looked up by",
+            ReasonKind.PACKAGE_DB: "package database, trimmed to the kept packages of",
+            ReasonKind.LICENSE: "license of package",
         }[self.kind]
         return " ".join(part for part in (words, self.source, self.detail) if part)
 
@@ -254,6 +259,29 @@ class Closure:
 
     kept: Mapping[PurePosixPath, tuple[Reason, ...]]
     warnings: tuple[str, ...] = ()
+    # Kept files whose bytes the slimmed image holds in a new form: the package databases, trimmed.
+    rewritten: Mapping[PurePosixPath, bytes] = field(default_factory=dict)
+    packages: PackageSummary | None = None  # None: --no-package-db
+
+
+@dataclass(frozen=True)
+class InstalledPackage:
+    """One entry of an OS package database, as the database states it."""
+
+    manager: str  # "dpkg" or "apk"
+    name: str
+    version: str
+    architecture: str
+    source: str = ""  # the source package, when it differs from the name
+
+
+@dataclass(frozen=True)
+class PackageSummary:
+    """The OS packages of the original image, split by whether any of their payload files was kept."""
+
+    kept: tuple[InstalledPackage, ...]
+    removed: tuple[InstalledPackage, ...]
+    unsupported: tuple[str, ...] = ()  # databases found but not read (rpm)
 
 
 # ---------------------------------------------------------------- assemble
@@ -269,6 +297,8 @@ class ImagePlan:
     source_id: str
     os: str = "linux"
     architecture: str = "amd64"
+    # Bytes that replace the original's for these paths (trimmed package databases, the stored SBOM).
+    contents: Mapping[PurePosixPath, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

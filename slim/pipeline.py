@@ -24,12 +24,13 @@ from .engine import BindMount, ContainerSpec, Engine, Ulimit
 from .enginehost import require_local, require_traceable_storage, this_machine
 from .errors import ApplicationFailed, NoSpace, SlimError, UsageError, VerificationFailed
 from .exercise import ExercisePlan, exercise
-from .model import BuiltImage, ImageFacts, RunOutcome, Trace, Verification
-from .output_file import check_writable
+from .model import BuiltImage, Closure, ImageFacts, RunOutcome, Trace, Verification
+from .output_file import check_writable, write_text
 from .ownership import deferred_interrupts, temp_dir, work_tag
 from .references import normalised_tag, same_name
 from .report import Report, build_report
 from .rootfs import RootFS, layer_steps, saved_config, spool_image
+from .sbom import SBOM_PATH, Subject, kept_files, package_purls, sbom_json
 from .sizes import BackgroundGzip
 from .tracing import run_traced
 from probes import ExecProbe, HostExecProbe, HttpProbe, Probe
@@ -73,6 +74,8 @@ class BuildOptions:
     report_path: Path | None = None
     disabled_rules: tuple[str, ...] = ()  # --no-rule: names of slim.rules.RULES not to apply
     app_files: str = "all"  # --app-files: none | touched | all
+    package_db: bool = True  # --no-package-db turns off the trimmed package databases and the stored SBOM
+    sbom_path: Path | None = None  # --sbom (default: next to the report)
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,9 @@ def _build(engine: Engine, options: BuildOptions, on_stage: StageCallback) -> Bu
             tag = options.tag or default_tag(facts)
             _check_tag(tag, facts)
             report_path = options.report_path or Path(_report_name(facts))
+            sbom_path = options.sbom_path or _sbom_name(report_path)
             check_writable(report_path)
+            check_writable(sbom_path)
             plan = exercise_plan(facts, options.run)
             spec = container_spec(facts.id, facts, options.run, plan)
         with timer.stage("index"):
@@ -163,10 +168,11 @@ def _build(engine: Engine, options: BuildOptions, on_stage: StageCallback) -> Bu
                     disabled_rules=frozenset(options.disabled_rules),
                     app_files=options.app_files,
                     layer_steps=steps,
+                    package_db=options.package_db,
                 ),
             )
         with timer.stage("assemble"):
-            image_plan = plan_image(closure, rootfs, facts)
+            image_plan = plan_image(closure, rootfs, facts, _stored_sbom(rootfs, closure, facts, tag, options))
             # The image is this build's through a work tag the engine holds; letting go of it removes the
             # image only when nobody else tagged it (another build of the same input, or the user's tag).
             work = work_tag()
@@ -184,14 +190,18 @@ def _build(engine: Engine, options: BuildOptions, on_stage: StageCallback) -> Bu
         with timer.stage("measure"):
             source_layers = source_gzip.result()
         handed_over = tag if result is None or result.passed or options.keep_unverified else None
+        sbom = sbom_json(kept_files(rootfs, closure), Subject(tag, built.id, facts.id))
         report = build_report(
             facts, rootfs, trace, closure, built, handed_over, result, timer.seconds,
             source_layers=source_layers, include_paths=options.include_paths, exclude_paths=options.exclude_paths,
             disabled_rules=options.disabled_rules, app_files=options.app_files,
+            sbom={"path": str(sbom_path), "in_image": str(SBOM_PATH) if options.package_db else None,
+                  "format": "CycloneDX 1.6 JSON", "components": len(package_purls(sbom))},
         )
-        # The tag and the report go together: an interrupt waits for both, a report that cannot be written
-        # takes the tag back.
+        # The tag, the SBOM and the report go together: an interrupt waits for all, a report that cannot be
+        # written takes the tag back.
         with deferred_interrupts():
+            write_text(sbom_path, sbom)
             _hand_over(engine, built, handed_over, report, report_path)
         if result is not None and not result.passed:
             hint = f"; likely missing: {', '.join(result.missing_in_slimmed[:3])}" if result.missing_in_slimmed else ""
@@ -366,6 +376,23 @@ def _slimmed_root(engine: Engine, slimmed: ImageFacts, built: BuiltImage, workdi
     if slimmed.layer_diff_ids == (built.layer_diff_id,):
         return RootFS.from_layers([workdir / RESULT_DIR / LAYER_NAME])
     return RootFS.from_layers(spool_image(engine, built.id, workdir / "verify"))
+
+
+def _stored_sbom(
+    rootfs: RootFS, closure: Closure, facts: ImageFacts, tag: str, options: BuildOptions
+) -> dict[PurePosixPath, bytes]:
+    """The SBOM copy the slimmed image holds (none with --no-package-db). It cannot name the image's own
+    id: that depends on the copy."""
+    if not options.package_db:
+        return {}
+    document = sbom_json(kept_files(rootfs, closure), Subject(tag, None, facts.id), indent=None)
+    return {SBOM_PATH: document.encode()}
+
+
+def _sbom_name(report_path: Path) -> Path:
+    """web.slim-report.json -> web.sbom.cdx.json, next to it."""
+    stem = report_path.name.removesuffix(".json").removesuffix(".slim-report")
+    return report_path.with_name(f"{stem}.sbom.cdx.json")
 
 
 def _report_name(facts: ImageFacts) -> str:

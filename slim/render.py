@@ -33,11 +33,21 @@ def render_summary(console: Console, report: Report, path: Path) -> None:
     trace = data["trace"]
     health = "complete" if trace["complete"] else "[bold red]INCOMPLETE (kernel queue overflowed)[/]"
     console.print(f"trace: {trace['paths']:,} paths from {trace['events']:,} events, {health}")
+    console.print(_packages_line(data))
     for warning in data["warnings"][:5]:
         console.print(f"[yellow]warning:[/] {safe(warning)}")
     if len(data["warnings"]) > 5:
         console.print(f"[yellow]warning:[/] … and {len(data['warnings']) - 5} more in the report")
     console.print(f"report: {safe(path)}")
+
+
+def _packages_line(data: dict) -> str:
+    packages, sbom = data["packages"], data["sbom"]
+    if packages["database"] == "removed":
+        seen = "[yellow]none visible to scanners[/] (--no-package-db)"
+    else:
+        seen = f"{packages['original']:,} -> {packages['kept']:,} in the trimmed database"
+    return f"packages: {seen}; SBOM: {sbom['path']}"
 
 
 def _verification_line(verification: dict) -> str:

@@ -6,7 +6,7 @@ from html import escape
 
 from .comparison import Comparison, ImageSummary
 from .render import human_size
-from .render_report import before_after, ratio_text, verification_text
+from .render_report import before_after, packages_text, ratio_text, still_there, verification_text
 
 CHART_WIDTH = 900
 LABEL_WIDTH = 260  # left column of the charts: the image names
@@ -215,4 +215,19 @@ def _image_section(image: ImageSummary) -> list[str]:
         parts += [f"<tr><td><code>{escape(path)}</code></td><td class=num>{human_size(size)}</td></tr>"
                   for path, size in image.largest_removed]
         parts.append("</tbody></table>")
+    if image.surface:
+        parts.append(_surface_table(image))
+    if image.packages:
+        parts.append(f'<p class="packages">OS packages: {escape(packages_text(image.packages, "→"))}</p>')
     return parts
+
+
+def _surface_table(image: ImageSummary) -> str:
+    """Original against slimmed per attack-surface category, naming what the slimmed image still has."""
+    head = "<th>Attack surface</th><th class=num>Original</th><th class=num>Slimmed</th><th>Still there</th>"
+    body = "".join(
+        f"<tr><td>{escape(row.label)}</td><td class=num>{row.original}</td><td class=num>{len(row.slimmed)}</td>"
+        f"<td><code>{escape(still_there(row))}</code></td></tr>"
+        for row in image.surface
+    )
+    return f'<table class="surface"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'

@@ -3,8 +3,9 @@ $GITHUB_STEP_SUMMARY. Both read a Comparison; neither computes anything it does 
 from __future__ import annotations
 
 from html import escape
+from pathlib import PurePosixPath
 
-from .comparison import Comparison, ImageSummary
+from .comparison import Comparison, ImageSummary, Packages, SurfaceRow
 from .gates import GateOutcome
 from .render import human_size
 from .safe_text import printable
@@ -20,6 +21,16 @@ def before_after(original: int | None, slimmed: int | None, arrow: str = "->") -
     if original is None and slimmed is None:
         return "n/a"
     return f"{human_size(original) if original is not None else 'n/a'} {arrow} {human_size(slimmed)}"
+
+
+def packages_text(packages: Packages, arrow: str = "->") -> str:
+    if packages.database == "removed":
+        return f"{packages.original} {arrow} none visible: no package database, scanners will see nothing"
+    return f"{packages.original} {arrow} {packages.kept} (database entries of the kept packages, licenses kept)"
+
+
+def still_there(row: SurfaceRow) -> str:
+    return ", ".join(PurePosixPath(path).name for path in row.slimmed) or "none"
 
 
 def verification_text(image: ImageSummary) -> str:
@@ -74,6 +85,15 @@ def _image_text(image: ImageSummary) -> list[str]:
     if image.largest_removed:
         lines += ["", "  largest removed files"]
         lines += [f"  {human_size(size):>9}  {path}" for path, size in image.largest_removed]
+    if image.surface:
+        lines += ["", "  attack surface (original -> slimmed)"]
+        lines += ["  " + line for line in _table(
+            [("CATEGORY", "ORIGINAL", "SLIMMED", "STILL THERE")]
+            + [(row.label, str(row.original), str(len(row.slimmed)), still_there(row)) for row in image.surface],
+            right={1, 2},
+        )]
+    if image.packages:
+        lines.append(f"  OS packages     {packages_text(image.packages)}")
     return lines
 
 
@@ -137,6 +157,12 @@ def _image_markdown(image: ImageSummary) -> list[str]:
     if image.largest_removed:
         lines += ["", "| Largest removed files | Size |", "|---|--:|"]
         lines += [f"| {_code(path)} | {human_size(size)} |" for path, size in image.largest_removed]
+    if image.surface:
+        lines += ["", "| Attack surface | Original | Slimmed | Still there |", "|---|--:|--:|---|"]
+        lines += [f"| {row.label} | {row.original} | {len(row.slimmed)} | {_cell(still_there(row))} |"
+                  for row in image.surface]
+    if image.packages:
+        lines += ["", f"OS packages: {packages_text(image.packages, '→')}."]
     lines += ["", "</details>"]
     return lines
 

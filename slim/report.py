@@ -13,8 +13,11 @@ from typing import Any, Iterable, Mapping
 
 from . import __version__
 from .errors import UsageError
+from .attack_surface import attack_surface
+from .closure import kept_entry
 from .model import BuiltImage, Closure, EntryKind, ImageFacts, Trace, Verification
 from .output_file import write_text
+from .package_db import original_packages
 from .rootfs import RootFS
 from .sizes import LayerSizes
 
@@ -86,6 +89,7 @@ def build_report(
     exclude_paths: Iterable[PurePosixPath] = (),
     disabled_rules: Iterable[str] = (),
     app_files: str = "all",
+    sbom: Mapping[str, Any] | None = None,
 ) -> Report:
     kept = _kept_files(rootfs, closure)
     return Report(
@@ -128,9 +132,13 @@ def build_report(
                 "exclude_paths": [str(path) for path in exclude_paths],
                 "no_rules": sorted(disabled_rules),
                 "app_files": app_files,
+                "package_db": closure.packages is not None,
             },
             "bytes_by_reason": _bytes_by_reason(kept),
             "volumes": _volumes_section(kept),
+            "packages": _packages_section(rootfs, closure),
+            "sbom": dict(sbom) if sbom else None,
+            "attack_surface": [asdict(category) for category in attack_surface(rootfs, closure.kept)],
             "kept_totals": _kept_totals(kept),
             "removed": _removed_section(rootfs, closure),
             "warnings": list(closure.warnings),
@@ -147,7 +155,7 @@ def build_report(
 def _kept_files(rootfs: RootFS, closure: Closure) -> list[dict[str, Any]]:
     items = []
     for path in sorted(closure.kept):
-        entry = rootfs.get(path)
+        entry = kept_entry(rootfs, closure, path)
         if entry is None:
             continue
         item = {
@@ -173,6 +181,33 @@ def _kept_totals(kept: list[dict[str, Any]]) -> dict[str, Any]:
         "files": len(files),
         "bytes": sum(item["size"] for item in files),
         "bytes_by_top_dir": dict(sorted(by_top.items())),
+    }
+
+
+def _packages_section(rootfs: RootFS, closure: Closure) -> dict[str, Any]:
+    """The OS packages scanners will find: the kept ones, with the database entries the original has."""
+    original = original_packages(rootfs)
+    if closure.packages is None:
+        return {
+            "database": "removed",
+            "note": "--no-package-db: the slimmed image has no package database, so vulnerability scanners "
+            "find no packages in it and report nothing: not because it has no vulnerabilities",
+            "original": len(original),
+            "kept": 0,
+            "kept_packages": [],
+            "removed_packages": [],
+            "unsupported": [],
+        }
+    summary = closure.packages
+    return {
+        "database": "trimmed",
+        "note": "the slimmed image holds the original database entries of the kept packages, their file lists "
+        "trimmed to the kept files, and their copyright files",
+        "original": len(original),
+        "kept": len(summary.kept),
+        "kept_packages": [asdict(package) for package in summary.kept],
+        "removed_packages": [asdict(package) for package in summary.removed],
+        "unsupported": [f"{path}: rpm databases are not read; scanners will see no rpm package" for path in summary.unsupported],
     }
 
 

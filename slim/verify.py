@@ -105,7 +105,7 @@ def _problems(root: RootFS, facts: ImageFacts, files: tuple[PurePosixPath, ...],
     traced = tuple(TracedPath(path, frozenset({Access.OPEN}), program="", phase="verify") for path in files)
     everything = Trace(paths=traced, health=TraceHealth(events=0, overflow=False), run=NOT_RUN)
     # Only resolution is checked: the keep-more rules would add nothing to "every file" but time.
-    checking = ClosureOptions(always_keep=(), disabled_rules=frozenset(RULE_NAMES), app_files="none")
+    checking = ClosureOptions(always_keep=(), disabled_rules=frozenset(RULE_NAMES), app_files="none", package_db=False)
     problems = list(compute_closure(everything, root, facts, checking).warnings)
     return problems + [
         f"symlink {link.path} -> {link.link_target} leads nowhere"

@@ -23,11 +23,9 @@ from .elf import ELF_MAGIC, MalformedElf, read_elf
 from .engine import Engine
 from .model import ROOT, EntryKind, FileEntry, ImageFacts
 from .ownership import temp_dir
+from .package_db import APK_INSTALLED, DPKG_STATUS, DPKG_STATUS_DIR, deb822_fields
 from .rootfs import LayerIndex, RootFS, index_layers, layer_steps, saved_config, spool_image
 
-DPKG_STATUS = PurePosixPath("/var/lib/dpkg/status")
-DPKG_STATUS_DIR = PurePosixPath("/var/lib/dpkg/status.d")  # distroless images: one file per package
-APK_INSTALLED = PurePosixPath("/lib/apk/db/installed")
 CAPABILITY_XATTR = "security.capability"
 LARGEST_DIRS = 20
 LARGEST_DIR_DEPTH = 3  # /usr/lib/x86_64-linux-gnu is deep enough to point at the cost
@@ -397,7 +395,7 @@ def parse_dpkg_status(text: str) -> list[Package]:
     """Installed packages of a dpkg status file (RFC 822-style paragraphs; Installed-Size is in KiB)."""
     packages = []
     for paragraph in text.split("\n\n"):
-        fields = _deb822(paragraph)
+        fields = deb822_fields(paragraph)
         if "Package" not in fields or not fields.get("Status", "install ok installed").endswith(" installed"):
             continue
         size = fields.get("Installed-Size", "")
@@ -411,16 +409,6 @@ def parse_dpkg_status(text: str) -> list[Package]:
             )
         )
     return packages
-
-
-def _deb822(paragraph: str) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for line in paragraph.splitlines():
-        if line[:1] in (" ", "\t") or ":" not in line:
-            continue  # a continuation line of a multi-line field, e.g. Description
-        name, _, value = line.partition(":")
-        fields[name.strip()] = value.strip()
-    return fields
 
 
 def parse_apk_installed(text: str) -> list[Package]:
