@@ -15,6 +15,7 @@ import pytest
 from slim.adapters.engine import DockerEngine
 from slim.model import EntryKind
 from slim.rootfs import RootFS, spool_image
+from tests.run_settings import RUN_SETTINGS
 
 pytestmark = pytest.mark.engine
 
@@ -23,7 +24,7 @@ NGINX_PAGES = ("/", "/about.html", "/docs/guide.html", "/style.css", "/logo.png"
 
 def serve_and_fetch(client, image: str, port: int, paths) -> dict[str, tuple[int, str]]:
     """Run `image`, GET each path on its published port, return status and body digest per path."""
-    container = client.containers.run(image, detach=True, ports={f"{port}/tcp": ("127.0.0.1", None)})
+    container = client.containers.run(image, detach=True, ports={f"{port}/tcp": ("127.0.0.1", None)}, **RUN_SETTINGS)
     try:
         host_port = published_port(container, port)
         return {path: fetch(f"http://127.0.0.1:{host_port}{path}") for path in paths}
@@ -47,7 +48,7 @@ def fetch(url: str, attempts: int = 100) -> tuple[int, str]:
 
 
 def run_batch(client, image: str) -> tuple[int, bytes]:
-    container = client.containers.run(image, detach=True)
+    container = client.containers.run(image, detach=True, **RUN_SETTINGS)
     try:
         code = container.wait(timeout=60)["StatusCode"]
         return code, container.logs(stdout=True, stderr=False)
@@ -112,7 +113,7 @@ def test_from_scratch_image_runs_the_same(built, fixture_image, docker_client):
 
 @pytest.mark.matrix
 def test_capabilities_hard_links_symlinks_and_owners_survive(built, fixture_image, docker_client, tmp_path):
-    report, tag = built("caps")
+    report, tag = built("caps", "--cap-add", "NET_RAW")
     assert run_batch(docker_client, tag) == run_batch(docker_client, fixture_image("caps"))
     original = slimmed_rootfs(fixture_image("caps"), tmp_path / "original")
     slimmed = slimmed_rootfs(tag, tmp_path / "slimmed")
@@ -128,7 +129,7 @@ def test_capabilities_hard_links_symlinks_and_owners_survive(built, fixture_imag
 
 
 def test_hard_linked_file_is_stored_once(built, docker_client, tmp_path):
-    _, tag = built("caps")
+    _, tag = built("caps", "--cap-add", "NET_RAW")
     layer = next(iter(spool_image(DockerEngine(), docker_client.images.get(tag).id, tmp_path)))
     with tarfile.open(layer) as tar:
         members = {m.name: m for m in tar.getmembers() if m.name.startswith("usr/local/bin/capcat")}

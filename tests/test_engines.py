@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import os
 import socket
 import subprocess
 import sys
 import threading
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import docker
 import pytest
@@ -19,6 +20,7 @@ from slim.adapters.engine import DockerEngine
 from slim.engine import ContainerSpec, Ulimit
 from slim.enginehost import OVERLAY_DRIVERS, EngineHost, require_local, require_traceable_storage, this_machine
 from slim.errors import ExitCode, TracingUnavailable
+from slim.rootfs import RootFS, layer_steps, saved_config, spool_image
 from slim.tracing import require_own_overlay
 
 
@@ -146,3 +148,17 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
     with contextlib.suppress(OSError), source, sink:  # the other direction may have closed both already
         while data := source.recv(1 << 16):
             sink.sendall(data)
+
+
+@pytest.mark.engine
+def test_an_image_built_on_this_engine_is_read_whole(engine, fixture_image, docker_client, tmp_path):
+    """The engine saves the layers it built as it stores them: plain on a graph driver, gzip in the
+    containerd store (recognised by their magic bytes)."""
+    dockerfile = f"FROM {fixture_image('jq')}\nRUN echo built here > /built.txt\n".encode()
+    image, _ = docker_client.images.build(fileobj=io.BytesIO(dockerfile), rm=True, forcerm=True)
+    try:
+        layers = spool_image(engine, image.id, tmp_path)
+        assert RootFS.from_layers(layers).read(PurePosixPath("/built.txt")) == b"built here\n"
+        assert layer_steps(saved_config(tmp_path, image.id), len(layers))[-1].endswith("echo built here > /built.txt")
+    finally:
+        docker_client.images.remove(image.id, force=True)

@@ -15,6 +15,7 @@ import zstandard
 
 from slim.model import EntryKind
 from slim.rootfs import MAX_SYMLINKS, Resolved, RootFS, UnreadableImage, layer_steps, saved_config, spool_image
+from tests.run_settings import RUN_SETTINGS
 
 P = PurePosixPath
 MTIME = 1_700_000_000
@@ -425,7 +426,8 @@ STAT_KINDS = {
 # What the engine changes when it runs a container: mounts, files its init layer adds or writes over the
 # image's, and the mtimes of the directories holding those.
 RUNTIME_PATHS = (
-    "/", "/.dockerenv", "/etc", "/etc/hostname", "/etc/hosts", "/etc/mtab", "/etc/resolv.conf", "/dev", "/proc", "/sys")
+    "/", "/.dockerenv", "/etc", "/etc/hostname", "/etc/hosts", "/etc/mtab", "/etc/resolv.conf", "/dev", "/proc", "/sys",
+    "/run", "/run/.containerenv")  # Podman's counterpart of /.dockerenv
 # Every path, each symlink's target as the kernel resolves it (empty if it leads nowhere), and one capability.
 LIST_EVERYTHING = r"""
 find / -xdev -exec stat -c '%n|%F|%a|%u|%g|%s|%Y|%h' {} + | sed 's/^/stat|/'
@@ -434,7 +436,8 @@ find / -xdev -type l | while read -r p; do printf 'link|%s|%s\n' "$p" "$(realpat
 
 
 def container_view(docker_client, image: str) -> tuple[dict, dict]:
-    container = docker_client.containers.create(image, ["sh", "-c", LIST_EVERYTHING], entrypoint=[], user="0")
+    # The image's Cmd after `sh -c SCRIPT` only fills $0 and $1 (Podman ignores an empty entrypoint).
+    container = docker_client.containers.create(image, entrypoint=["sh", "-c", LIST_EVERYTHING], user="0", **RUN_SETTINGS)
     try:
         container.start()
         assert container.wait(timeout=120)["StatusCode"] == 0
