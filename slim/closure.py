@@ -19,6 +19,7 @@ from pathlib import PurePosixPath
 
 from .elf import ELF_MAGIC, ElfInfo, MalformedElf, read_elf
 from .model import (
+    CONFIG_READ_LIMIT,
     ROOT,
     Closure,
     EntryKind,
@@ -550,7 +551,7 @@ def _ld_so_conf_dirs(
     if entry is None or entry.kind is not EntryKind.FILE or resolved.path in seen:
         return ()
     dirs: list[PurePosixPath] = []
-    for line in os.fsdecode(rootfs.read(resolved.path)).splitlines():
+    for line in os.fsdecode(rootfs.read(resolved.path, limit=CONFIG_READ_LIMIT)).splitlines():
         text = line.split("#", 1)[0]
         words = text.split()
         if words[:1] == ["include"]:

@@ -21,7 +21,7 @@ from . import verify as verification
 from .assemble import build_image, plan_image
 from .closure import ClosureOptions, compute_closure
 from .engine import BindMount, ContainerSpec, Engine
-from .errors import ApplicationFailed, NoSpace, SlimError, UsageError, VerificationFailed
+from .errors import ApplicationFailed, NoSpace, SlimError, TracingUnavailable, UsageError, VerificationFailed
 from .exercise import ExercisePlan, exercise
 from .model import BuiltImage, ImageFacts, RunOutcome, Trace, Verification
 from .output_file import check_writable
@@ -30,7 +30,7 @@ from .references import normalised_tag, same_name
 from .report import Report, build_report
 from .rootfs import RootFS, layer_steps, saved_config, spool_image
 from .sizes import BackgroundGzip
-from .tracing import run_traced
+from .tracing import GATE_MOUNT, run_traced
 from probes import ExecProbe, HostExecProbe, HttpProbe, Probe
 from probes.probefile import ProbeFile, load_probe_file
 
@@ -145,6 +145,7 @@ def _build(engine: Engine, options: BuildOptions, on_stage: StageCallback) -> Bu
             cleanup.callback(source_gzip.close)
             rootfs = RootFS.from_layers(source_tars)
         with timer.stage("trace"):
+            _require_free_gate_mount(rootfs)
             trace = run_traced(engine, spec, lambda cid, mark: exercise(engine, cid, plan, mark))
             _require_healthy_original(trace.run, options.run.probe_failure)
         with timer.stage("closure"):
@@ -282,6 +283,17 @@ def _check_tag(tag: str, facts: ImageFacts) -> None:
     original = next((name for name in facts.repo_tags if same_name(tag, name)), None)
     if original is not None:
         raise UsageError(f"--tag {tag} names the original image {original}; slimtrace never replaces the original")
+
+
+def _require_free_gate_mount(rootfs: RootFS) -> None:
+    """The gate is bind-mounted at GATE_MOUNT: over an image's own file there the mount fails, over its
+    symlink it lands where the link leads (its /tmp, say) and the traced run no longer matches the image."""
+    owned = rootfs.get(PurePosixPath(GATE_MOUNT))
+    if owned is not None:
+        raise TracingUnavailable(
+            f"the image has its own {GATE_MOUNT} ({owned.kind.value}), where slimtrace mounts its gate "
+            "program: this image cannot be traced"
+        )
 
 
 def _require_healthy_original(run: RunOutcome, probe_failure: str) -> None:

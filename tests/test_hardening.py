@@ -20,6 +20,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from slim.errors import ExitCode
 from slim.ownership import RUN_LABEL, WORK_REPOSITORY, RunId
 
 STAGES = ("inspect", "index", "trace", "closure", "assemble", "verify", "measure")
@@ -34,9 +35,9 @@ def slim(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 class Running:
     """A `python3 -m slim ...` in the background whose progress lines (`==> stage`) we can wait for."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, env: dict | None = None):
         self.process = subprocess.Popen([sys.executable, "-m", "slim", *map(str, args)], stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True)
+                                        stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
         self.run = RunId.of(self.process.pid)
         self.stderr: list[str] = []
 
@@ -251,18 +252,29 @@ CMD []
 
 
 @pytest.fixture
-def hostile_image(fixture_image, docker_client):
-    context = io.BytesIO()
-    dockerfile = HOSTILE_DOCKERFILE.format(base=fixture_image("jq")).encode()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, io.BytesIO(dockerfile))
-    context.seek(0)
-    tag = new_tag("hostile")
-    docker_client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True)
-    yield tag
-    remove_tags(docker_client, tag)
+def derived_image(fixture_image, docker_client):
+    """derived_image(dockerfile) -> tag of an image built from `dockerfile`, where {base} is the jq fixture."""
+    tags = []
+
+    def build(dockerfile: str) -> str:
+        context = io.BytesIO()
+        text = dockerfile.format(base=fixture_image("jq")).encode()
+        with tarfile.open(fileobj=context, mode="w") as tar:
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text))
+        context.seek(0)
+        tags.append(new_tag("derived"))
+        docker_client.images.build(fileobj=context, custom_context=True, tag=tags[-1], rm=True, forcerm=True)
+        return tags[-1]
+
+    yield build
+    remove_tags(docker_client, *tags)
+
+
+@pytest.fixture
+def hostile_image(derived_image):
+    return derived_image(HOSTILE_DOCKERFILE)
 
 
 @pytest.mark.engine
@@ -392,3 +404,53 @@ def test_gc_never_touches_what_a_live_run_owns(tmp_path):
     dead.mkdir()
     removed = collect_garbage(NoEngine(), tmp_path)
     assert removed.directories == (str(dead),) and alive.is_dir() and not dead.exists()
+
+
+# ---------------------------------------------------------------- medium items
+
+
+@pytest.fixture
+def small_tmpdir(tmp_path):
+    directory = tmp_path / "small"
+    directory.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30m", "tmpfs", str(directory)], check=True)
+    yield directory
+    subprocess.run(["umount", str(directory)], check=True)
+
+
+@pytest.mark.engine
+def test_disk_full_in_tmpdir_names_the_directory_with_its_own_exit_code(small_tmpdir, fixture_image, docker_client,
+                                                                         tmp_path):
+    build = Running("build", fixture_image("nginx"), "--tag", new_tag(), "--report", tmp_path / "r.json",
+                    env={"TMPDIR": str(small_tmpdir)})
+    code, stderr = build.finish()
+    assert code == ExitCode.NO_SPACE, stderr
+    assert f"no space left in {small_tmpdir}" in stderr and "Traceback" not in stderr
+    assert leftovers(docker_client, build.run) == [] and list(small_tmpdir.iterdir()) == []
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("owned", ["echo file > /.slimtrace", "ln -s /tmp /.slimtrace", "mkdir /.slimtrace"])
+def test_an_image_that_owns_the_gate_mount_point_is_refused_clearly(owned, derived_image, docker_client, tmp_path):
+    image = derived_image("FROM {base}\nRUN " + owned + "\n")
+    build = Running("build", image, "--tag", new_tag(), "--report", tmp_path / "r.json")
+    code, stderr = build.finish()
+    assert code == ExitCode.TOOL_ERROR and "has its own /.slimtrace" in stderr and "Traceback" not in stderr, stderr
+    assert leftovers(docker_client, build.run) == []
+
+
+@pytest.mark.engine
+def test_a_huge_ld_so_conf_is_read_only_as_far_as_needed(derived_image, docker_client, tmp_path):
+    """A 200 MB /etc/ld.so.conf.d/*.conf: the build's peak memory stays below the file's size."""
+    image = derived_image("FROM {base}\nRUN yes /no/such/lib | head -c 200000000 > /etc/ld.so.conf.d/huge.conf\n")
+    tag = new_tag()
+    measure = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")
+    try:
+        result = subprocess.run([sys.executable, "-c", measure, sys.executable, "-m", "slim", "build", image, "--tag",
+                                 tag, "--report", str(tmp_path / "r.json")], capture_output=True, text=True)
+        assert_clean_exit(result, 0)
+        peak_kib = int(result.stdout.strip().splitlines()[-1])
+        assert peak_kib * 1024 < 200_000_000
+    finally:
+        remove_tags(docker_client, tag)
