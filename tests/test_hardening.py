@@ -454,3 +454,22 @@ def test_a_huge_ld_so_conf_is_read_only_as_far_as_needed(derived_image, docker_c
         assert peak_kib * 1024 < 200_000_000
     finally:
         remove_tags(docker_client, tag)
+
+
+SPECIAL_FILES_DOCKERFILE = """
+FROM {base}
+RUN mkdir /srv/special && mkfifo /srv/special/pipe && mknod /srv/special/null c 1 3
+ENTRYPOINT ["/bin/sh", "-c", "echo through > /srv/special/pipe & cat /srv/special/pipe; cat /srv/special/null; echo done"]
+"""
+
+
+@pytest.mark.engine
+def test_fifos_and_device_nodes_the_app_opened_are_kept_as_they_are(derived_image, docker_client, tmp_path):
+    image, tag, report = derived_image(SPECIAL_FILES_DOCKERFILE), new_tag(), tmp_path / "r.json"
+    try:
+        assert_clean_exit(slim("build", image, "--tag", tag, "--report", report), 0)
+        kept = {entry["path"]: entry for entry in json.loads(report.read_text())["kept"]}
+        assert kept["/srv/special/pipe"]["kind"] == "fifo" and kept["/srv/special/null"]["kind"] == "char"
+        assert docker_client.containers.run(tag, remove=True) == b"through\ndone\n"
+    finally:
+        remove_tags(docker_client, tag)
