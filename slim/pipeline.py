@@ -147,7 +147,7 @@ def _build(engine: Engine, options: BuildOptions, on_stage: StageCallback) -> Bu
         with timer.stage("trace"):
             _require_free_gate_mount(rootfs)
             trace = run_traced(engine, spec, lambda cid, mark: exercise(engine, cid, plan, mark))
-            _require_healthy_original(trace.run, options.run.probe_failure)
+            _require_healthy_original(trace.run, options.run)
         with timer.stage("closure"):
             closure = compute_closure(
                 trace, rootfs, facts,
@@ -212,7 +212,7 @@ def verify_images(engine: Engine, options: VerifyOptions, on_stage: StageCallbac
             slimmed_root = RootFS.from_layers(spool_image(engine, slimmed.id, workdir / "slimmed"))
         with timer.stage("run"):
             original = verification.run_exercised(engine, spec, plan)
-            _require_healthy_original(original, options.run.probe_failure)
+            _require_healthy_original(original, options.run)
         with timer.stage("verify"):
             result = verification.verify(engine, facts, slimmed, slimmed_root, spec, plan, original, original_root)
     return VerifyResult(facts, slimmed, result, timer.seconds)
@@ -296,15 +296,21 @@ def _require_free_gate_mount(rootfs: RootFS) -> None:
         )
 
 
-def _require_healthy_original(run: RunOutcome, probe_failure: str) -> None:
+def _require_healthy_original(run: RunOutcome, options: RunOptions) -> None:
     """A probe that fails on the ORIGINAL would make a tiny broken image look fine: stop by default."""
     if run.mode == "batch" and run.exit_code != 0:
         code = "did not exit in time" if run.exit_code is None else f"exited with code {run.exit_code}"
         raise ApplicationFailed(f"the original image {code}{_tail(run)}")
     if run.mode == "server" and run.exit_code is not None and run.exit_code != 0:
         raise ApplicationFailed(f"the original container exited with code {run.exit_code} during probes{_tail(run)}")
+    if run.mode == "server" and not run.running_after_probes and options.continue_after == "probes":
+        # A server stays up until we stop it; one that exited cleanly was most likely stopped from outside.
+        raise ApplicationFailed(
+            f"the original container stopped during the probes (exit code {run.exit_code}; was it stopped from "
+            f"outside?){_tail(run)}"
+        )
     failed = [probe for probe in run.probes if not probe.ok]
-    if failed and probe_failure == "error":
+    if failed and options.probe_failure == "error":
         raise ApplicationFailed(
             f"probe {failed[0].probe!r} failed on the original image: {failed[0].detail}"
             " (fix the probe, or --probe-failure warn to carry on)"

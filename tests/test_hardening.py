@@ -473,3 +473,19 @@ def test_fifos_and_device_nodes_the_app_opened_are_kept_as_they_are(derived_imag
         assert docker_client.containers.run(tag, remove=True) == b"through\ndone\n"
     finally:
         remove_tags(docker_client, tag)
+
+
+STOP_MY_ORIGINAL = (
+    "python3 -c 'import sys, docker; from slim.ownership import RUN_LABEL, RunId; "
+    "label = RUN_LABEL + \"=\" + RunId.of(int(sys.argv[1])).token; "
+    "[c.stop() for c in docker.from_env().containers.list(filters={\"label\": label})]' $PPID"
+)
+
+
+@pytest.mark.engine
+def test_the_original_stopped_from_outside_is_the_originals_failure(fixture_image, docker_client, tmp_path):
+    """A host probe (a child of this very build) stops the traced original from outside: exit 5, not 6."""
+    result = slim("build", fixture_image("nginx"), "--host-exec", STOP_MY_ORIGINAL, "--report", tmp_path / "r.json",
+                  env={"PYTHONPATH": str(Path(__file__).parents[1])})
+    assert_clean_exit(result, ExitCode.APPLICATION_FAILED)
+    assert "the original container stopped during the probes" in result.stderr
