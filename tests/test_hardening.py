@@ -489,3 +489,31 @@ def test_the_original_stopped_from_outside_is_the_originals_failure(fixture_imag
                   env={"PYTHONPATH": str(Path(__file__).parents[1])})
     assert_clean_exit(result, ExitCode.APPLICATION_FAILED)
     assert "the original container stopped during the probes" in result.stderr
+
+
+RECORD_DISTINCT_OPENS = """
+import resource, sys
+from slim.adapters.engine import DockerEngine
+from slim.engine import ContainerSpec
+from slim.exercise import ExercisePlan, exercise
+from slim.tracing import run_traced
+
+engine = DockerEngine()
+script = f"i=0; while [ $i -lt {sys.argv[2]} ]; do : > /tmp/f$i; i=$((i+1)); done"
+spec = ContainerSpec(image=sys.argv[1], entrypoint=("/bin/sh",), command=("-c", script))
+plan = ExercisePlan(probes=(), mode="batch", timeout=3600)
+trace = run_traced(engine, spec, lambda cid, mark: exercise(engine, cid, plan, mark))
+created = sum(1 for traced in trace.paths if traced.path.parent.name == "tmp" and traced.path.name.startswith("f"))
+print(created, trace.health.overflow, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+@pytest.mark.engine
+def test_the_recorder_holds_200000_distinct_opens_in_memory_proportional_to_them(fixture_image):
+    opens = 200_000
+    result = subprocess.run([sys.executable, "-c", RECORD_DISTINCT_OPENS, fixture_image("jq"), str(opens)],
+                            capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert result.returncode == 0, result.stderr
+    created, overflow, peak_kib = result.stdout.split()
+    assert (int(created), overflow) == (opens, "False")
+    assert int(peak_kib) * 1024 < opens * 2048  # under 2 KiB per distinct path, the interpreter included
