@@ -15,7 +15,7 @@ import sys
 import tarfile
 import time
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath as P
 
 import docker
 import pytest
@@ -517,3 +517,27 @@ def test_the_recorder_holds_200000_distinct_opens_in_memory_proportional_to_them
     created, overflow, peak_kib = result.stdout.split()
     assert (int(created), overflow) == (opens, "False")
     assert int(peak_kib) * 1024 < opens * 2048  # under 2 KiB per distinct path, the interpreter included
+
+
+@pytest.mark.engine
+def test_a_sparse_file_stays_sparse_in_the_layer_we_write(derived_image, docker_client, tmp_path):
+    from slim.adapters.engine import DockerEngine
+    from slim.assemble import build_image, plan_image
+    from slim.closure import ClosureOptions, compute_closure
+    from slim.model import Trace, TraceHealth
+    from slim.rootfs import RootFS, spool_image
+    from slim.verify import NOT_RUN
+
+    engine = DockerEngine(docker_client)
+    facts = engine.inspect_image(derived_image("FROM {base}\nRUN truncate -s 300M /sparse\n"))
+    rootfs = RootFS.from_layers(spool_image(engine, facts.id, tmp_path / "source"))
+    trace = Trace(paths=(), health=TraceHealth(events=0, overflow=False, foreign_events=0), run=NOT_RUN)
+    closure = compute_closure(trace, rootfs, facts, ClosureOptions(include_paths=(P("/sparse"),)))
+    work_tag = f"{WORK_REPOSITORY}:test-{uuid.uuid4().hex[:8]}"
+    try:
+        built = build_image(engine, plan_image(closure, rootfs, facts), rootfs, tmp_path / "result", work_tag)
+        layer = tmp_path / "result" / "layer.tar"
+        assert built.layer_size == layer.stat().st_size > 300_000_000
+        assert layer.stat().st_blocks * 512 < 50_000_000  # the 300 MB of zeros take no disk
+    finally:
+        remove_tags(docker_client, work_tag)
