@@ -5,6 +5,7 @@ real devices and files. The serious items carry their number in the test name.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -16,6 +17,7 @@ import tarfile
 import time
 import uuid
 from pathlib import Path, PurePosixPath as P
+from typing import Iterator
 
 import docker
 import pytest
@@ -205,13 +207,20 @@ def test_serious_3_report_through_a_symlink_follows_it(fixture_image, docker_cli
         remove_tags(docker_client, tag)
 
 
+@contextlib.contextmanager
+def mounted_tmpfs(directory: Path, options: str) -> Iterator[Path]:
+    directory.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)], check=True)
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", str(directory)], check=True)
+
+
 @pytest.fixture
 def read_only_dir(tmp_path):
-    directory = tmp_path / "ro"
-    directory.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(directory)], check=True)
-    yield directory
-    subprocess.run(["umount", str(directory)], check=True)
+    with mounted_tmpfs(tmp_path / "ro", "ro,size=1m") as directory:
+        yield directory
 
 
 @pytest.mark.engine
@@ -411,11 +420,8 @@ def test_gc_never_touches_what_a_live_run_owns(tmp_path):
 
 @pytest.fixture
 def small_tmpdir(tmp_path):
-    directory = tmp_path / "small"
-    directory.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30m", "tmpfs", str(directory)], check=True)
-    yield directory
-    subprocess.run(["umount", str(directory)], check=True)
+    with mounted_tmpfs(tmp_path / "small", "size=30m") as directory:
+        yield directory
 
 
 @pytest.mark.engine
