@@ -547,3 +547,30 @@ def test_a_sparse_file_stays_sparse_in_the_layer_we_write(derived_image, docker_
         assert layer.stat().st_blocks * 512 < 50_000_000  # the 300 MB of zeros take no disk
     finally:
         remove_tags(docker_client, work_tag)
+
+
+# ---------------------------------------------------------------- pure pieces
+
+
+def test_printable_escapes_terminal_sequences_and_undecodable_bytes():
+    from slim.safe_text import console, printable
+
+    name = b"/srv/osc\x1b]0;pwned\x07 csi\x1b[2J c1\xc2\x9b bad\xff\nrow".decode("utf-8", "surrogateescape")
+    assert printable(name) == "/srv/osc\\x1b]0;pwned\\x07 csi\\x1b[2J c1\\x9b bad\\xff\nrow"
+    assert printable(name, one_line=True).endswith("bad\\xff\\nrow")
+    assert printable(name).encode("utf-8")  # always encodable
+    assert console("[/bold] lib[x]") == "\\[/bold] lib\\[x]"
+
+
+@pytest.mark.parametrize("one, other, same", [
+    ("foo", "docker.io/library/foo:latest", True),
+    ("foo:1", "index.docker.io/foo:1", True),  # the legacy index host is docker.io to the engine too
+    ("me/app:1", "docker.io/me/app:1", True),
+    ("localhost:5000/app", "localhost:5000/app:latest", True),
+    ("foo:1", "foo:2", False),
+    ("foo:x:1", "foo:1", False),
+])
+def test_references_compare_as_the_engine_normalises_them(one, other, same):
+    from slim.references import same_name
+
+    assert same_name(one, other) is same
