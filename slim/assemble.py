@@ -22,6 +22,7 @@ from .errors import SlimError
 from .model import ROOT, BuiltImage, Closure, EntryKind, FileEntry, ImageFacts, ImagePlan
 from .ownership import deferred_interrupts
 from .rootfs import CHUNK, XATTR_RECORD, RootFS
+from .sparse import zeros_as_holes
 
 SOURCE_LABEL = "io.slimtrace.source-image"
 # What `docker inspect` adds to an image's Config but the image config JSON does not hold (run-time state).
@@ -227,8 +228,8 @@ def build_image(engine: Engine, plan: ImagePlan, rootfs: RootFS, workdir: Path, 
     ours, is what makes the image this build's until it is handed over)."""
     workdir.mkdir(parents=True, exist_ok=True)
     layer_path = workdir / LAYER_NAME
-    with layer_path.open("wb") as out:
-        layer = write_layer(plan, rootfs, out)
+    with layer_path.open("wb") as out, zeros_as_holes(out) as sparse:
+        layer = write_layer(plan, rootfs, sparse)
     # Once the whole archive is sent the engine loads it: wait for its answer even if interrupted.
     with deferred_interrupts():
         image_id = engine.load_image(image_archive(plan, layer_path, layer, work_tag))

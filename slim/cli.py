@@ -503,7 +503,8 @@ def _remove_leftovers(engine) -> bool:
     leftovers = collect_garbage(engine)
     if leftovers:
         err_console.print(f"removed what dead slimtrace runs left behind: {leftovers.summary()}")
-        for name in (*leftovers.containers, *leftovers.images, *leftovers.directories):
+        for name in (*(f"container {cid[:12]}" for cid in leftovers.containers), *leftovers.images,
+                     *leftovers.directories):
             err_console.print(f"  {safe(name)}")
     return bool(leftovers)
 
@@ -574,7 +575,7 @@ def main() -> None:
     except Exception as e:  # a bug: say it in one line unless asked for details
         if os.environ.get("SLIM_DEBUG"):
             raise
-        err_console.print(f"Error: internal error: {safe(type(e).__name__)}: {safe(e)} (SLIM_DEBUG=1 shows the traceback)")
+        err_console.print(f"Error: internal error: {type(e).__name__}: {safe(e)} (SLIM_DEBUG=1 shows the traceback)")
         code = ExitCode.TOOL_ERROR
     sys.exit(code if isinstance(code, int) else 0)
 

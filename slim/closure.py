@@ -20,6 +20,7 @@ from pathlib import PurePosixPath
 
 from .elf import ELF_MAGIC, ElfInfo, MalformedElf, read_elf
 from .model import (
+    CONFIG_READ_LIMIT,
     ROOT,
     Closure,
     EntryKind,
@@ -38,6 +39,7 @@ from .rules import APP_FILES_MODES, RULES, RuleContext
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # Docker's default
 LD_SO_CONF = PurePosixPath("/etc/ld.so.conf")
+UNTRACEABLE_KINDS = (EntryKind.FIFO, EntryKind.CHAR, EntryKind.BLOCK)
 # A library every ELF needs (libc) would otherwise collect one reason per ELF in the image.
 MAX_REASONS = 8
 SHEBANG_LIMIT = 256  # BINPRM_BUF_SIZE: the kernel reads no more of a #! line
@@ -304,6 +306,11 @@ def _keep_seeds(kept: _Kept, options: ClosureOptions, volumes: tuple[PurePosixPa
     for path in options.include_paths:
         if not _keep_tree(kept, path, Reason(ReasonKind.INCLUDE)):
             kept.warn(f"include path {path} not found in the image")
+    # fanotify reports opens of regular files and directories only. FIFOs and device nodes cost no bytes:
+    # every one the image ships is kept, as the image has it.
+    for entry in kept.rootfs.entries.values():
+        if entry.kind in UNTRACEABLE_KINDS:
+            kept.add(entry.path, Reason(ReasonKind.ALWAYS, detail=f"{entry.kind.value}: opens of it cannot be traced"))
     # Opens under a volume never reach the tracer (a volume is mounted there at run time), so
     # whatever the image ships there is the volume's seed data and is kept whole.
     for volume in volumes:
@@ -604,7 +611,7 @@ def _ld_so_conf_dirs(
     if entry is None or entry.kind is not EntryKind.FILE or resolved.path in seen:
         return ()
     dirs: list[PurePosixPath] = []
-    for line in os.fsdecode(rootfs.read(resolved.path)).splitlines():
+    for line in os.fsdecode(rootfs.read(resolved.path, limit=CONFIG_READ_LIMIT)).splitlines():
         text = line.split("#", 1)[0]
         words = text.split()
         if words[:1] == ["include"]:

@@ -73,6 +73,11 @@ class ImageFacts:
 # ---------------------------------------------------------------- the original filesystem
 
 
+# Bytes of an image's small config file (ld.so.conf, nsswitch.conf, passwd) read for parsing: real ones are
+# a few KB, and a hostile image must not make us read a gigabyte into memory.
+CONFIG_READ_LIMIT = 1 << 20
+
+
 class EntryKind(enum.Enum):
     FILE = "file"
     DIR = "dir"

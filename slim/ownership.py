@@ -23,9 +23,9 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Protocol
+from typing import Iterator
 
-from .engine import ContainerSpec
+from .engine import ContainerSpec, Engine
 
 RUN_LABEL = "io.slimtrace.run"  # "<pid>-<start time>" of the slimtrace process that created the container
 WORK_REPOSITORY = "slimtrace-work"
@@ -107,14 +107,8 @@ def deferred_interrupts() -> Iterator[None]:
 # ---------------------------------------------------------------- containers
 
 
-class ContainerEngine(Protocol):
-    def create_container(self, spec: ContainerSpec) -> str: ...
-
-    def remove_container(self, container_id: str) -> None: ...
-
-
 @contextlib.contextmanager
-def owned_container(engine: ContainerEngine, spec: ContainerSpec, purpose: str) -> Iterator[str]:
+def owned_container(engine: Engine, spec: ContainerSpec, purpose: str) -> Iterator[str]:
     """Create a container named and labelled for this run; it is removed on the way out whatever happens.
     The removal is set up before the create call, by the name we chose, so no moment is uncovered."""
     run = this_run()
@@ -129,16 +123,6 @@ def owned_container(engine: ContainerEngine, spec: ContainerSpec, purpose: str) 
 
 
 # ---------------------------------------------------------------- leftovers of dead runs
-
-
-class LeftoverEngine(ContainerEngine, Protocol):
-    def labelled_containers(self, label: str) -> Mapping[str, str]:
-        """Container id -> value of `label`, for every container carrying it, running or not."""
-        ...
-
-    def repository_tags(self, repository: str) -> tuple[str, ...]: ...
-
-    def remove_image(self, ref: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -156,7 +140,7 @@ class Leftovers:
         return ", ".join(f"{count} {noun}{'s' if count != 1 else ''}" for count, noun in parts if count)
 
 
-def collect_garbage(engine: LeftoverEngine, temp_root: Path | None = None) -> Leftovers:
+def collect_garbage(engine: Engine, temp_root: Path | None = None) -> Leftovers:
     """Remove what runs whose process is gone left behind: containers first (they may still run and hold a
     temp dir as a bind mount), then work image tags, then temp dirs. What a live run owns is never touched."""
     containers = tuple(

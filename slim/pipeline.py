@@ -22,7 +22,7 @@ from .assemble import LAYER_NAME, build_image, plan_image
 from .closure import ClosureOptions, compute_closure
 from .engine import BindMount, ContainerSpec, Engine, Ulimit
 from .enginehost import require_local, require_traceable_storage, this_machine
-from .errors import ApplicationFailed, NoSpace, SlimError, UsageError, VerificationFailed
+from .errors import ApplicationFailed, NoSpace, SlimError, TracingUnavailable, UsageError, VerificationFailed
 from .exercise import ExercisePlan, exercise
 from .model import BuiltImage, Closure, ImageFacts, RunOutcome, Trace, Verification
 from .output_file import check_writable, write_text
@@ -32,7 +32,7 @@ from .report import Report, build_report
 from .rootfs import RootFS, layer_steps, saved_config, spool_image
 from .sbom import SBOM_PATH, Subject, kept_files, package_purls, sbom_json
 from .sizes import BackgroundGzip
-from .tracing import run_traced
+from .tracing import GATE_MOUNT, run_traced
 from probes import ExecProbe, HostExecProbe, HttpProbe, Probe
 from probes.probefile import ProbeFile, load_probe_file
 
@@ -157,8 +157,9 @@ def _build(engine: Engine, options: BuildOptions, on_stage: StageCallback) -> Bu
             cleanup.callback(source_gzip.close)
             rootfs = RootFS.from_layers(source_tars)
         with timer.stage("trace"):
+            _require_free_gate_mount(rootfs)
             trace = run_traced(engine, spec, lambda cid, mark: exercise(engine, cid, plan, mark))
-            _require_healthy_original(trace.run, options.run.probe_failure)
+            _require_healthy_original(trace.run, options.run)
         with timer.stage("closure"):
             closure = compute_closure(
                 trace, rootfs, facts,
@@ -230,7 +231,7 @@ def verify_images(engine: Engine, options: VerifyOptions, on_stage: StageCallbac
             slimmed_root = RootFS.from_layers(spool_image(engine, slimmed.id, workdir / "slimmed"))
         with timer.stage("run"):
             original = verification.run_exercised(engine, spec, plan)
-            _require_healthy_original(original, options.run.probe_failure)
+            _require_healthy_original(original, options.run)
         with timer.stage("verify"):
             result = verification.verify(engine, facts, slimmed, slimmed_root, spec, plan, original, original_root)
     return VerifyResult(facts, slimmed, result, timer.seconds)
@@ -306,15 +307,32 @@ def _check_tag(tag: str, facts: ImageFacts) -> None:
         raise UsageError(f"--tag {tag} names the original image {original}; slimtrace never replaces the original")
 
 
-def _require_healthy_original(run: RunOutcome, probe_failure: str) -> None:
+def _require_free_gate_mount(rootfs: RootFS) -> None:
+    """The gate is bind-mounted at GATE_MOUNT: over an image's own file there the mount fails, over its
+    symlink it lands where the link leads (its /tmp, say) and the traced run no longer matches the image."""
+    owned = rootfs.get(PurePosixPath(GATE_MOUNT))
+    if owned is not None:
+        raise TracingUnavailable(
+            f"the image has its own {GATE_MOUNT} ({owned.kind.value}), where slimtrace mounts its gate "
+            "program: this image cannot be traced"
+        )
+
+
+def _require_healthy_original(run: RunOutcome, options: RunOptions) -> None:
     """A probe that fails on the ORIGINAL would make a tiny broken image look fine: stop by default."""
     if run.mode == "batch" and run.exit_code != 0:
         code = "did not exit in time" if run.exit_code is None else f"exited with code {run.exit_code}"
         raise ApplicationFailed(f"the original image {code}{_tail(run)}")
     if run.mode == "server" and run.exit_code is not None and run.exit_code != 0:
         raise ApplicationFailed(f"the original container exited with code {run.exit_code} during probes{_tail(run)}")
+    if run.mode == "server" and not run.running_after_probes and options.continue_after == "probes":
+        # A server stays up until we stop it; one that exited cleanly was most likely stopped from outside.
+        raise ApplicationFailed(
+            f"the original container stopped during the probes (exit code {run.exit_code}; was it stopped from "
+            f"outside?){_tail(run)}"
+        )
     failed = [probe for probe in run.probes if not probe.ok]
-    if failed and probe_failure == "error":
+    if failed and options.probe_failure == "error":
         raise ApplicationFailed(
             f"probe {failed[0].probe!r} failed on the original image: {failed[0].detail}"
             " (fix the probe, or --probe-failure warn to carry on)"

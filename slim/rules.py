@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from .model import ROOT, EntryKind, FileEntry, ImageFacts, Reason, ReasonKind
+from .model import CONFIG_READ_LIMIT, ROOT, EntryKind, FileEntry, ImageFacts, Reason, ReasonKind
 from .rootfs import RootFS
 
 P = PurePosixPath
@@ -632,7 +632,7 @@ def keep_nss(ctx: RuleContext) -> Iterator[Keep]:
     for path in NAME_SERVICE_FILES:
         if ctx.entry(path) is not None:
             yield path, reason
-    services = nss_services(os.fsdecode(ctx.rootfs.read(NSSWITCH)))
+    services = nss_services(os.fsdecode(ctx.rootfs.read(NSSWITCH, limit=CONFIG_READ_LIMIT)))
     if any(_has_builtin_nss(ctx.rootfs, e.path) for e in ctx.kept_files() if _LIBC.fullmatch(e.path.name)):
         services -= BUILTIN_NSS_SERVICES
     for service in sorted(services):

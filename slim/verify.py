@@ -17,6 +17,7 @@ from .engine import ContainerSpec, Engine
 from .errors import ContainerStartFailed
 from .exercise import BATCH_RUN, ExercisePlan, exercise
 from .model import (
+    CONFIG_READ_LIMIT,
     Access,
     EntryKind,
     ImageFacts,
@@ -129,7 +130,7 @@ def _names(root: RootFS, database: str) -> set[str]:
     resolved = root.resolve(PurePosixPath(database))
     if not resolved.exists:
         return set()
-    text = root.read(resolved.path).decode("utf-8", "replace")
+    text = root.read(resolved.path, limit=CONFIG_READ_LIMIT).decode("utf-8", "replace")
     return {line.split(":", 1)[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 

@@ -161,8 +161,8 @@ def test_only_kept_name_of_a_hard_link_is_a_plain_file(tmp_path, image):
 def test_image_archive_is_a_reproducible_docker_save_tar(tmp_path, image):
     plan = plan_image(keep_all(image), image, facts())
     layer, layer_path = written_layer(tmp_path, plan, image)
-    archive = b"".join(image_archive(plan, layer_path, layer))
-    assert archive == b"".join(image_archive(plan, layer_path, layer))
+    archive = b"".join(image_archive(plan, layer_path, layer, "slimtrace-work:test"))
+    assert archive == b"".join(image_archive(plan, layer_path, layer, "slimtrace-work:test"))
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         assert {info.mtime for info in tar} == {0}
         (manifest,) = json.load(tar.extractfile("manifest.json"))
@@ -171,7 +171,7 @@ def test_image_archive_is_a_reproducible_docker_save_tar(tmp_path, image):
     assert manifest == {
         "Config": hashlib.sha256(config_bytes).hexdigest() + ".json",
         "Layers": [layer.diff_id.removeprefix("sha256:") + "/layer.tar"],
-        "RepoTags": [],
+        "RepoTags": ["slimtrace-work:test"],
     }
     assert json.loads(config_bytes) == {
         "architecture": "amd64", "os": "linux", "config": plan.config, "created": plan.created,
@@ -257,8 +257,11 @@ def test_slimmed_image_runs_like_the_original(tmp_path, docker_client, engine_im
     source = engine.inspect_image(original.id)
     index = RootFS.from_layers(spool_image(engine, source.id, tmp_path / "source"))
 
-    built = build_image(engine, plan_image(keep_all(index), index, source), index, tmp_path / "result")
+    work_tag = f"slimtrace-work:test-{tmp_path.name}"
+    built = build_image(engine, plan_image(keep_all(index), index, source), index, tmp_path / "result", work_tag)
     engine_images.append(built.id)
+    # Loaded under the build's work tag, the engine's proof of whose it is.
+    assert engine.inspect_image(built.id).repo_tags == (work_tag,)
 
     assert built.id != source.id and built.tag is None and built.files == len(index.entries)
     assert run_output(docker_client, built.id) == run_output(docker_client, original.id) == (

@@ -5,6 +5,7 @@ real devices and files. The serious items carry their number in the test name.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -15,11 +16,13 @@ import sys
 import tarfile
 import time
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath as P
+from typing import Iterator
 
 import docker
 import pytest
 
+from slim.errors import ExitCode
 from slim.ownership import RUN_LABEL, WORK_REPOSITORY, RunId
 
 STAGES = ("inspect", "index", "trace", "closure", "assemble", "verify", "measure")
@@ -34,9 +37,9 @@ def slim(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 class Running:
     """A `python3 -m slim ...` in the background whose progress lines (`==> stage`) we can wait for."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, env: dict | None = None):
         self.process = subprocess.Popen([sys.executable, "-m", "slim", *map(str, args)], stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True)
+                                        stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
         self.run = RunId.of(self.process.pid)
         self.stderr: list[str] = []
 
@@ -204,13 +207,20 @@ def test_serious_3_report_through_a_symlink_follows_it(fixture_image, docker_cli
         remove_tags(docker_client, tag)
 
 
+@contextlib.contextmanager
+def mounted_tmpfs(directory: Path, options: str) -> Iterator[Path]:
+    directory.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)], check=True)
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", str(directory)], check=True)
+
+
 @pytest.fixture
 def read_only_dir(tmp_path):
-    directory = tmp_path / "ro"
-    directory.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(directory)], check=True)
-    yield directory
-    subprocess.run(["umount", str(directory)], check=True)
+    with mounted_tmpfs(tmp_path / "ro", "ro,size=1m") as directory:
+        yield directory
 
 
 @pytest.mark.engine
@@ -251,18 +261,29 @@ CMD []
 
 
 @pytest.fixture
-def hostile_image(fixture_image, docker_client):
-    context = io.BytesIO()
-    dockerfile = HOSTILE_DOCKERFILE.format(base=fixture_image("jq")).encode()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, io.BytesIO(dockerfile))
-    context.seek(0)
-    tag = new_tag("hostile")
-    docker_client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True)
-    yield tag
-    remove_tags(docker_client, tag)
+def derived_image(fixture_image, docker_client):
+    """derived_image(dockerfile) -> tag of an image built from `dockerfile`, where {base} is the jq fixture."""
+    tags = []
+
+    def build(dockerfile: str) -> str:
+        context = io.BytesIO()
+        text = dockerfile.format(base=fixture_image("jq")).encode()
+        with tarfile.open(fileobj=context, mode="w") as tar:
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text))
+        context.seek(0)
+        tags.append(new_tag("derived"))
+        docker_client.images.build(fileobj=context, custom_context=True, tag=tags[-1], rm=True, forcerm=True)
+        return tags[-1]
+
+    yield build
+    remove_tags(docker_client, *tags)
+
+
+@pytest.fixture
+def hostile_image(derived_image):
+    return derived_image(HOSTILE_DOCKERFILE)
 
 
 @pytest.mark.engine
@@ -392,3 +413,164 @@ def test_gc_never_touches_what_a_live_run_owns(tmp_path):
     dead.mkdir()
     removed = collect_garbage(NoEngine(), tmp_path)
     assert removed.directories == (str(dead),) and alive.is_dir() and not dead.exists()
+
+
+# ---------------------------------------------------------------- medium items
+
+
+@pytest.fixture
+def small_tmpdir(tmp_path):
+    with mounted_tmpfs(tmp_path / "small", "size=30m") as directory:
+        yield directory
+
+
+@pytest.mark.engine
+def test_disk_full_in_tmpdir_names_the_directory_with_its_own_exit_code(small_tmpdir, fixture_image, docker_client,
+                                                                         tmp_path):
+    build = Running("build", fixture_image("nginx"), "--tag", new_tag(), "--report", tmp_path / "r.json",
+                    env={"TMPDIR": str(small_tmpdir)})
+    code, stderr = build.finish()
+    assert code == ExitCode.NO_SPACE, stderr
+    assert f"no space left in {small_tmpdir}" in stderr and "Traceback" not in stderr
+    assert leftovers(docker_client, build.run) == [] and list(small_tmpdir.iterdir()) == []
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("owned", ["echo file > /.slimtrace", "ln -s /tmp /.slimtrace", "mkdir /.slimtrace"])
+def test_an_image_that_owns_the_gate_mount_point_is_refused_clearly(owned, derived_image, docker_client, tmp_path):
+    image = derived_image("FROM {base}\nRUN " + owned + "\n")
+    build = Running("build", image, "--tag", new_tag(), "--report", tmp_path / "r.json")
+    code, stderr = build.finish()
+    assert code == ExitCode.TOOL_ERROR and "has its own /.slimtrace" in stderr and "Traceback" not in stderr, stderr
+    assert leftovers(docker_client, build.run) == []
+
+
+@pytest.mark.engine
+def test_a_huge_ld_so_conf_is_read_only_as_far_as_needed(derived_image, docker_client, tmp_path):
+    """A 200 MB /etc/ld.so.conf.d/*.conf: the build's peak memory stays below the file's size."""
+    image = derived_image("FROM {base}\nRUN yes /no/such/lib | head -c 200000000 > /etc/ld.so.conf.d/huge.conf\n")
+    tag = new_tag()
+    measure = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")
+    try:
+        result = subprocess.run([sys.executable, "-c", measure, sys.executable, "-m", "slim", "build", image, "--tag",
+                                 tag, "--report", str(tmp_path / "r.json")], capture_output=True, text=True)
+        assert_clean_exit(result, 0)
+        peak_kib = int(result.stdout.strip().splitlines()[-1])
+        assert peak_kib * 1024 < 200_000_000
+    finally:
+        remove_tags(docker_client, tag)
+
+
+SPECIAL_FILES_DOCKERFILE = """
+FROM {base}
+RUN mkdir /srv/special && mkfifo /srv/special/pipe && mknod /srv/special/null c 1 3
+ENTRYPOINT ["/bin/sh", "-c", "echo through > /srv/special/pipe & cat /srv/special/pipe; cat /srv/special/null; echo done"]
+"""
+
+
+@pytest.mark.engine
+def test_fifos_and_device_nodes_the_app_opened_are_kept_as_they_are(derived_image, docker_client, tmp_path):
+    image, tag, report = derived_image(SPECIAL_FILES_DOCKERFILE), new_tag(), tmp_path / "r.json"
+    try:
+        assert_clean_exit(slim("build", image, "--tag", tag, "--report", report), 0)
+        kept = {entry["path"]: entry for entry in json.loads(report.read_text())["kept"]}
+        assert kept["/srv/special/pipe"]["kind"] == "fifo" and kept["/srv/special/null"]["kind"] == "char"
+        assert docker_client.containers.run(tag, remove=True) == b"through\ndone\n"
+    finally:
+        remove_tags(docker_client, tag)
+
+
+STOP_MY_ORIGINAL = (
+    "python3 -c 'import sys, docker; from slim.ownership import RUN_LABEL, RunId; "
+    "label = RUN_LABEL + \"=\" + RunId.of(int(sys.argv[1])).token; "
+    "[c.stop() for c in docker.from_env().containers.list(filters={\"label\": label})]' $PPID"
+)
+
+
+@pytest.mark.engine
+def test_the_original_stopped_from_outside_is_the_originals_failure(fixture_image, docker_client, tmp_path):
+    """A host probe (a child of this very build) stops the traced original from outside: exit 5, not 6."""
+    result = slim("build", fixture_image("nginx"), "--host-exec", STOP_MY_ORIGINAL, "--report", tmp_path / "r.json",
+                  env={"PYTHONPATH": str(Path(__file__).parents[1])})
+    assert_clean_exit(result, ExitCode.APPLICATION_FAILED)
+    assert "the original container stopped during the probes" in result.stderr
+
+
+RECORD_DISTINCT_OPENS = """
+import resource, sys
+from slim.adapters.engine import DockerEngine
+from slim.engine import ContainerSpec
+from slim.exercise import ExercisePlan, exercise
+from slim.tracing import run_traced
+
+engine = DockerEngine()
+script = f"i=0; while [ $i -lt {sys.argv[2]} ]; do : > /tmp/f$i; i=$((i+1)); done"
+spec = ContainerSpec(image=sys.argv[1], entrypoint=("/bin/sh",), command=("-c", script))
+plan = ExercisePlan(probes=(), mode="batch", timeout=3600)
+trace = run_traced(engine, spec, lambda cid, mark: exercise(engine, cid, plan, mark))
+created = sum(1 for traced in trace.paths if traced.path.parent.name == "tmp" and traced.path.name.startswith("f"))
+print(created, trace.health.overflow, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+@pytest.mark.engine
+def test_the_recorder_holds_200000_distinct_opens_in_memory_proportional_to_them(fixture_image):
+    opens = 200_000
+    result = subprocess.run([sys.executable, "-c", RECORD_DISTINCT_OPENS, fixture_image("jq"), str(opens)],
+                            capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert result.returncode == 0, result.stderr
+    created, overflow, peak_kib = result.stdout.split()
+    assert (int(created), overflow) == (opens, "False")
+    assert int(peak_kib) * 1024 < opens * 2048  # under 2 KiB per distinct path, the interpreter included
+
+
+@pytest.mark.engine
+def test_a_sparse_file_stays_sparse_in_the_layer_we_write(derived_image, docker_client, tmp_path):
+    from slim.adapters.engine import DockerEngine
+    from slim.assemble import build_image, plan_image
+    from slim.closure import ClosureOptions, compute_closure
+    from slim.model import Trace, TraceHealth
+    from slim.rootfs import RootFS, spool_image
+    from slim.verify import NOT_RUN
+
+    engine = DockerEngine(docker_client)
+    facts = engine.inspect_image(derived_image("FROM {base}\nRUN truncate -s 300M /sparse\n"))
+    rootfs = RootFS.from_layers(spool_image(engine, facts.id, tmp_path / "source"))
+    trace = Trace(paths=(), health=TraceHealth(events=0, overflow=False, foreign_events=0), run=NOT_RUN)
+    closure = compute_closure(trace, rootfs, facts, ClosureOptions(include_paths=(P("/sparse"),)))
+    work_tag = f"{WORK_REPOSITORY}:test-{uuid.uuid4().hex[:8]}"
+    try:
+        built = build_image(engine, plan_image(closure, rootfs, facts), rootfs, tmp_path / "result", work_tag)
+        layer = tmp_path / "result" / "layer.tar"
+        assert built.layer_size == layer.stat().st_size > 300_000_000
+        assert layer.stat().st_blocks * 512 < 50_000_000  # the 300 MB of zeros take no disk
+    finally:
+        remove_tags(docker_client, work_tag)
+
+
+# ---------------------------------------------------------------- pure pieces
+
+
+def test_printable_escapes_terminal_sequences_and_undecodable_bytes():
+    from slim.safe_text import console, printable
+
+    name = b"/srv/osc\x1b]0;pwned\x07 csi\x1b[2J c1\xc2\x9b bad\xff\nrow".decode("utf-8", "surrogateescape")
+    assert printable(name) == "/srv/osc\\x1b]0;pwned\\x07 csi\\x1b[2J c1\\x9b bad\\xff\nrow"
+    assert printable(name, one_line=True).endswith("bad\\xff\\nrow")
+    assert printable(name).encode("utf-8")  # always encodable
+    assert console("[/bold] lib[x]") == "\\[/bold] lib\\[x]"
+
+
+@pytest.mark.parametrize("one, other, same", [
+    ("foo", "docker.io/library/foo:latest", True),
+    ("foo:1", "index.docker.io/foo:1", True),  # the legacy index host is docker.io to the engine too
+    ("me/app:1", "docker.io/me/app:1", True),
+    ("localhost:5000/app", "localhost:5000/app:latest", True),
+    ("foo:1", "foo:2", False),
+    ("foo:x:1", "foo:1", False),
+])
+def test_references_compare_as_the_engine_normalises_them(one, other, same):
+    from slim.references import same_name
+
+    assert same_name(one, other) is same
