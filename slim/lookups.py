@@ -28,7 +28,8 @@ class LookupRecorder:
     the lookups once the container is gone.
     """
 
-    def __init__(self, socket_path: Path, supervisor: Path, phase: str):
+    def __init__(self, socket_path: Path | None, supervisor: Path, phase: str):
+        """`socket_path` None: lookups are not traced (the gate finds no socket and runs the program unfiltered)."""
         self._supervisor_binary = supervisor
         self._phase = phase
         self._lookups: list[Lookup] = []
@@ -40,6 +41,8 @@ class LookupRecorder:
         self._unparsed = b""
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
         try:
+            if socket_path is None:
+                raise LookupsUnavailable("turned off (--no-lookups)")
             check_kernel()
             self._gate = GateSocket(str(socket_path))
         except (LookupsUnavailable, OSError) as why:  # no socket: the gate runs the program unfiltered

@@ -65,6 +65,7 @@ class BuildOptions:
     report_path: Path | None = None
     disabled_rules: tuple[str, ...] = ()  # --no-rule: names of slim.rules.RULES not to apply
     app_files: str = "all"  # --app-files: none | touched | all
+    trace_lookups: bool = True  # --no-lookups turns the lookup filter off
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,8 @@ def build(engine: Engine, options: BuildOptions, on_stage: StageCallback = lambd
             cleanup.callback(source_gzip.close)
             rootfs = RootFS.from_layers(source_tars)
         with timer.stage("trace"):
-            trace = run_traced(engine, spec, lambda cid, mark: exercise(engine, cid, plan, mark))
+            trace = run_traced(engine, spec, lambda cid, mark: exercise(engine, cid, plan, mark),
+                               lookups=options.trace_lookups)
             _require_healthy_original(trace.run, options.run.probe_failure)
         with timer.stage("closure"):
             closure = compute_closure(
@@ -297,7 +299,8 @@ def _with_hints(
     """Only when verification failed: run the slimmed image once more, traced, and name the files the
     original used that it lacks. A hint is a bonus: if this run fails, the verification result stands."""
     try:
-        slimmed = run_traced(engine, slimmed_spec, lambda cid, mark: exercise(engine, cid, plan, mark))
+        # Only opens are compared, so the lookup filter would be cost without use here.
+        slimmed = run_traced(engine, slimmed_spec, lambda cid, mark: exercise(engine, cid, plan, mark), lookups=False)
     except SlimError:
         return result
     missing = verification.likely_missing(original, slimmed, original_root, slimmed_root)

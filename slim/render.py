@@ -32,11 +32,19 @@ def render_summary(console: Console, report: Report, path: Path) -> None:
     trace = data["trace"]
     health = "complete" if trace["complete"] else "[bold red]INCOMPLETE (kernel queue overflowed)[/]"
     console.print(f"trace: {trace['paths']:,} paths from {trace['events']:,} events, {health}")
+    console.print(_lookups_line(data["lookups"]))
     for warning in data["warnings"][:5]:
         console.print(f"[yellow]warning:[/] {warning}")
     if len(data["warnings"]) > 5:
         console.print(f"[yellow]warning:[/] … and {len(data['warnings']) - 5} more in the report")
     console.print(f"report: {path}")
+
+
+def _lookups_line(lookups: dict) -> str:
+    if not lookups["traced"]:
+        return f"lookups: [yellow]not traced[/] ({lookups['note']}): only opens were seen"
+    return (f"lookups: {lookups['paths']:,} paths from {lookups['calls']:,} calls, {lookups['in_image']:,} in the image"
+            f" (kept), {len(lookups['missing']):,} missing")
 
 
 def _verification_line(verification: dict) -> str:
