@@ -22,10 +22,11 @@ from slim.model import Lookup, LookupHealth
 
 
 class LookupRecorder:
-    """Listens on the gate's socket, then answers the filter's notifications on its own thread.
+    """Listens on the gate's socket for the filter's listener, runs lookupd on it and reads what lookupd
+    reports, on its own thread.
 
-    Use as a context manager (leaving it stops the thread and closes the listener), and call stop() for
-    the lookups once the container is gone.
+    Use as a context manager (leaving it stops the thread and ends lookupd), and call stop() for the
+    lookups once the container is gone.
     """
 
     def __init__(self, socket_path: Path | None, supervisor: Path, phase: str):

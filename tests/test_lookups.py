@@ -89,14 +89,14 @@ def test_a_symlink_looked_at_itself_keeps_where_it_leads_and_nothing_below(tmp_p
 # ---------------------------------------------------------------- the tracer (real kernel, real engine)
 
 
-def traced_lookups(fixture_image, script: str):
+def traced_lookups(fixture_image, script: str, user: str | None = None, lookups: bool = True):
     engine = DockerEngine()
-    spec = ContainerSpec(image=fixture_image("base"), entrypoint=("sh",), command=("-c", script))
+    spec = ContainerSpec(image=fixture_image("base"), entrypoint=("sh",), command=("-c", script), user=user)
 
     def exercise(container_id, set_phase):
         return RunOutcome(mode="batch", exit_code=engine.wait(container_id, 60), running_after_probes=False, probes=())
 
-    trace = run_traced(engine, spec, exercise)
+    trace = run_traced(engine, spec, exercise, lookups=lookups)
     assert trace.run.exit_code == 0
     return trace, {(str(found.path), found.follow): found for found in trace.lookups}
 
@@ -115,6 +115,19 @@ def test_stat_access_readlink_and_cd_are_recorded_with_relative_paths_made_absol
     assert found[("/bin", False)].program == "/usr/bin/readlink"
     # The gate's own files are looked up before the filter exists: they never appear.
     assert not any(path.startswith("/.slimtrace") for path, _ in found)
+
+
+@pytest.mark.engine
+def test_lookups_are_traced_when_the_container_runs_as_an_unprivileged_user(fixture_image):
+    trace, found = traced_lookups(fixture_image, "[ -f /etc/hostname ]", user="nobody")
+    assert trace.lookup_health.traced and ("/etc/hostname", True) in found
+
+
+@pytest.mark.engine
+def test_no_lookups_leaves_the_filter_out(fixture_image):
+    trace, found = traced_lookups(fixture_image, "[ -f /etc/hostname ]", lookups=False)
+    assert found == {}
+    assert trace.lookup_health == LookupHealth(traced=False, calls=0, note="turned off (--no-lookups)")
 
 
 @pytest.mark.engine
