@@ -272,6 +272,8 @@ def _rules_epilog() -> str:
               help="Do not apply this keep rule (listed below). Repeatable.")
 @run_options
 @click.option("--no-verify", is_flag=True, help="Skip verification (the report says it was skipped).")
+@click.option("--no-lookups", is_flag=True,
+              help="Trace opens only, not the paths processes stat/access/readlink (no seccomp filter in the run).")
 @click.option("--keep-unverified", is_flag=True,
               help="Tag the slimmed image even when verification finds a difference (exit code stays 6).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -284,8 +286,8 @@ def _rules_epilog() -> str:
                    "vulnerability scanners will then see no package at all.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout instead of a summary.")
 @gate_options
-def build(image, tag, include_paths, exclude_paths, app_files, no_rules, no_verify, keep_unverified, report_path,
-          sbom_path, no_package_db, as_json, min_ratio, max_size, require_verified, **kwargs):
+def build(image, tag, include_paths, exclude_paths, app_files, no_rules, no_verify, no_lookups, keep_unverified,
+          report_path, sbom_path, no_package_db, as_json, min_ratio, max_size, require_verified, **kwargs):
     """Slim IMAGE: run it traced, keep what it uses, verify, tag the result.
 
     Example: slim build nginx:latest --tag nginx:slim
@@ -307,6 +309,7 @@ def build(image, tag, include_paths, exclude_paths, app_files, no_rules, no_veri
         app_files=app_files,
         package_db=not no_package_db,
         sbom_path=sbom_path,
+        trace_lookups=not no_lookups,
     )
     from .gates import evaluate, gates_from_options
 

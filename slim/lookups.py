@@ -22,13 +22,15 @@ from slim.model import Lookup, LookupHealth
 
 
 class LookupRecorder:
-    """Listens on the gate's socket, then answers the filter's notifications on its own thread.
+    """Listens on the gate's socket for the filter's listener, runs lookupd on it and reads what lookupd
+    reports, on its own thread.
 
-    Use as a context manager (leaving it stops the thread and closes the listener), and call stop() for
-    the lookups once the container is gone.
+    Use as a context manager (leaving it stops the thread and ends lookupd), and call stop() for the
+    lookups once the container is gone.
     """
 
-    def __init__(self, socket_path: Path, supervisor: Path, phase: str):
+    def __init__(self, socket_path: Path | None, supervisor: Path, phase: str):
+        """`socket_path` None: lookups are not traced (the gate finds no socket and runs the program unfiltered)."""
         self._supervisor_binary = supervisor
         self._phase = phase
         self._lookups: list[Lookup] = []
@@ -40,6 +42,8 @@ class LookupRecorder:
         self._unparsed = b""
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
         try:
+            if socket_path is None:
+                raise LookupsUnavailable("turned off (--no-lookups)")
             check_kernel()
             self._gate = GateSocket(str(socket_path))
         except (LookupsUnavailable, OSError) as why:  # no socket: the gate runs the program unfiltered

@@ -76,6 +76,7 @@ class BuildOptions:
     app_files: str = "all"  # --app-files: none | touched | all
     package_db: bool = True  # --no-package-db turns off the trimmed package databases and the stored SBOM
     sbom_path: Path | None = None  # --sbom (default: next to the report)
+    trace_lookups: bool = True  # --no-lookups turns the lookup filter off
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,8 @@ def _build(engine: Engine, options: BuildOptions, on_stage: StageCallback) -> Bu
             rootfs = RootFS.from_layers(source_tars)
         with timer.stage("trace"):
             _require_free_gate_mount(rootfs)
-            trace = run_traced(engine, spec, lambda cid, mark: exercise(engine, cid, plan, mark))
+            trace = run_traced(engine, spec, lambda cid, mark: exercise(engine, cid, plan, mark),
+                               lookups=options.trace_lookups)
             _require_healthy_original(trace.run, options.run)
         with timer.stage("closure"):
             closure = compute_closure(
@@ -356,7 +358,8 @@ def _with_hints(
     """Only when verification failed: run the slimmed image once more, traced, and name the files the
     original used that it lacks. A hint is a bonus: if this run fails, the verification result stands."""
     try:
-        slimmed = run_traced(engine, slimmed_spec, lambda cid, mark: exercise(engine, cid, plan, mark))
+        # Only opens are compared, so the lookup filter would be cost without use here.
+        slimmed = run_traced(engine, slimmed_spec, lambda cid, mark: exercise(engine, cid, plan, mark), lookups=False)
     except SlimError:
         return result
     missing = verification.likely_missing(original, slimmed, original_root, slimmed_root)

@@ -34,6 +34,7 @@ def render_summary(console: Console, report: Report, path: Path) -> None:
     health = "complete" if trace["complete"] else "[bold red]INCOMPLETE (kernel queue overflowed)[/]"
     console.print(f"trace: {trace['paths']:,} paths from {trace['events']:,} events, {health}")
     console.print(_packages_line(data))
+    console.print(_lookups_line(data["lookups"]))
     for warning in data["warnings"][:5]:
         console.print(f"[yellow]warning:[/] {safe(warning)}")
     if len(data["warnings"]) > 5:
@@ -48,6 +49,13 @@ def _packages_line(data: dict) -> str:
     else:
         seen = f"{packages['original']:,} -> {packages['kept']:,} in the trimmed database"
     return f"packages: {seen}; SBOM: {sbom['path']}"
+
+
+def _lookups_line(lookups: dict) -> str:
+    if not lookups["traced"]:
+        return f"lookups: [yellow]not traced[/] ({lookups['note']}): only opens were seen"
+    return (f"lookups: {lookups['paths']:,} paths from {lookups['calls']:,} calls, {lookups['in_image']:,} in the image"
+            f" (kept), {len(lookups['missing']):,} missing")
 
 
 def _verification_line(verification: dict) -> str:

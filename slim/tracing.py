@@ -189,12 +189,14 @@ def _executable(pid: int) -> str:
         return ""
 
 
-def run_traced(engine: Engine, spec: ContainerSpec, exercise: Exercise, *, bounded_queue: bool = False) -> Trace:
+def run_traced(
+    engine: Engine, spec: ContainerSpec, exercise: Exercise, *, bounded_queue: bool = False, lookups: bool = True
+) -> Trace:
     """Run `spec` behind the gate, traced from its first instruction, while `exercise` probes it.
 
     `spec.entrypoint + spec.command` must be the real argv. `exercise(container_id, set_phase)` runs the
-    probes, labelling each with set_phase, and says how the container behaved. The container and the
-    gate's temp dir are removed whatever happens.
+    probes, labelling each with set_phase, and says how the container behaved. `lookups=False` leaves the
+    lookup filter out (opens only). The container and the gate's temp dir are removed whatever happens.
     """
     argv = (spec.entrypoint or ()) + (spec.command or ())
     if not argv:
@@ -205,7 +207,8 @@ def run_traced(engine: Engine, spec: ContainerSpec, exercise: Exercise, *, bound
         _install_gate(gate, gate_dir)
         notifier = cleanup.enter_context(Fanotify(bounded_queue=bounded_queue))
         # Listening before the container starts: the gate connects as soon as it may go.
-        lookups = cleanup.enter_context(LookupRecorder(gate_dir / LOOKUP_SOCKET_NAME, lookupd_binary(), STARTUP))
+        socket_path = gate_dir / LOOKUP_SOCKET_NAME if lookups else None
+        lookup_recorder = cleanup.enter_context(LookupRecorder(socket_path, lookupd_binary(), STARTUP))
         container_id = cleanup.enter_context(owned_container(engine, _gated(spec, argv, gate_dir), "trace"))
         engine.start(container_id)
         notifier.mark_filesystem(container_root(engine, container_id), TRACE_MASK)
@@ -214,14 +217,14 @@ def run_traced(engine: Engine, spec: ContainerSpec, exercise: Exercise, *, bound
 
         def set_phase(name: str) -> None:
             recorder.set_phase(name)
-            lookups.set_phase(name)
+            lookup_recorder.set_phase(name)
 
         run = exercise(container_id, set_phase)
         # What the application opens while shutting down gracefully is needed too.
         set_phase(SHUTDOWN)
         _stop(engine, container_id, spec.stop_signal)
         paths, health = recorder.stop()
-        looked_up, lookup_health = lookups.stop()
+        looked_up, lookup_health = lookup_recorder.stop()
     return Trace(paths=paths, health=health, run=run, lookups=looked_up, lookup_health=lookup_health)
 
 
