@@ -165,7 +165,7 @@ def _dpkg_status(rootfs: RootFS) -> list[_Stanza]:
     stanzas = []
     for paragraph in _split_paragraphs(text):
         package = _dpkg_package(paragraph)
-        if package is not None:
+        if package is not None and _is_installed(paragraph):  # not a removed package's leftover conffiles
             file_list, md5sums = _info_file(rootfs, package, "list"), _info_file(rootfs, package, "md5sums")
             stanzas.append(_Stanza(package, paragraph, DPKG_STATUS, file_list, md5sums))
     return stanzas
@@ -188,7 +188,7 @@ def _dpkg_status_dir(rootfs: RootFS) -> list[_Stanza]:
     for path in rootfs.children(DPKG_STATUS_DIR):
         text = _text(rootfs, path) if "." not in path.name else None
         package = _dpkg_package(text) if text is not None else None
-        if package is not None:
+        if package is not None and _is_installed(text):
             md5sums = path.with_name(f"{path.name}.md5sums")
             stanzas.append(_Stanza(package, text, path, None, md5sums if rootfs.get(md5sums) is not None else None))
     return stanzas
@@ -219,8 +219,13 @@ def installed_packages(database: PurePosixPath, text: str) -> list[InstalledPack
     """The installed packages a database file names: the dpkg status file or a status.d stanza, or apk's."""
     if database == APK_INSTALLED:
         return [package for package in map(_apk_package, _split_paragraphs(text)) if package is not None]
-    paragraphs = (p for p in _split_paragraphs(text) if deb822_fields(p).get("Status", INSTALLED).endswith(INSTALLED))
+    paragraphs = (p for p in _split_paragraphs(text) if _is_installed(p))
     return [package for package in map(_dpkg_package, paragraphs) if package is not None]
+
+
+def _is_installed(paragraph: str) -> bool:
+    # distroless' stanzas may have no Status: a package it lists is installed.
+    return deb822_fields(paragraph).get("Status", INSTALLED).endswith(INSTALLED)
 
 
 def deb822_fields(paragraph: str) -> dict[str, str]:

@@ -35,8 +35,10 @@ pytestmark = pytest.mark.engine
 
 
 def slim_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    # Run in another directory, `python -m slim` must still be this checkout, not whatever is installed.
+    checkout = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     return subprocess.run([sys.executable, "-m", "slim", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, **(env or {})}, timeout=600)
+                          env={**os.environ, **checkout, **(env or {})}, timeout=600)
 
 
 @pytest.fixture(scope="module")

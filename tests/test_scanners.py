@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,8 +23,14 @@ from slim.sbom import SBOM_PATH, package_purls, validation_errors
 pytestmark = pytest.mark.engine
 
 
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
 def slim_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "slim", *args], capture_output=True, text=True, cwd=cwd, timeout=900)
+    # Run in another directory, `python -m slim` must still be this checkout, not whatever is installed.
+    env = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+    return subprocess.run([sys.executable, "-m", "slim", *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=900)
 
 
 def exported_root(docker_client, image: str, target: Path) -> Path:
