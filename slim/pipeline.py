@@ -239,6 +239,7 @@ def exercise_plan(facts: ImageFacts, run: RunOptions) -> ExercisePlan:
         timeout=run.timeout,
         continue_after=run.continue_after,
         ready_timeout=run.ready_timeout,
+        passes=2,  # the original's runs: volatility is learned from two passes
     )
 
 
@@ -297,7 +298,8 @@ def _with_hints(
     """Only when verification failed: run the slimmed image once more, traced, and name the files the
     original used that it lacks. A hint is a bonus: if this run fails, the verification result stands."""
     try:
-        slimmed = run_traced(engine, slimmed_spec, lambda cid, mark: exercise(engine, cid, plan, mark))
+        slimmed_plan = verification.plan_like(plan, original.run)
+        slimmed = run_traced(engine, slimmed_spec, lambda cid, mark: exercise(engine, cid, slimmed_plan, mark))
     except SlimError:
         return result
     missing = verification.likely_missing(original, slimmed, original_root, slimmed_root)
