@@ -56,7 +56,9 @@ class HttpRequest:
     port: int | None = None  # None: the image's first exposed port
     headers: Mapping[str, str] = field(default_factory=dict)
     body: str | None = None
-    expect_status: int | None = 200  # None: anything but a server error (5xx), as for crawled pages
+    # None: anything but a server error (5xx), as for crawled pages; a set: any of these (an API description's
+    # documented responses)
+    expect_status: int | frozenset[int] | None = 200
     ignore: tuple[str, ...] = ()  # regexes removed from the body before hashing (dates, ids)
 
 
@@ -362,6 +364,7 @@ class _Session:
         while True:
             try:
                 answer, error = fetch(self.origin, request, self.deadline), None
+                # Only a status the user expects exactly is taken at once; a documented one may still mean "loading".
                 not_ready = answer.status in WARMUP_STATUSES and answer.status != request.expect_status
                 why = str(answer.status) if not_ready else None
             except NO_ANSWER as error_:
@@ -430,9 +433,12 @@ class _Crawl:
         return f"crawl stopped at {self.stopped_by} with {len(self.queue)} more URLs to fetch"
 
 
-def _complaint(expected: int | None, status: int) -> str | None:
+def _complaint(expected: int | frozenset[int] | None, status: int) -> str | None:
     if expected is None:
         return f"status {status}" if status >= 500 else None
+    if isinstance(expected, frozenset):
+        documented = ", ".join(map(str, sorted(expected))) if len(expected) <= 10 else "the documented ones"
+        return f"status {status}, expected one of {documented}" if status not in expected else None
     return f"status {status}, expected {expected}" if status != expected else None
 
 
