@@ -26,7 +26,10 @@ ANY_BUT_SERVER_ERRORS = frozenset(range(100, 500))
 
 def load_openapi(source: str, methods: tuple[str, ...] = DEFAULT_METHODS) -> tuple[HttpRequest, ...]:
     """The requests for every operation of `methods` the document at `source` (a path or a URL) describes."""
-    location = source if urlsplit(source).scheme in ("http", "https") else str(Path(source).resolve())
+    remote = urlsplit(source).scheme in ("http", "https")
+    if not remote and not Path(source).is_file():
+        raise UsageError(f"--openapi {source}: cannot read it: no such file")
+    location = source if remote else str(Path(source).resolve())
     try:
         document = prance.ResolvingParser(location, backend="openapi-spec-validator", lazy=False).specification
     except (prance.ValidationError, prance.util.url.ResolutionError) as error:

@@ -39,7 +39,7 @@ def _stable(first: ProbeOutcome, second: ProbeOutcome, key: str) -> Volatile:
     parts = {name: value for name, value in first_parts.items() if second_parts.get(name) == value}
     compared = ", ".join(filter(None, [*(_field_words(name, value) for name, value in fields.items()),
                                       describe_parts(list(parts))]))
-    return Volatile(compared or "nothing (every part differed between two runs of the original)", fields, parts)
+    return Volatile(compared or "not compared: it differed between two runs of the original", fields, parts)
 
 
 def _field_words(name: str, value: Any) -> str:
