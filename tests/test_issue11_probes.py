@@ -29,13 +29,13 @@ HTML = "text/html; charset=utf-8"
 
 @contextmanager
 def site(routes: dict):
-    """A real HTTP server: path -> (status, content type, body or a callable giving it)."""
+    """A real HTTP server: path -> (status, content type, body); a callable status or body is called."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
             status, kind, body = routes.get(self.path, (404, "text/plain", "not found"))
             body = (body() if callable(body) else body).encode()
-            self.send_response(status)
+            self.send_response(status() if callable(status) else status)
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -153,30 +153,9 @@ def answers(*statuses: int, then: int = 200):
     return status
 
 
-@contextmanager
 def gated_site(status):
     """/ is served at once (a proxy's own page); /api answers what `status()` says (its backend warming up)."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            code = status() if self.path == "/api" else 200
-            body = b'<a href="/api">api</a>' if self.path == "/" else b"{}"
-            self.send_response(code)
-            self.send_header("Content-Type", "text/html" if self.path == "/" else "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    return site({"/": (200, HTML, '<a href="/api">api</a>'), "/api": (status, "application/json", "{}")})
 
 
 def test_502_503_504_during_the_warm_up_mean_not_ready_yet():
