@@ -151,5 +151,8 @@ def _documented_statuses(responses: Mapping[str, Any]) -> frozenset[int]:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+    # prance's errors carry their validator's arguments (the message, then the schema it broke): the
+    # first text among them is the message.
+    message = next((argument for argument in error.args if isinstance(argument, str)), str(error))
+    lines = message.strip().splitlines()
+    return lines[0] if lines else type(error).__name__

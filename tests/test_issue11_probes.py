@@ -365,7 +365,8 @@ def test_swagger_2_json_with_its_base_path(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("openapi: 3.0.3\ninfo: {title: x}\npaths: {}\n", "not a valid OpenAPI or Swagger document"),
+        ("openapi: 3.0.3\ninfo: {title: x}\npaths: {}\n",
+         "not a valid OpenAPI or Swagger document: 'version' is a required property$"),
         ("{not: [valid", "cannot read it"),
     ],
 )
