@@ -282,7 +282,9 @@ class HttpProbe:
             if self.require_http:
                 return ProbeOutcome(self.name, False, str(error), dict(NOT_HTTP))
             return ProbeOutcome(self.name, True, "listening, not HTTP", dict(NOT_HTTP))
-        session = _Session(origin, target.deadline, warmup=self.ready_timeout)
+        # When sockets of the original's run never listened, the ready timeout is spent: no warm-up on top.
+        spent = target.readiness is not None and bool(target.readiness.sockets_missing)
+        session = _Session(origin, target.deadline, warmup=0.0 if spent else self.ready_timeout)
         crawl = _Crawl(self, session)
         visits = []
         declared = (session.visit(request)[0] for request in self.requests)

@@ -100,8 +100,8 @@ class Readiness:
             waited = f"{waited} and {every} ({listed})" if waited else f"{every} ({listed})"
         if self.missing() or self.sockets_missing:
             absent = [*map(str, self.missing()), *map(_socket_text, self.sockets_missing)]
-            return f"waited {self.seconds:.3g} s for {waited} in the kernel's socket tables; missing: {', '.join(absent)}"
-        return f"{waited} listened after {self.seconds:.3g} s (kernel socket tables)"
+            return f"waited {self.seconds:.2f} s for {waited} in the kernel's socket tables; missing: {', '.join(absent)}"
+        return f"{waited} listened after {self.seconds:.2f} s (kernel socket tables)"
 
     @property
     def observed(self) -> bool:

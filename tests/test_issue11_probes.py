@@ -379,3 +379,12 @@ def test_a_bad_api_document_is_a_usage_error_in_one_line(tmp_path, text, message
 def test_a_missing_api_document_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="cannot read it"):
         load_openapi(str(tmp_path / "absent.yaml"))
+
+
+def test_no_warm_up_once_the_ready_timeout_was_spent_waiting_for_the_originals_sockets():
+    readiness = await_listening(FakeEngine(), "c0ffee", (80,), timeout=0.2, read=sockets({0: {("0.0.0.0", 80)}}),
+                                sockets=(("127.0.0.1", 9000),))
+    with gated_site(answers(502)) as port:
+        outcome = HttpProbe(80, ready_timeout=30).run(target(port, readiness=readiness))
+    assert not outcome.ok and outcome.detail.startswith("GET /api: status 502")
+    assert outcome.readiness == "answered without a warm-up"
