@@ -1,7 +1,10 @@
-"""An HTTP(S) server in the container: wait until it answers, crawl its pages, send the declared requests.
+"""An HTTP(S) server in the container: wait until it answers, crawl what a browser loads, send the declared
+requests.
 
 The fingerprint maps each request ("GET /a.html") to the status and the sha256 of the body, so two runs
-of a correct image give equal fingerprints; headers (Date, Server, ...) are left out on purpose.
+of a correct image give equal fingerprints; headers (Date, Server, ...) are left out on purpose. The parts
+of each body (content type, HTML structure, JSON keys and values) are kept too, for a body that differs
+between two runs of the original (slim/volatility.py).
 """
 from __future__ import annotations
 
@@ -15,7 +18,6 @@ import ssl
 import time
 from collections import Counter, deque
 from dataclasses import KW_ONLY, dataclass, field
-from html.parser import HTMLParser
 from itertools import chain
 from typing import Iterator, Mapping
 from urllib.parse import urljoin, urlsplit
@@ -23,6 +25,8 @@ from urllib.parse import urljoin, urlsplit
 from slim.model import ProbeOutcome
 
 from .base import Target
+from .bodies import body_parts
+from .links import Link, Page, read_page, stylesheet_links
 
 REQUEST_TIMEOUT = 10.0  # seconds for one request, answer and body included
 # Seconds for a TLS handshake when detecting TLS: a TLS server answers a ClientHello at once, while a server
@@ -30,8 +34,12 @@ REQUEST_TIMEOUT = 10.0  # seconds for one request, answer and body included
 TLS_HANDSHAKE_TIMEOUT = 3.0
 RETRY_INTERVAL = 0.2  # seconds between readiness attempts
 CHUNK = 64 * 1024
-HTML_LIMIT = 2 * 1024 * 1024  # links are looked for in the first bytes of a page only
+HTML_LIMIT = 2 * 1024 * 1024  # links and parts are looked for in the first bytes of a body only
 HTML_TYPES = ("text/html", "application/xhtml+xml")
+CSS_TYPE = "text/css"
+# Answers that mean "not ready yet" while an application warms up: a proxy whose backend does not listen
+# yet (502), a readiness gate (503), a backend that is still too slow (504).
+WARMUP_STATUSES = (502, 503, 504)
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 # What a request can fail with: no connection, a reset, a timeout, a TLS failure (all OSError), or an
@@ -48,7 +56,9 @@ class HttpRequest:
     port: int | None = None  # None: the image's first exposed port
     headers: Mapping[str, str] = field(default_factory=dict)
     body: str | None = None
-    expect_status: int | None = 200  # None: anything but a server error (5xx), as for crawled pages
+    # None: anything but a server error (5xx), as for crawled pages; a set: any of these (an API description's
+    # documented responses)
+    expect_status: int | frozenset[int] | None = 200
     ignore: tuple[str, ...] = ()  # regexes removed from the body before hashing (dates, ids)
 
 
@@ -99,32 +109,9 @@ def handshake(host: str, port: int, deadline: float) -> None:
             pass
 
 
-class _LinkParser(HTMLParser):
-    def __init__(self, page_url: str):
-        super().__init__(convert_charrefs=True)
-        self.base = page_url
-        self.links: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        for name, value in attrs:
-            if name not in ("href", "src") or not value or not value.strip():
-                continue
-            if tag == "base":
-                self.base = urljoin(self.base, value.strip())
-            else:
-                self.links.append(urljoin(self.base, value.strip()))
-
-
 def page_links(html: str, page_url: str) -> list[str]:
-    """Absolute URLs of the href and src attributes of a page, in document order, fragments dropped.
-
-    Relative links resolve against the page (or its <base href>), dot segments removed. mailto:,
-    javascript:, data: and links to other hosts come back too: Origin.path_of filters them.
-    """
-    parser = _LinkParser(page_url)
-    parser.feed(html)
-    parser.close()
-    return [url.partition("#")[0] for url in parser.links]
+    """Absolute URLs of what a page links to and loads, in document order, fragments dropped."""
+    return [link.url for link in read_page(html, page_url).links]
 
 
 def without_ignored(body: bytes, ignore: tuple[str, ...]) -> bytes:
@@ -144,13 +131,31 @@ class Answer:
     head: bytes  # the first HTML_LIMIT bytes of the body (after the ignore regexes)
     content_type: str
     location: str | None  # Location header of a redirect
+    size: int = 0  # bytes of the body (after the ignore regexes)
 
-    def links(self) -> list[str]:
-        """Where this answer leads: the links of an HTML page, and a redirect's target."""
-        found = [urljoin(self.url, self.location)] if self.location else []
-        if self.content_type.split(";")[0].strip().lower() in HTML_TYPES:
-            found += page_links(self.head.decode("utf-8", "replace"), self.url)
+    @property
+    def media_type(self) -> str:
+        return self.content_type.split(";")[0].strip().lower()
+
+    @functools.cached_property
+    def page(self) -> Page | None:
+        if self.media_type not in HTML_TYPES:
+            return None
+        return read_page(self.head.decode("utf-8", "replace"), self.url)
+
+    def links(self) -> list[Link]:
+        """What this answer makes a browser load or offers to go to: a redirect's target, the links of an
+        HTML page, the imports and url()s of a stylesheet."""
+        found = [Link(urljoin(self.url, self.location), navigates=False)] if self.location else []
+        if self.page is not None:
+            found += self.page.links
+        elif self.media_type == CSS_TYPE:
+            found += stylesheet_links(self.head.decode("utf-8", "replace"), self.url)
         return found
+
+    def parts(self) -> dict[str, str]:
+        structure = self.page.structure if self.page is not None else None
+        return body_parts(self.media_type, self.head, self.size <= len(self.head), structure)
 
 
 def fetch(origin: Origin, request: HttpRequest, deadline: float = math.inf) -> Answer:
@@ -166,7 +171,7 @@ def fetch(origin: Origin, request: HttpRequest, deadline: float = math.inf) -> A
         body = request.body.encode() if request.body is not None else None
         connection.request(request.method, request.path, body=body, headers=dict(request.headers))
         response = connection.getresponse()
-        sha256, head = _digest(_chunks(response, deadline), request.ignore)
+        sha256, head, size = _digest(_chunks(response, deadline), request.ignore)
         return Answer(
             url=origin.url(request.path),
             status=response.status,
@@ -174,6 +179,7 @@ def fetch(origin: Origin, request: HttpRequest, deadline: float = math.inf) -> A
             head=head,
             content_type=response.getheader("Content-Type", ""),
             location=response.getheader("Location"),
+            size=size,
         )
     finally:
         connection.close()
@@ -186,16 +192,18 @@ def _chunks(response: http.client.HTTPResponse, deadline: float) -> Iterator[byt
         yield chunk
 
 
-def _digest(chunks: Iterator[bytes], ignore: tuple[str, ...]) -> tuple[str, bytes]:
-    """sha256 of the body and its first HTML_LIMIT bytes, streamed unless regexes must see it whole."""
+def _digest(chunks: Iterator[bytes], ignore: tuple[str, ...]) -> tuple[str, bytes, int]:
+    """sha256 of the body, its first HTML_LIMIT bytes and its size, streamed unless regexes must see it whole."""
     if ignore:
         chunks = iter([without_ignored(b"".join(chunks), ignore)])
     digest = hashlib.sha256()
     head = bytearray()
+    size = 0
     for chunk in chunks:
         digest.update(chunk)
         head += chunk[: max(0, HTML_LIMIT - len(head))]
-    return digest.hexdigest(), bytes(head)
+        size += len(chunk)
+    return digest.hexdigest(), bytes(head), size
 
 
 def describe(error: BaseException) -> str:
@@ -234,6 +242,7 @@ class Visit:
     status: int | None  # None: no answer
     sha256: str | None
     failure: str | None = None  # why this visit fails the probe
+    parts: Mapping[str, str] = field(default_factory=dict)  # digests of the body's parts (probes/bodies.py)
 
 
 @dataclass(frozen=True)
@@ -241,9 +250,13 @@ class HttpProbe:
     port: int  # in the container
     _: KW_ONLY
     paths: tuple[str, ...] = ("/",)  # where the crawl starts
-    crawl_depth: int = 2  # links followed from a start path; pages this deep are fetched, not parsed
-    page_budget: int = 50  # crawled URLs at most (declared requests come on top)
-    ready_timeout: float = 30.0
+    # Links a user follows (a href, GET forms) from a start path; what a page loads (scripts, stylesheets,
+    # images, frames, and what stylesheets import) is fetched at the page's own depth.
+    crawl_depth: int = 2
+    page_budget: int = 100  # crawled URLs at most (declared requests come on top)
+    byte_budget: int = 50 * 1024 * 1024  # crawled body bytes at most
+    crawl_seconds: float = 60.0  # the crawl stops starting requests after this long
+    ready_timeout: float = 30.0  # also the warm-up: how long "not ready yet" answers are retried
     tls: bool | None = None  # None: detect
     requests: tuple[HttpRequest, ...] = ()
     # The user asked for HTTP on this port (--http-port, probe-file requests). A default probe of an exposed
@@ -269,13 +282,17 @@ class HttpProbe:
             if self.require_http:
                 return ProbeOutcome(self.name, False, str(error), dict(NOT_HTTP))
             return ProbeOutcome(self.name, True, "listening, not HTTP", dict(NOT_HTTP))
+        # When sockets of the original's run never listened, the ready timeout is spent: no warm-up on top.
+        spent = target.readiness is not None and bool(target.readiness.sockets_missing)
+        session = _Session(origin, target.deadline, warmup=0.0 if spent else self.ready_timeout)
+        crawl = _Crawl(self, session)
         visits = []
-        declared = (_visit(origin, request, target.deadline)[0] for request in self.requests)
-        for visit in chain(self._crawl(origin, target.deadline), declared):
+        declared = (session.visit(request)[0] for request in self.requests)
+        for visit in chain(crawl.visits(), declared):
             visits.append(visit)
             if visit.status is None:  # the server stopped answering: the rest would only time out
                 break
-        return _outcome(self.name, visits)
+        return _outcome(self.name, visits, crawl.summary(), session.warmup_summary())
 
     def _origin(self, target: Target) -> Origin:
         """Where to send requests. When the wait for the container's ports watched its sockets, one exchange
@@ -329,52 +346,120 @@ class HttpProbe:
                     break  # nothing answered at all: trying TLS would not tell more
         return first_error
 
-    def _crawl(self, origin: Origin, deadline: float) -> Iterator[Visit]:
-        """GET the start paths, then the same-origin pages they link to, breadth first."""
-        queue = deque((path, 0) for path in dict.fromkeys(self.paths))
-        seen = set(self.paths)
-        for _ in range(self.page_budget):
-            if not queue:
+
+
+class _Session:
+    """The requests of one probe run. During the warm-up (from the first request on, `warmup` seconds at
+    most) an answer that means "not ready yet" (refused, reset, 502, 503, 504) is retried, never taken as
+    the application's answer: a proxy answers before its backend listens, a server before its data loads."""
+
+    def __init__(self, origin: Origin, deadline: float, warmup: float):
+        self.origin, self.deadline = origin, deadline
+        self.started = time.monotonic()
+        self.warm_until = min(deadline, self.started + warmup)
+        self.retried: Counter[str] = Counter()  # what the retried answers were
+        self.warm_seconds = 0.0  # when, after the first request, the last retried answer came
+        self.bytes = 0
+
+    def visit(self, request: HttpRequest) -> tuple[Visit, Answer | None]:
+        key = f"{request.method} {request.path}"
+        while True:
+            try:
+                answer, error = fetch(self.origin, request, self.deadline), None
+                # Only a status the user expects exactly is taken at once; a documented one may still mean "loading".
+                not_ready = answer.status in WARMUP_STATUSES and answer.status != request.expect_status
+                why = str(answer.status) if not_ready else None
+            except NO_ANSWER as error_:
+                answer, error = None, error_
+                why = describe(error) if isinstance(error, (ConnectionRefusedError, ConnectionResetError)) else None
+            if why is None or time.monotonic() + RETRY_INTERVAL > self.warm_until:
+                break
+            self.retried[why] += 1
+            self.warm_seconds = time.monotonic() - self.started
+            time.sleep(RETRY_INTERVAL)
+        if answer is None:
+            return Visit(key, None, None, f"{key}: no answer ({describe(error)})"), None
+        self.bytes += answer.size
+        complaint = _complaint(request.expect_status, answer.status)
+        failure = complaint and f"{key}: {complaint}"
+        return Visit(key, answer.status, answer.sha256, failure, answer.parts()), answer
+
+    def warmup_summary(self) -> str:
+        if not self.retried:
+            return "answered without a warm-up"
+        seen = ", ".join(f"{why} x{count}" for why, count in self.retried.most_common())
+        return f"warm-up: retried {seen} until {self.warm_seconds:.3g} s after the first request"
+
+
+class _Crawl:
+    """Breadth first from the start paths over what a browser loads, bounded by URLs, bytes and time."""
+
+    def __init__(self, probe: HttpProbe, session: _Session):
+        self.probe, self.session = probe, session
+        self.queue = deque((path, 0) for path in dict.fromkeys(probe.paths))
+        self.seen = set(probe.paths)
+        self.fetched = 0
+        self.stopped_by = ""  # the budget that ended the crawl, "" when it ran out of links
+
+    def visits(self) -> Iterator[Visit]:
+        probe, started = self.probe, time.monotonic()
+        while self.queue:
+            self.stopped_by = self._budget_used_up(started)
+            if self.stopped_by:
                 return
-            path, depth = queue.popleft()
-            visit, answer = _visit(origin, HttpRequest(path, expect_status=None), deadline)
+            path, depth = self.queue.popleft()
+            visit, answer = self.session.visit(HttpRequest(path, expect_status=None))
+            self.fetched += 1
             yield visit
-            if answer and depth < self.crawl_depth:
-                for link in filter(None, map(origin.path_of, answer.links())):
-                    if link not in seen:
-                        seen.add(link)
-                        queue.append((link, depth + 1))
+            for link in answer.links() if answer else ():
+                found = self.session.origin.path_of(link.url)
+                deeper = depth + link.navigates
+                if found and found not in self.seen and deeper <= probe.crawl_depth:
+                    self.seen.add(found)
+                    self.queue.append((found, deeper))
+
+    def _budget_used_up(self, started: float) -> str:
+        probe = self.probe
+        if self.fetched >= probe.page_budget:
+            return f"its {probe.page_budget}-URL budget"
+        if self.session.bytes >= probe.byte_budget:
+            return f"its {probe.byte_budget // (1024 * 1024)} MB budget"
+        if time.monotonic() - started >= probe.crawl_seconds:
+            return f"its {probe.crawl_seconds:g} s budget"
+        return ""
+
+    def summary(self) -> str:
+        """Why the crawl stopped early, "" when it fetched every URL it found."""
+        if not self.stopped_by:
+            return ""
+        return f"crawl stopped at {self.stopped_by} with {len(self.queue)} more URLs to fetch"
 
 
-def _visit(origin: Origin, request: HttpRequest, deadline: float) -> tuple[Visit, Answer | None]:
-    key = f"{request.method} {request.path}"
-    try:
-        answer = fetch(origin, request, deadline)
-    except NO_ANSWER as error:
-        return Visit(key, None, None, f"{key}: no answer ({describe(error)})"), None
-    complaint = _complaint(request.expect_status, answer.status)
-    return Visit(key, answer.status, answer.sha256, complaint and f"{key}: {complaint}"), answer
-
-
-def _complaint(expected: int | None, status: int) -> str | None:
+def _complaint(expected: int | frozenset[int] | None, status: int) -> str | None:
     if expected is None:
         return f"status {status}" if status >= 500 else None
+    if isinstance(expected, frozenset):
+        documented = ", ".join(map(str, sorted(expected))) if len(expected) <= 10 else "the documented ones"
+        return f"status {status}, expected one of {documented}" if status not in expected else None
     return f"status {status}, expected {expected}" if status != expected else None
 
 
-def _outcome(name: str, visits: list[Visit]) -> ProbeOutcome:
+def _outcome(name: str, visits: list[Visit], crawl: str = "", readiness: str = "") -> ProbeOutcome:
     fingerprint: dict[str, dict] = {}
+    parts: dict[str, Mapping[str, str]] = {}
     for visit in visits:
         key, copy = visit.key, 1
         while key in fingerprint:  # the same request declared twice, or declared and crawled
             copy += 1
             key = f"{visit.key} #{copy}"
         fingerprint[key] = {"status": visit.status, "sha256": visit.sha256}
+        parts[key] = visit.parts
     failures = [visit.failure for visit in visits if visit.failure]
+    crawled = f" ({crawl})" if crawl else ""
     if failures:
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
-        return ProbeOutcome(name, False, failures[0] + more, fingerprint)
-    return ProbeOutcome(name, True, _status_summary(visits), fingerprint)
+        return ProbeOutcome(name, False, failures[0] + more + crawled, fingerprint, parts, readiness=readiness)
+    return ProbeOutcome(name, True, _status_summary(visits) + crawled, fingerprint, parts, readiness=readiness)
 
 
 def _status_summary(visits: list[Visit]) -> str:

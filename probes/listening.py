@@ -20,12 +20,17 @@ SOCKET_TABLES = ("tcp", "tcp6")
 POLL_INTERVAL = 0.1  # seconds between two looks at the socket tables
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Socket = tuple[str, int]  # (address, port) of a listening socket, as RunOutcome.listening holds them
 
 
 @dataclass(frozen=True)
 class Listener:
     address: Address
     port: int
+
+    @property
+    def socket(self) -> Socket:
+        return str(self.address), self.port
 
     @property
     def reachable(self) -> bool:
@@ -79,6 +84,24 @@ class Readiness:
     loopback_only: frozenset[int] = frozenset()  # ports that listen on the container's loopback only
     seconds: float = 0.0  # how long the wait took (its bound, when ports are missing)
     exit_code: int | None = None  # the container exited while we waited
+    sockets: tuple[Socket, ...] = ()  # other sockets waited for: those a run of the original listened on
+    sockets_missing: tuple[Socket, ...] = ()  # of those, the ones that did not listen in time
+
+    def describe(self) -> str:
+        """How readiness was decided, for the report."""
+        if not self.ports and not self.sockets:
+            return "no port to wait for"
+        if not self.observed:
+            return "socket tables unreadable: waited for an answer on the port"
+        waited = f"port{'s' if len(self.ports) > 1 else ''} {', '.join(map(str, self.ports))}" if self.ports else ""
+        if self.sockets:
+            every = f"the {len(self.sockets)} socket{'s' if len(self.sockets) > 1 else ''} the original listened on"
+            listed = ", ".join(_socket_text(socket) for socket in self.sockets)
+            waited = f"{waited} and {every} ({listed})" if waited else f"{every} ({listed})"
+        if self.missing() or self.sockets_missing:
+            absent = [*map(str, self.missing()), *map(_socket_text, self.sockets_missing)]
+            return f"waited {self.seconds:.2f} s for {waited} in the kernel's socket tables; missing: {', '.join(absent)}"
+        return f"{waited} listened after {self.seconds:.2f} s (kernel socket tables)"
 
     @property
     def observed(self) -> bool:
@@ -109,8 +132,10 @@ def await_listening(
     ports: Iterable[int],
     timeout: float,
     read: Callable[[int], frozenset[Listener] | None] | None = None,
+    sockets: Iterable[Socket] = (),
 ) -> Readiness:
-    """Wait until every port in `ports` listens on a reachable address, at most `timeout` seconds.
+    """Wait until every port in `ports` listens on a reachable address, and every one of `sockets` (any
+    address, the loopback's too) listens, at most `timeout` seconds.
 
     Returns at once when the container exits (with its exit code) or when its sockets cannot be read
     (listening None: callers then fall back on talking to the port). `read` reads the listening sockets
@@ -118,7 +143,8 @@ def await_listening(
     """
     read = read or listeners
     wanted = tuple(sorted(set(ports)))
-    if not wanted:
+    also = tuple(sorted(set(sockets)))
+    if not wanted and not also:
         return Readiness(wanted, None)
     started = time.monotonic()
     while True:
@@ -127,10 +153,26 @@ def await_listening(
         found = read(pid) if pid is not None else None
         if found is None:
             if engine.is_running(container_id):
-                return Readiness(wanted, None, seconds=elapsed)
-            return Readiness(wanted, frozenset(), seconds=elapsed, exit_code=engine.wait(container_id, 0))
+                return Readiness(wanted, None, seconds=elapsed, sockets=also)
+            return Readiness(wanted, frozenset(), seconds=elapsed, exit_code=engine.wait(container_id, 0),
+                             sockets=also, sockets_missing=also)
         reachable = frozenset(listener.port for listener in found if listener.reachable)
-        if set(wanted) <= reachable or elapsed >= timeout:
+        absent = tuple(sorted(set(also) - {listener.socket for listener in found}))
+        ready = set(wanted) <= reachable and not absent
+        if ready or elapsed >= timeout:
             loopback = frozenset(listener.port for listener in found) - reachable
-            return Readiness(wanted, reachable, loopback, seconds=elapsed if set(wanted) <= reachable else timeout)
+            return Readiness(wanted, reachable, loopback, seconds=elapsed if ready else timeout, sockets=also,
+                             sockets_missing=absent)
         time.sleep(min(POLL_INTERVAL, max(0.0, timeout - elapsed)))
+
+
+def _socket_text(socket: Socket) -> str:
+    address, port = socket
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def listening_sockets(engine: Engine, container_id: str) -> tuple[Socket, ...]:
+    """Every socket that listens in the container now, loopback ones included (empty when it is gone)."""
+    pid = engine.pid(container_id)
+    found = listeners(pid) if pid is not None else None
+    return tuple(sorted(listener.socket for listener in found or ()))

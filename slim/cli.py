@@ -107,6 +107,23 @@ class ContinueAfter(click.ParamType):
         self.fail(f"{value!r}: use probes, exit or a number of seconds", param, ctx)
 
 
+class MethodList(click.ParamType):
+    """HTTP methods, comma-separated: "GET,HEAD,POST"."""
+
+    name = "METHODS"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        from probes.openapi import METHODS
+
+        methods = tuple(dict.fromkeys(method.strip().upper() for method in value.split(",") if method.strip()))
+        unknown = [method for method in methods if method not in METHODS]
+        if unknown or not methods:
+            self.fail(f"{value!r}: use methods among {','.join(METHODS)}", param, ctx)
+        return methods
+
+
 class ImagePath(click.ParamType):
     """An absolute path inside the image."""
 
@@ -203,6 +220,11 @@ def run_options(function):
                           "SLIM_TARGET_HOST and SLIM_TARGET_PORT_<port>. Repeatable."),
         click.option("--probe-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      help="YAML file of HTTP requests (with expected status), exec and host probes."),
+        click.option("--openapi", metavar="FILE_OR_URL",
+                     help="OpenAPI 3 or Swagger 2 document (JSON or YAML): one HTTP probe per operation, with "
+                          "example parameters; its documented responses are the expected statuses."),
+        click.option("--openapi-methods", type=MethodList(), default="GET,HEAD", show_default=True,
+                     help="Methods of the --openapi operations to probe, comma-separated (e.g. GET,HEAD,POST)."),
         click.option("--cmd", type=CommandLine(), help="Run with this command instead of the image's Cmd "
                                                        "(the slimmed image keeps the original Cmd)."),
         click.option("--env", "env", type=EnvAssignment(), multiple=True,
@@ -245,6 +267,8 @@ def _run_options(kwargs) -> RunOptions:
         exec_probes=tuple(kwargs["exec_probes"]),
         host_probes=tuple(kwargs["host_probes"]),
         probe_file=kwargs["probe_file"],
+        openapi=kwargs["openapi"],
+        openapi_methods=kwargs["openapi_methods"],
         timeout=kwargs["timeout"],
         ready_timeout=kwargs["ready_timeout"],
         continue_after=kwargs["continue_after"],

@@ -157,6 +157,16 @@ class LookupHealth:
 
 
 @dataclass(frozen=True)
+class Volatile:
+    """A fingerprint entry that differed between two runs of the original: what of it stays comparable."""
+
+    compared: str  # for people: "status, content type, JSON keys and 2 of 5 values"
+    fields: Mapping[str, Any] = field(default_factory=dict)  # fingerprint fields equal in both runs (status)
+    parts: Mapping[str, str] = field(default_factory=dict)  # digests of body parts equal in both runs
+    optional: bool = False  # seen in one run only (a link on a volatile page): its absence is no difference
+
+
+@dataclass(frozen=True)
 class ProbeOutcome:
     """What one probe observed. `fingerprint` is what verification compares between two images."""
 
@@ -164,6 +174,12 @@ class ProbeOutcome:
     ok: bool
     detail: str  # one line for people: "200, 612 bytes" or the failure
     fingerprint: Mapping[str, Any] = field(default_factory=dict)
+    # Per fingerprint key, digests of parts of what was observed ("type", "json keys", "json /a/0",
+    # "html structure"): what stays comparable when the whole differs between two runs. Not reported.
+    parts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Per fingerprint key that differed between two runs of the original (learned, never guessed).
+    volatile: Mapping[str, Volatile] = field(default_factory=dict)
+    readiness: str = ""  # how the probe decided that the application was ready ("" when it did not wait)
 
 
 @dataclass(frozen=True)
@@ -175,6 +191,9 @@ class RunOutcome:
     running_after_probes: bool
     probes: tuple[ProbeOutcome, ...]
     output_tail: str = ""  # last lines of the container's output, for error messages
+    # (address, port) of every TCP socket that listened in the container once the probes were done,
+    # loopback ones included: a slimmed run is probed only once it listens on them all.
+    listening: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -327,6 +346,8 @@ class ProbeComparison:
     slimmed: str
     same: bool
     checked: tuple[str, ...] = ()  # the fingerprint keys compared, e.g. "GET /a.html" for each URL visited
+    readiness: str = ""  # how the slimmed run decided the application was ready before this probe
+    volatile: Mapping[str, str] = field(default_factory=dict)  # key -> what was compared of it
 
 
 @dataclass(frozen=True)

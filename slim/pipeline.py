@@ -34,6 +34,7 @@ from .sbom import SBOM_PATH, Subject, kept_files, package_purls, sbom_json
 from .sizes import BackgroundGzip
 from .tracing import GATE_MOUNT, run_traced
 from probes import ExecProbe, HostExecProbe, HttpProbe, Probe
+from probes.openapi import load_openapi
 from probes.probefile import ProbeFile, load_probe_file
 
 StageCallback = Callable[[str], None]
@@ -55,6 +56,8 @@ class RunOptions:
     exec_probes: tuple[tuple[str, ...], ...] = ()
     host_probes: tuple[str, ...] = ()
     probe_file: Path | None = None
+    openapi: str | None = None  # an OpenAPI / Swagger document (file or URL): one request per operation
+    openapi_methods: tuple[str, ...] = ("GET", "HEAD")
     timeout: float = 120.0
     # Seconds to wait for the server to listen on its ports, and for a failing exec probe to start passing.
     ready_timeout: float = 30.0
@@ -246,11 +249,15 @@ def exercise_plan(facts: ImageFacts, run: RunOptions) -> ExercisePlan:
     file sends requests to. Only an exposed port nobody asked HTTP of may answer in another protocol.
     """
     probe_file = load_probe_file(run.probe_file) if run.probe_file else ProbeFile()
+    if run.openapi:
+        # The API's operations go to the first probed port, as probe-file requests naming no port do.
+        probe_file = dataclasses.replace(probe_file, http=probe_file.http + load_openapi(run.openapi, run.openapi_methods))
     ports = run.http_ports or facts.exposed_tcp_ports
     default_port = ports[0] if ports else None
     if default_port is None and any(request.port is None for request in probe_file.http):
         raise UsageError(
-            f"{run.probe_file}: an http request names no port and the image exposes none (add port: or --http-port)"
+            f"{run.probe_file or run.openapi}: an http request names no port and the image exposes none"
+            " (add port: or --http-port)"
         )
     declared = {request.port or default_port for request in probe_file.http}
     probes: list[Probe] = []
@@ -274,6 +281,7 @@ def exercise_plan(facts: ImageFacts, run: RunOptions) -> ExercisePlan:
         timeout=run.timeout,
         continue_after=run.continue_after,
         ready_timeout=run.ready_timeout,
+        passes=2,  # the original's runs: volatility is learned from two passes
     )
 
 
@@ -359,7 +367,9 @@ def _with_hints(
     original used that it lacks. A hint is a bonus: if this run fails, the verification result stands."""
     try:
         # Only opens are compared, so the lookup filter would be cost without use here.
-        slimmed = run_traced(engine, slimmed_spec, lambda cid, mark: exercise(engine, cid, plan, mark), lookups=False)
+        slimmed_plan = verification.plan_like(plan, original.run)
+        slimmed = run_traced(engine, slimmed_spec, lambda cid, mark: exercise(engine, cid, slimmed_plan, mark),
+                             lookups=False)
     except SlimError:
         return result
     missing = verification.likely_missing(original, slimmed, original_root, slimmed_root)

@@ -281,8 +281,17 @@ def _run_section(trace: Trace) -> dict[str, Any]:
         "mode": run.mode,
         "exit_code": run.exit_code,
         "running_after_probes": run.running_after_probes,
+        "listening": [list(socket) for socket in run.listening],
         "probes": [
-            {"probe": p.probe, "ok": p.ok, "detail": p.detail, "fingerprint": dict(p.fingerprint)} for p in run.probes
+            {
+                "probe": p.probe,
+                "ok": p.ok,
+                "detail": p.detail,
+                "fingerprint": dict(p.fingerprint),
+                "readiness": p.readiness,
+                "volatile": {key: stable.compared for key, stable in p.volatile.items()},
+            }
+            for p in run.probes
         ],
     }
 

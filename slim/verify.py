@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import PurePosixPath
-from typing import Any, Mapping
 
+from . import volatility
 from .closure import ClosureOptions, compute_closure
 from .rules import RULE_NAMES
 from .engine import ContainerSpec, Engine
@@ -49,8 +49,14 @@ def verify(
     `spec.image` replaced) under `plan` and compare with `original`, the outcome of the original image
     under the same spec and probes."""
     failures = config_problems(facts, slimmed) + check_filesystem(slimmed_root, facts, original_root)
-    run = run_exercised(engine, dataclasses.replace(spec, image=slimmed.id), plan)
+    run = run_exercised(engine, dataclasses.replace(spec, image=slimmed.id), plan_like(plan, original))
     return Verification(invariant_failures=tuple(failures), comparisons=compare_runs(original, run))
+
+
+def plan_like(plan: ExercisePlan, original: RunOutcome) -> ExercisePlan:
+    """The plan of a run compared with `original`: probed once, and only once it listens on every socket
+    the original listened on (a backend on the loopback behind a proxy as much as the published port)."""
+    return dataclasses.replace(plan, passes=1, sockets=original.listening)
 
 
 # The config keys that decide how a container of the image runs: the slimmed image must keep them all.
@@ -161,37 +167,17 @@ def compare_runs(original: RunOutcome, slimmed: RunOutcome) -> tuple[ProbeCompar
 
 def _compare_probe(original: ProbeOutcome, slimmed: ProbeOutcome | None) -> ProbeComparison:
     checked = tuple(original.fingerprint)
+    volatile = {key: stable.compared for key, stable in original.volatile.items()}
     if slimmed is None:
-        return ProbeComparison(original.probe, original.detail, "not run", same=False, checked=checked)
-    same = original.ok == slimmed.ok and dict(original.fingerprint) == dict(slimmed.fingerprint)
-    slimmed_detail = slimmed.detail if same else _difference(original, slimmed)
-    return ProbeComparison(original.probe, original.detail, slimmed_detail, same=same, checked=checked)
-
-
-def _difference(original: ProbeOutcome, slimmed: ProbeOutcome) -> str:
-    """Name the first fingerprint key that differs (in the original's order: the crawl's), so a user knows
-    which URL or output broke."""
-    if not slimmed.fingerprint:  # the probe did not run or got nothing: its detail says why
-        return slimmed.detail
-    for key in dict.fromkeys([*original.fingerprint, *slimmed.fingerprint]):
-        before, after = original.fingerprint.get(key), slimmed.fingerprint.get(key)
-        if before != after:
-            return f"{slimmed.detail} (first difference: {key}: {_change(key, before, after)})"
-    return slimmed.detail
-
-
-def _change(key: str, before: Any, after: Any) -> str:
-    if after is None:
-        return "not seen in the slimmed run"
-    if before is None:
-        return "not seen in the original run"
-    if isinstance(before, Mapping) and isinstance(after, Mapping) and "status" in before:  # an HTTP visit
-        if before.get("status") != after.get("status"):
-            return f"status {after.get('status')}, the original {before.get('status')}"
-        return f"same status {after.get('status')}, different body"
-    if key == "sha256":
-        return "different output"
-    return f"{after!r}, the original {before!r}"
+        return ProbeComparison(original.probe, original.detail, "not run", same=False, checked=checked,
+                               volatile=volatile)
+    first = next(volatility.differences(original, slimmed), None)
+    same = original.ok == slimmed.ok and first is None
+    slimmed_detail = slimmed.detail
+    if not same and slimmed.fingerprint and first:  # no fingerprint: the probe got nothing, its detail says why
+        slimmed_detail = f"{slimmed.detail} (first difference: {first[0]}: {first[1]})"
+    return ProbeComparison(original.probe, original.detail, slimmed_detail, same=same, checked=checked,
+                           readiness=slimmed.readiness, volatile=volatile)
 
 
 def _compare_state(original: RunOutcome, slimmed: RunOutcome) -> ProbeComparison:
