@@ -190,6 +190,12 @@ class ReasonKind(enum.Enum):
     GCONV = "gconv"  # iconv's conversion modules
     LOCALE = "locale"  # the compiled locale the image's Env sets
     EMPTY_DIRECTORY = "empty-subdirectory"  # an empty subdirectory of a directory the run used
+    # What deployed code can reach although the run did not (issue 10, slim/reach.py).
+    DECLARED = "declared-dependency"  # a package the app or a used package declares it depends on
+    IMPORT = "import"  # a module a kept module imports (static import graph)
+    SCRIPT_COMMAND = "script-command"  # a command or tested path of an entrypoint shell script
+    NAMED_PROGRAM = "named-program"  # a program the app's code starts by name
+    OWN_CONFIGURATION = "own-configuration"  # /etc file the image's own layers added or changed
 
 
 @dataclass(frozen=True)
@@ -223,8 +229,19 @@ class Reason:
             ReasonKind.GCONV: "iconv modules for",
             ReasonKind.LOCALE: "locale",
             ReasonKind.EMPTY_DIRECTORY: "empty subdirectory of",
+            ReasonKind.DECLARED: "dependency declared by",
+            ReasonKind.IMPORT: "imported by",
+            ReasonKind.SCRIPT_COMMAND: "called by",
+            ReasonKind.NAMED_PROGRAM: "run by",
+            ReasonKind.OWN_CONFIGURATION: "configuration written by",
         }[self.kind]
+        if self.kind in LINE_REASONS and self.detail.isdigit():
+            return f"{words} {self.source}:{self.detail}"  # FILE:LINE, as editors and compilers print it
         return " ".join(part for part in (words, self.source, self.detail) if part)
+
+
+# Reasons whose detail is the line of their source file that caused them.
+LINE_REASONS = frozenset({ReasonKind.IMPORT, ReasonKind.SCRIPT_COMMAND, ReasonKind.NAMED_PROGRAM})
 
 
 @dataclass(frozen=True)
