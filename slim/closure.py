@@ -77,7 +77,7 @@ PACKAGE_MANAGER_STATE = tuple(
 
 # Files kept as parts of a library by a rule: an executable among them (pdb.py) still gets its #! interpreter,
 # so the image holds no broken program, but one the original cannot run either is no news worth a warning.
-LIBRARY_REASONS = frozenset({ReasonKind.RUNTIME, ReasonKind.PACKAGE})
+LIBRARY_REASONS = frozenset({ReasonKind.RUNTIME, ReasonKind.PACKAGE, ReasonKind.IMPORT, ReasonKind.DECLARED})
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,8 @@ def compute_closure(trace: Trace, rootfs: RootFS, facts: ImageFacts, options: Cl
                 _keep_for_rule(kept, path, reason)
         if len(kept.reasons) == before:
             break
+    for note in context.notes:
+        kept.warn(note)
     for path, name in loader.unresolved():
         # A runtime's own library finds what its process already loaded (the JDK's libnet.so needs libjvm.so).
         if kept.reasons[path][0].kind not in LIBRARY_REASONS:
@@ -670,8 +672,8 @@ def _keep_python_companions(kept: _Kept) -> None:
     cannot even start. Tracebacks also read the sources.
     """
     for path, reasons in list(kept.reasons.items()):
-        if reasons[0].kind is ReasonKind.RUNTIME:
-            continue  # a standard library kept whole keeps its sources; only used modules keep bytecode
+        if reasons[0].kind in (ReasonKind.RUNTIME, ReasonKind.IMPORT):
+            continue  # a module kept because it can be imported keeps its source; only used modules keep bytecode
         for companion in _python_companions(kept.rootfs, path):
             kept.add(companion, Reason(ReasonKind.COMPANION, source=str(path)))
 

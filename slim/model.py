@@ -237,6 +237,12 @@ class ReasonKind(enum.Enum):
     # Issue 12: what scanners and auditors read, kept although no run needs it.
     PACKAGE_DB = "package-database"  # the package manager's database, trimmed to the kept packages
     LICENSE = "license"  # /usr/share/doc/PKG/copyright of a kept package
+    # What deployed code can reach although the run did not (issue 10, slim/reach.py).
+    DECLARED = "declared-dependency"  # a package the app or a used package declares it depends on
+    IMPORT = "import"  # a module a kept module imports (static import graph)
+    SCRIPT_COMMAND = "script-command"  # a command or tested path of an entrypoint shell script
+    NAMED_PROGRAM = "named-program"  # a program the app's code starts by name
+    OWN_CONFIGURATION = "own-configuration"  # /etc file the image's own layers added or changed
 
 
 @dataclass(frozen=True)
@@ -273,8 +279,19 @@ class Reason:
             ReasonKind.LOOKED_UP: "looked up by",
             ReasonKind.PACKAGE_DB: "package database, trimmed to the kept packages of",
             ReasonKind.LICENSE: "license of package",
+            ReasonKind.DECLARED: "dependency declared by",
+            ReasonKind.IMPORT: "imported by",
+            ReasonKind.SCRIPT_COMMAND: "called by",
+            ReasonKind.NAMED_PROGRAM: "run by",
+            ReasonKind.OWN_CONFIGURATION: "configuration written by",
         }[self.kind]
+        if self.kind in LINE_REASONS and self.detail.isdigit():
+            return f"{words} {self.source}:{self.detail}"  # FILE:LINE, as editors and compilers print it
         return " ".join(part for part in (words, self.source, self.detail) if part)
+
+
+# Reasons whose detail is the line of their source file that caused them.
+LINE_REASONS = frozenset({ReasonKind.IMPORT, ReasonKind.SCRIPT_COMMAND, ReasonKind.NAMED_PROGRAM})
 
 
 @dataclass(frozen=True)

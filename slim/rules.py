@@ -50,6 +50,7 @@ class RuleContext:
     layer_steps: tuple[str, ...] | None = None  # Dockerfile step behind each layer, bottom first; None: unknown
     app_files: str = "all"
     memo: dict = field(default_factory=dict)
+    notes: dict[str, None] = field(default_factory=dict)  # what a rule could not resolve, for the warnings
 
     def entry(self, path: PurePosixPath) -> FileEntry | None:
         return self.rootfs.get(path)
@@ -446,24 +447,20 @@ _PYTHON = re.compile(r"python(\d+\.\d+)|libpython(\d+\.\d+)\w*\.so[.\d]*")
 _RUBY = re.compile(r"ruby(\d+\.\d+)?|libruby(?:-|\.so\.)(\d+\.\d+)[.\w]*")
 _NODE = re.compile(r"node|nodejs|libnode\.so[.\d]*")
 _JVM = re.compile(r"libjvm\.so")
-# Python's own test suite, GUI and teaching tools, pydoc's topics, what is not the standard library at all, and
-# bytecode caches (only those of the modules the run imported are kept, see closure._keep_python_companions).
-PYTHON_STDLIB_SKIP_DIRS = frozenset({"test", "tests", "idle_test", "idlelib", "tkinter", "turtledemo", "ensurepip",
-                                     "site-packages", "dist-packages", "__pycache__", "pydoc_data"})
-PYTHON_STDLIB_SKIP_FILES = frozenset({"turtle.py"})  # needs tkinter
-# Extension modules of the test suite, and those only an interactive terminal (readline, curses), NIS or OSS
-# audio reach: their libraries (ncurses, readline, Kerberos through libtirpc) would cost more than the rest.
-_PYTHON_SKIPPED_EXTENSIONS = re.compile(
-    r"^(_test|_xxtest|xxlimited|_ctypes_test|xxsubtype|readline|_curses|nis|ossaudiodev|_tkinter)"
-)
+# What of Python's standard library no import graph sees (slim/reach.py follows the imports): the landmark
+# the interpreter finds its prefix by, site and sitecustomize (imported by the interpreter at start), the
+# codec registry (the codecs it imports by name are followed by slim/reach.py), sysconfig's data (its module
+# name is computed), lib-dynload itself.
+PYTHON_UNSEEN = ("os.py", "site.py", "sitecustomize.py", "encodings/__init__.py", "encodings/aliases.py", "lib-dynload")
+_SYSCONFIGDATA = re.compile(r"_sysconfigdata_.*\.py")
 JDK_SKIP_FILES = frozenset({"src.zip", "ct.sym"})  # sources and javac's symbol file: never read at run time
 _NODE_PACKAGE_PATH = re.compile(rb"/usr/(?:share|lib)/nodejs/((?:@[\w.-]+/)?[\w.-]+)")
 
 
 def keep_runtimes(ctx: RuleContext) -> Iterator[Keep]:
-    """When an interpreter or VM is kept, its standard library and native helpers are too, because error
-    paths and rarely used features import lazily: Python's stdlib (without its test suite, idle, tkinter,
-    ensurepip, pydoc's topics and bytecode caches) with lib-dynload; Ruby's stdlib and its native
+    """When an interpreter or VM is kept, what of its standard library and native helpers no import graph
+    sees, because error paths and rarely used features load lazily: Python's codecs, site, sysconfig's
+    data and the prefix landmark (slim/reach.py follows the rest of its imports); Ruby's stdlib and its native
     extensions; a JDK's lib/ (module image and native libraries) and conf/; the node packages Debian's
     node loads from /usr/share/nodejs (named inside its binary)."""
     for entry in ctx.kept_files():
@@ -488,17 +485,12 @@ def _python_stdlib(ctx: RuleContext, program: PurePosixPath, version: str) -> It
         stdlib = prefix / "lib" / f"python{version}"
         if not ctx.is_file(stdlib / "os.py") or not ctx.once(("python", stdlib)):
             continue
-        for entry in walk(ctx.rootfs, stdlib, _python_stdlib_skip):
-            yield entry.path, reason
-
-
-def _python_stdlib_skip(relative: tuple[str, ...], entry: FileEntry) -> bool:
-    name = relative[-1]
-    if entry.kind is EntryKind.DIR:
-        return name in PYTHON_STDLIB_SKIP_DIRS or (len(relative) == 1 and name.startswith("config-"))
-    if len(relative) == 1:
-        return name in PYTHON_STDLIB_SKIP_FILES
-    return relative[0] == "lib-dynload" and bool(_PYTHON_SKIPPED_EXTENSIONS.match(name))
+        names = [stdlib / name for name in PYTHON_UNSEEN if ctx.entry(stdlib / name) is not None]
+        names += [child for child in ctx.rootfs.children(stdlib) if _SYSCONFIGDATA.fullmatch(child.name)]
+        for name in names:
+            top_only = name.name == "lib-dynload"  # its extension modules are imported (or not) by name
+            for entry in walk(ctx.rootfs, name, lambda rel, e: top_only or rel[-1] == "__pycache__"):
+                yield entry.path, reason
 
 
 def _ruby_stdlib(ctx: RuleContext, program: PurePosixPath, version: str | None) -> Iterator[Keep]:
@@ -788,6 +780,9 @@ def keep_data_trees(ctx: RuleContext) -> Iterator[Keep]:
 
 # ---------------------------------------------------------------- the rules, in the order they apply
 
+# The rules that read code and manifests (issue 10) build on the helpers above, so slim/reach.py imports
+# this module: it is imported last and its functions are looked up when a rule runs.
+from . import reach  # noqa: E402
 
 RULES = (
     Rule("app-files", ReasonKind.APP_FILE,
@@ -799,6 +794,9 @@ RULES = (
     Rule("packages", ReasonKind.PACKAGE,
          "a Python/Node/Ruby package whole (not docs/tests) once one file is used",
          keep_packages),
+    Rule("imports", ReasonKind.IMPORT,
+         "modules a kept Python module can import (static import graph)",
+         lambda ctx: reach.keep_python_imports(ctx)),
     Rule("runtimes", ReasonKind.RUNTIME,
          "an interpreter's stdlib and native helpers (Python, Ruby, JDK, node)",
          keep_runtimes),

@@ -718,28 +718,38 @@ def python_runtime() -> Layer:
     layer.file("/usr/bin/python3.11", b"\x00python", mode=0o755)
     layer.symlink("/usr/bin/python3", "python3.11")
     stdlib = "/usr/lib/python3.11"
-    for path in ("os.py", "json/__init__.py", "zoneinfo/_tzpath.py", "__pycache__/os.cpython-311.pyc",
+    for path in ("json/__init__.py", "zoneinfo/_tzpath.py", "__pycache__/os.cpython-311.pyc",
                  "json/__pycache__/__init__.cpython-311.pyc", "lib-dynload/_zoneinfo.cpython-311-x86_64-linux-gnu.so",
-                 "lib-dynload/_testcapi.cpython-311-x86_64-linux-gnu.so",
+                 "lib-dynload/_testcapi.cpython-311-x86_64-linux-gnu.so", "encodings/utf_8.py", "encodings/cp1252.py",
                  "lib-dynload/readline.cpython-311-x86_64-linux-gnu.so", "test/test_os.py", "idlelib/idle.py",
                  "tkinter/__init__.py", "ensurepip/__init__.py", "lib2to3/tests/data/x.py", "turtle.py",
                  "config-3.11-x86_64-linux-gnu/Makefile", "site-packages/README.txt"):
         layer.file(f"{stdlib}/{path}", b"#! /usr/local/bin/python\n", mode=0o755 if path.endswith(".so") else 0o644)
     layer.file(f"{stdlib}/cgi.py", b"#! /usr/local/bin/python\n", mode=0o755)  # executable, its #! is dead
+    # os.py imports json at the top and zoneinfo only where it is available; encodings finds codecs by name.
+    layer.file(f"{stdlib}/os.py", b"import json\ntry:\n    from zoneinfo import _tzpath\nexcept ImportError:\n    pass\n",
+               mode=0o644)
+    layer.file(f"{stdlib}/encodings/__init__.py", b"def search(name):\n    return __import__('encodings.' + name)\n",
+               mode=0o644)
+    layer.file(f"{stdlib}/encodings/aliases.py", b"aliases = {'latin1': 'latin_1', 'utf8': 'utf_8'}\n", mode=0o644)
+    layer.file("/app/app.py", b"def export():\n    import importlib\n    return importlib.import_module('cgi')\n",
+               mode=0o644)
     return layer
 
 
-def test_python_runtime_keeps_the_standard_library(tmp_path):
-    closure = rule_closure(python_runtime().rootfs(tmp_path), "/usr/lib/python3.11/__pycache__/os.cpython-311.pyc",
-                           exec_paths=("/usr/bin/python3.11",))
-    runtime = kept_for(closure, ReasonKind.RUNTIME)
+def test_python_keeps_what_kept_modules_import_and_the_runtime_only_what_no_import_graph_sees(tmp_path):
     stdlib = "/usr/lib/python3.11"
-    assert {f"{stdlib}/json/__init__.py", f"{stdlib}/zoneinfo/_tzpath.py", f"{stdlib}/cgi.py",
-            f"{stdlib}/lib-dynload/_zoneinfo.cpython-311-x86_64-linux-gnu.so"} <= runtime
-    assert main_reason(closure, f"{stdlib}/json/__init__.py") == Reason(
-        ReasonKind.RUNTIME, source="/usr/bin/python3.11", detail="Python 3.11 standard library"
-    )
-    for never in ("lib-dynload/_testcapi.cpython-311-x86_64-linux-gnu.so",
+    closure = rule_closure(python_runtime().rootfs(tmp_path), f"{stdlib}/__pycache__/os.cpython-311.pyc",
+                           f"{stdlib}/encodings/__init__.py", "/app/app.py", exec_paths=("/usr/bin/python3.11",),
+                           facts=facts_with(Cmd=["python3", "/app/app.py"]))
+    assert kept_for(closure, ReasonKind.RUNTIME) >= {f"{stdlib}/os.py", f"{stdlib}/encodings/aliases.py"}
+    assert main_reason(closure, f"{stdlib}/json/__init__.py") == Reason(ReasonKind.IMPORT, f"{stdlib}/os.py", "1")
+    assert main_reason(closure, f"{stdlib}/json/__init__.py").describe() == f"imported by {stdlib}/os.py:1"
+    assert main_reason(closure, f"{stdlib}/zoneinfo/_tzpath.py") == Reason(ReasonKind.IMPORT, f"{stdlib}/os.py", "3")
+    assert main_reason(closure, f"{stdlib}/cgi.py") == Reason(ReasonKind.IMPORT, "/app/app.py", "3")
+    assert P(f"{stdlib}/encodings/utf_8.py") in closure.kept  # a codec always looked up, not every codec
+    for never in ("lib-dynload/_testcapi.cpython-311-x86_64-linux-gnu.so", "encodings/cp1252.py",
+                  "lib-dynload/_zoneinfo.cpython-311-x86_64-linux-gnu.so",  # nothing imports it
                   "lib-dynload/readline.cpython-311-x86_64-linux-gnu.so", "test/test_os.py", "idlelib/idle.py",
                   "tkinter/__init__.py", "ensurepip/__init__.py", "lib2to3/tests/data/x.py", "turtle.py",
                   "config-3.11-x86_64-linux-gnu/Makefile", "site-packages/README.txt",
