@@ -75,9 +75,27 @@ def leak_check_client():
     client.close()
 
 
+# A test may create engine objects when it says so (a marker), asks for an engine fixture, or lives in a
+# module that talks to the engine; the others need neither the check nor the machine-wide lock.
+ENGINE_MARKERS = frozenset({"engine", "matrix"})
+ENGINE_FIXTURES = frozenset({"docker_client", "fixture_image", "built", "engine"})
+ENGINE_MODULES = frozenset({"docker", "slim.adapters.engine"})
+
+
+def may_use_engine(request) -> bool:
+    if any(request.node.get_closest_marker(name) for name in ENGINE_MARKERS):
+        return True
+    if ENGINE_FIXTURES & set(request.fixturenames):
+        return True
+    module = vars(request.module)
+    return any(getattr(value, "__name__", None) in ENGINE_MODULES for value in module.values()) or any(
+        getattr(value, "__module__", None) in ENGINE_MODULES for value in module.values()
+    )
+
+
 @pytest.fixture(autouse=True)
-def no_leaked_engine_objects(leak_check_client):
-    if leak_check_client is None:
+def no_leaked_engine_objects(request, leak_check_client):
+    if leak_check_client is None or not may_use_engine(request):
         yield
         return
     with engine_to_ourselves():
