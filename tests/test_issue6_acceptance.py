@@ -94,7 +94,7 @@ def test_python_app_answers_every_route_after_slimming_with_the_default_probe(bu
     assert all(status == 200 for status, _ in expected.values())
     assert answered == expected
     kept = {item["path"]: item["reasons"][0]["kind"] for item in report["kept"]}
-    assert kept["/usr/lib/python3.11/zoneinfo/_common.py"] == "runtime"
+    assert kept["/usr/lib/python3.11/zoneinfo/_common.py"] == "import"  # zone() imports zoneinfo
     assert kept["/usr/share/zoneinfo/Europe/Paris"] == "timezone-data"
 
 
