@@ -300,9 +300,15 @@ def keep_own_configuration(ctx: RuleContext) -> Iterator[Keep]:
     kinds = [step_kind(step) for step in ctx.layer_steps]
     for entry in walk(ctx.rootfs, ETC):
         own = 0 < entry.layer < len(kinds) and kinds[entry.layer] is not StepKind.BASE
-        if own and entry.kind in (EntryKind.FILE, EntryKind.SYMLINK):
+        if own and (entry.kind is EntryKind.FILE or entry.kind is EntryKind.SYMLINK and _stays_in_etc(ctx, entry.path)):
             source = f"layer {entry.layer} ({_short(ctx.layer_steps[entry.layer])})"
             yield entry.path, Reason(ReasonKind.OWN_CONFIGURATION, source=source)
+
+
+def _stays_in_etc(ctx: RuleContext, link: PurePosixPath) -> bool:
+    """A symlink that is configuration, not a program chooser (/etc/alternatives/vi -> /usr/bin/vim.tiny)."""
+    target = ctx.rootfs.resolve(link)
+    return target.exists and ETC in target.path.parents
 
 
 def _short(step: str, limit: int = 60) -> str:

@@ -66,3 +66,25 @@ def test_unprobed_routes_and_deploy_settings_work_after_slimming(built, fixture_
     explained = subprocess.run([sys.executable, "-m", "slim", "explain", str(saved), "/usr/bin/zip"],
                                capture_output=True, text=True, check=True).stdout
     assert "run by /app/app.py:30" in explained
+
+
+def test_node_routes_requiring_a_declared_package_and_running_zip_work_after_slimming(built, fixture_image,
+                                                                                      docker_client):
+    report, tag = built("reachnode")
+    print(f"reachnode slimmed: {cost(report)}")
+    assert report["verification"]["status"] == "passed"
+    routes = ("/check?version=1.4.2", "/check?version=2.0.0", "/check?version=next")
+    with (Running(docker_client, fixture_image("reachnode"), 3000) as original,
+          Running(docker_client, tag, 3000) as slimmed):
+        expected = {route: original.get(route) for route in routes}
+        answered = {route: slimmed.get(route) for route in routes}
+        exports = [side.get("/export.zip") for side in (original, slimmed)]
+    assert answered == expected
+    assert json.loads(expected["/check?version=1.4.2"][1]) == {"version": "1.4.2", "valid": True, "satisfies": True}
+    assert exports[0][0] == exports[1][0] == 200
+    assert zip_names(exports[1][1]) == zip_names(exports[0][1]) == ["package.json"]
+
+    kept = {item["path"]: item["reasons"] for item in report["kept"]}
+    semver = next(path for path in kept if path.startswith("/usr/share/nodejs/semver/") and path.endswith(".js"))
+    assert kept[semver][0] == {"kind": "declared-dependency", "source": "/app/package.json", "detail": "semver"}
+    assert kept["/usr/bin/zip"][0] == {"kind": "named-program", "source": "/app/server.js", "detail": "18"}
