@@ -52,12 +52,12 @@ C_SCAN_LIMIT = 64 << 20
 # The interpreter names every standard module (sys.stdlib_module_names), so its own C-level imports are
 # listed instead: time.strptime's and datetime's _strptime, pickling's copyreg, tracebacks' linecache.
 INTERPRETER_IMPORTS = ("_strptime", "copyreg", "linecache", "traceback", "warnings", "_sitebuiltins", "_weakrefset")
-# Parts of the standard library an application does not run: its test suite, GUI and teaching tools, the
-# package installer's bootstrap and pydoc's help topics (as before the import graph, they stay out).
 # Codecs the interpreter and the standard library look up by name all the time (files, sockets' idna).
 BASIC_CODECS = ("utf_8", "utf_8_sig", "ascii", "latin_1", "idna", "punycode", "raw_unicode_escape", "unicode_escape",
                 "utf_16", "utf_32", "charmap")
 LOCALE_VARIABLES = ("LC_ALL", "LC_CTYPE", "LANG")
+# Parts of the standard library an application does not run: its test suite, GUI and teaching tools, the
+# package installer's bootstrap, pydoc's help topics and 2to3 (as before the import graph, they stay out).
 STDLIB_HIDDEN = ("test", "idlelib", "tkinter", "turtledemo", "turtle.py", "ensurepip", "pydoc_data", "lib2to3")
 
 
@@ -92,6 +92,12 @@ def _python_versions(ctx: RuleContext) -> list[str]:
 def _main_scripts(ctx: RuleContext) -> list[PurePosixPath]:
     """The Python files the container's command runs as __main__ (python3 /app/app.py, also behind an
     entrypoint script that ends in `exec "$@"`)."""
+    if "python-main" not in ctx.memo:
+        ctx.memo["python-main"] = _named_scripts(ctx)
+    return ctx.memo["python-main"]
+
+
+def _named_scripts(ctx: RuleContext) -> list[PurePosixPath]:
     named = [ctx.rootfs.resolve(P(arg), cwd=ctx.facts.working_dir) for arg in ctx.facts.command if arg.endswith(".py")]
     scripts = [r.path for r in named if r.exists and ctx.is_file(r.path)]
     script = ctx.entrypoint_script

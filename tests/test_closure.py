@@ -971,13 +971,18 @@ def everything_image(tmp_path: Path) -> tuple[RootFS, Trace, ImageFacts]:
     base.directory("/srv/db/empty")
     app = Layer()
     app.file("/app/lazy.py", b"", mode=0o644)
+    app.file("/app/export.py", b"import subprocess\nsubprocess.run(['ls', '-l'])\n", mode=0o644)
+    app.file("/app/start.sh", b"#!/bin/bash\nif [ -f /app/lazy.py ]; then env; fi\nexec \"$@\"\n")
+    app.file("/app/package.json", b'{"dependencies": {"left-pad": "1"}}', mode=0o644)
+    app.file("/app/node_modules/left-pad/index.js", b"module.exports = 1", mode=0o644)
+    app.file("/etc/app/app.conf", b"workers = 2", mode=0o644)
     rootfs = stacked(tmp_path, base, app)
     paths = ("/usr/lib/python3.11/__pycache__/os.cpython-311.pyc", "/usr/lib/python3/dist-packages/flask/__init__.py",
              "/usr/share/zoneinfo/Etc/UTC", "/usr/lib/x86_64-linux-gnu/libssl.so.3", "/etc/nsswitch.conf",
              f"{IMAGE_LIBS}/gconv/ISO8859-1.so", "/srv/pg/data/global/pg_control", "/srv/db")
     traced = trace_of(*paths).paths + trace_of("/usr/bin/python3.11", access=Access.EXEC).paths
     trace = Trace(traced, TraceHealth(len(traced), False), RunOutcome("server", None, True, ()))
-    return rootfs, trace, facts_with(WorkingDir="/app", Env=["LANG=C.UTF-8"])
+    return rootfs, trace, facts_with(WorkingDir="/app", Env=["LANG=C.UTF-8"], Entrypoint=["/app/start.sh"])
 
 
 @pytest.mark.parametrize("name", RULE_NAMES)
