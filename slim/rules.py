@@ -784,6 +784,12 @@ def keep_data_trees(ctx: RuleContext) -> Iterator[Keep]:
 # this module: it is imported last and its functions are looked up when a rule runs.
 from . import reach  # noqa: E402
 
+
+def _in_reach(name: str) -> Callable[[RuleContext], Iterable[Keep]]:
+    """A rule of slim/reach.py, looked up when it runs (that module imports this one)."""
+    return lambda ctx: getattr(reach, name)(ctx)
+
+
 RULES = (
     Rule("app-files", ReasonKind.APP_FILE,
          "files the image's own layers added (COPY/ADD, WORKDIR, entrypoint dir)",
@@ -794,9 +800,21 @@ RULES = (
     Rule("packages", ReasonKind.PACKAGE,
          "a Python/Node/Ruby package whole (not docs/tests) once one file is used",
          keep_packages),
+    Rule("declared", ReasonKind.DECLARED,
+         "packages kept manifests declare (package.json, Requires-Dist, requirements, Gemfile.lock)",
+         _in_reach("keep_declared_dependencies")),
+    Rule("script-commands", ReasonKind.SCRIPT_COMMAND,
+         "commands the entrypoint's shell scripts can run on any branch, and paths they test",
+         _in_reach("keep_script_commands")),
+    Rule("named-programs", ReasonKind.NAMED_PROGRAM,
+         "programs the app's code starts by a literal name (subprocess, child_process, ...)",
+         _in_reach("keep_named_programs")),
+    Rule("own-configuration", ReasonKind.OWN_CONFIGURATION,
+         "files under /etc the image's own layers added or changed",
+         _in_reach("keep_own_configuration")),
     Rule("imports", ReasonKind.IMPORT,
          "modules a kept Python module can import (static import graph)",
-         lambda ctx: reach.keep_python_imports(ctx)),
+         _in_reach("keep_python_imports")),
     Rule("runtimes", ReasonKind.RUNTIME,
          "an interpreter's stdlib and native helpers (Python, Ruby, JDK, node)",
          keep_runtimes),

@@ -31,6 +31,7 @@ WRAPPERS = {"exec": 0, "command": 0, "env": 0, "nohup": 0, "nice": 0, "time": 0,
 # Unary test operators whose operand is a path.
 PATH_TESTS = frozenset({"-a", "-b", "-c", "-d", "-e", "-f", "-g", "-h", "-k", "-L", "-p", "-r", "-s", "-S", "-u",
                         "-w", "-x", "-O", "-G", "-N"})
+RESERVED = frozenset("if then else elif fi case esac for select while until do done in function time { } ! [[ ]]".split())
 SOURCE = frozenset({".", "source"})
 # `exec "$@"` runs the container's command, which the closure keeps as the entrypoint.
 CONTAINER_COMMAND = frozenset({'"$@"', "$@", '"$*"', "$*"})
@@ -78,9 +79,14 @@ def scan_script(source: bytes) -> ScriptFacts:
                 (sourced if target else unresolved).append(Found(target or _text(rest[0]), line))
             elif literal in ("test", "["):
                 tested += [Found(path, line) for path in _tested_paths([_literal(w) or "" for w in rest])]
-            elif literal not in BUILTINS and literal not in functions:
+            elif literal not in BUILTINS and literal not in functions and _names_a_program(literal):
                 commands.append(Found(literal, line))
     return ScriptFacts(tuple(commands), tuple(tested), tuple(sourced), tuple(unresolved))
+
+
+def _names_a_program(word: str) -> bool:
+    """Not a reserved word or an option that a construct the grammar could not read left as a command."""
+    return word not in RESERVED and not word.startswith("-") and "=" not in word
 
 
 def _programs(words: list[Node]) -> Iterator[tuple[Node, list[Node]]]:

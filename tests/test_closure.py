@@ -971,13 +971,18 @@ def everything_image(tmp_path: Path) -> tuple[RootFS, Trace, ImageFacts]:
     base.directory("/srv/db/empty")
     app = Layer()
     app.file("/app/lazy.py", b"", mode=0o644)
+    app.file("/app/export.py", b"import subprocess\nsubprocess.run(['ls', '-l'])\n", mode=0o644)
+    app.file("/app/start.sh", b"#!/bin/bash\nif [ -f /app/lazy.py ]; then env; fi\nexec \"$@\"\n")
+    app.file("/app/package.json", b'{"dependencies": {"left-pad": "1"}}', mode=0o644)
+    app.file("/app/node_modules/left-pad/index.js", b"module.exports = 1", mode=0o644)
+    app.file("/etc/app/app.conf", b"workers = 2", mode=0o644)
     rootfs = stacked(tmp_path, base, app)
     paths = ("/usr/lib/python3.11/__pycache__/os.cpython-311.pyc", "/usr/lib/python3/dist-packages/flask/__init__.py",
              "/usr/share/zoneinfo/Etc/UTC", "/usr/lib/x86_64-linux-gnu/libssl.so.3", "/etc/nsswitch.conf",
              f"{IMAGE_LIBS}/gconv/ISO8859-1.so", "/srv/pg/data/global/pg_control", "/srv/db")
     traced = trace_of(*paths).paths + trace_of("/usr/bin/python3.11", access=Access.EXEC).paths
     trace = Trace(traced, TraceHealth(len(traced), False), RunOutcome("server", None, True, ()))
-    return rootfs, trace, facts_with(WorkingDir="/app", Env=["LANG=C.UTF-8"])
+    return rootfs, trace, facts_with(WorkingDir="/app", Env=["LANG=C.UTF-8"], Entrypoint=["/app/start.sh"])
 
 
 @pytest.mark.parametrize("name", RULE_NAMES)
@@ -1031,3 +1036,51 @@ def test_the_report_says_what_each_rule_kept_and_which_were_off(tmp_path):
     assert data["bytes_by_reason"]["timezone-data"] == 5  # Europe/Paris; Etc/UTC is traced
     assert data["volumes"] == [{"path": "/var/lib/app", "files": 1, "bytes": 4, "note": data["volumes"][0]["note"]}]
     assert "seed data" in data["volumes"][0]["note"] and "kept whole" in data["volumes"][0]["note"]
+
+
+# ---------------------------------------------------------------- what deployed code can reach (issue 10)
+
+
+def node_app() -> tuple[Layer, Layer]:
+    """An npm-installed app: express nested and hoisted dependencies, a scoped one, a dev one, a workspace."""
+    base = debian_like()
+    base.file("/usr/bin/node", b"\x00node", mode=0o755)
+    app = Layer()
+    app.file("/app/package.json", b'{"dependencies": {"express": "4", "@acme/log": "1"}, "devDependencies":'
+             b' {"jest": "29"}, "workspaces": ["packages/*"]}', mode=0o644)
+    app.file("/app/server.js", b"require('express')", mode=0o644)
+    app.file("/app/packages/ui/package.json", b'{"dependencies": {"lodash": "4"}}', mode=0o644)
+    modules = "/app/node_modules"
+    for package, manifest in (("express", b'{"dependencies": {"debug": "2", "body-parser": "1"}}'),
+                              ("express/node_modules/debug", b'{"dependencies": {"ms": "2"}}'),
+                              ("debug", b"{}"), ("body-parser", b"{}"), ("ms", b"{}"), ("@acme/log", b"{}"),
+                              ("jest", b"{}"), ("lodash", b"{}")):
+        app.file(f"{modules}/{package}/package.json", manifest, mode=0o644)
+        app.file(f"{modules}/{package}/index.js", b"module.exports = 1", mode=0o644)
+    return base, app
+
+
+def test_node_dependencies_are_resolved_as_node_does_and_never_dev_ones(tmp_path):
+    base, app = node_app()
+    closure = rule_closure(stacked(tmp_path, base, app), "/app/server.js", facts=facts_with(Cmd=["node", "/app/server.js"]),
+                           layer_steps=("", "COPY . /app"))
+    declared = kept_for(closure, ReasonKind.DECLARED)
+    modules = "/app/node_modules"
+    assert {f"{modules}/express/index.js", f"{modules}/@acme/log/index.js", f"{modules}/body-parser/index.js",
+            f"{modules}/express/node_modules/debug/index.js", f"{modules}/ms/index.js",
+            f"{modules}/lodash/index.js"} <= declared
+    # express's own debug is the nested one; the hoisted copy serves nobody who declares it
+    assert main_reason(closure, f"{modules}/express/node_modules/debug/index.js") == Reason(
+        ReasonKind.DECLARED, f"{modules}/express/package.json", "debug")
+    assert P(f"{modules}/debug/index.js") not in closure.kept
+    assert P(f"{modules}/jest/index.js") not in closure.kept
+
+
+def test_own_configuration_is_kept_and_the_base_image_configuration_is_not(tmp_path):
+    base = debian_like()
+    base.file("/etc/motd", b"base image", mode=0o644)
+    app = Layer()
+    app.file("/etc/app/htpasswd", b"admin:x", mode=0o600)
+    closure = rule_closure(stacked(tmp_path, base, app), layer_steps=("", "RUN /bin/sh -c printf admin > /etc/app/htpasswd"))
+    assert main_reason(closure, "/etc/app/htpasswd").kind is ReasonKind.OWN_CONFIGURATION
+    assert P("/etc/motd") not in closure.kept

@@ -110,6 +110,8 @@ def normalise(text: str) -> str:
     text = re.sub(r"(?m)^(\s+<size>\s+)/\S+$", r"\1<removed file>", text)
     text = re.sub(r"(?m)^\| `/[^`]+` \| <size> \|$", "| `<removed file>` | <size> |", text)
     text = re.sub(r"\b\d+ paths from \d+ events\b", "<n> paths from <n> events", text)
+    text = re.sub(r"\b\d+ paths from \d+ calls, \d+ in the image \(kept\), \d+ missing\b",
+                  "<n> paths from <n> calls, <n> in the image (kept), <n> missing", text)
     # Column widths follow the values replaced above.
     return re.sub(r" {2,}", "  ", text)
 
