@@ -151,7 +151,7 @@ def build(engine: Engine, options: BuildOptions, on_stage: StageCallback = lambd
                 ),
             )
         with timer.stage("assemble"):
-            image_plan = plan_image(closure, rootfs, facts, _stored_sbom(rootfs, closure, facts, tag, options))
+            image_plan = plan_image(closure, rootfs, facts, _stored_sbom(rootfs, closure, facts, options))
             built = build_image(engine, image_plan, rootfs, workdir / "result")
             # Until verification passes the image is ours to remove; tagging it hands it to the user.
             unverified = cleanup.enter_context(_RemovedUnlessHandedOver(engine, built))
@@ -325,14 +325,13 @@ class _RemovedUnlessHandedOver(contextlib.AbstractContextManager):
             self.engine.remove_image(self.built.id)
 
 
-def _stored_sbom(
-    rootfs: RootFS, closure: Closure, facts: ImageFacts, tag: str, options: BuildOptions
-) -> dict[PurePosixPath, bytes]:
-    """The SBOM copy the slimmed image holds (none with --no-package-db). It cannot name the image's own
-    id: that depends on the copy."""
+def _stored_sbom(rootfs: RootFS, closure: Closure, facts: ImageFacts, options: BuildOptions) -> dict[PurePosixPath, bytes]:
+    """The SBOM copy the slimmed image holds (none with --no-package-db). It names neither the image's own
+    id, which depends on the copy, nor its tag, which is no part of the image: the same input must still
+    give the same image, so it is named after the source."""
     if not options.package_db:
         return {}
-    document = sbom_json(kept_files(rootfs, closure), Subject(tag, None, facts.id), indent=None)
+    document = sbom_json(kept_files(rootfs, closure), Subject(facts.ref, None, facts.id), indent=None)
     return {SBOM_PATH: document.encode()}
 
 
