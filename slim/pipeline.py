@@ -325,7 +325,9 @@ class _RemovedUnlessHandedOver(contextlib.AbstractContextManager):
             self.engine.remove_image(self.built.id)
 
 
-def _stored_sbom(rootfs: RootFS, closure: Closure, facts: ImageFacts, options: BuildOptions) -> dict[PurePosixPath, bytes]:
+def _stored_sbom(
+    rootfs: RootFS, closure: Closure, facts: ImageFacts, options: BuildOptions
+) -> dict[PurePosixPath, bytes]:
     """The SBOM copy the slimmed image holds (none with --no-package-db). It names neither the image's own
     id, which depends on the copy, nor its tag, which is no part of the image: the same input must still
     give the same image, so it is named after the source."""
