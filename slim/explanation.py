@@ -21,7 +21,8 @@ from .rootfs import RootFS
 
 # Reasons that need no further why: the run did it, or a rule the user or slimtrace set.
 ROOT_REASONS = frozenset(
-    {"traced", "entrypoint", "always-kept", "include-path", "volume-seed", "state-directory", "package-database", "license"}
+    {"traced", "entrypoint", "always-kept", "include-path", "volume-seed", "state-directory",
+     "package-database", "license"}
 )
 MAX_CHAIN = 40
 
