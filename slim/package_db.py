@@ -210,7 +210,8 @@ def _dpkg_package(paragraph: str) -> InstalledPackage | None:
 
 def original_packages(rootfs: RootFS) -> list[InstalledPackage]:
     """Every installed package the image's databases name."""
-    databases = [DPKG_STATUS, APK_INSTALLED] + (rootfs.children(DPKG_STATUS_DIR) if _is_dir(rootfs, DPKG_STATUS_DIR) else [])
+    status_d = rootfs.children(DPKG_STATUS_DIR) if _is_dir(rootfs, DPKG_STATUS_DIR) else []
+    databases = [DPKG_STATUS, APK_INSTALLED] + status_d
     texts = ((database, _text(rootfs, database)) for database in databases if "." not in database.name)
     return [package for database, text in texts if text is not None for package in installed_packages(database, text)]
 

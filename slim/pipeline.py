@@ -178,7 +178,7 @@ def _build(engine: Engine, options: BuildOptions, on_stage: StageCallback) -> Bu
                 ),
             )
         with timer.stage("assemble"):
-            image_plan = plan_image(closure, rootfs, facts, _stored_sbom(rootfs, closure, facts, tag, options))
+            image_plan = plan_image(closure, rootfs, facts, _stored_sbom(rootfs, closure, facts, options))
             # The image is this build's through a work tag the engine holds; letting go of it removes the
             # image only when nobody else tagged it (another build of the same input, or the user's tag).
             work = work_tag()
@@ -410,13 +410,14 @@ def _slimmed_root(engine: Engine, slimmed: ImageFacts, built: BuiltImage, workdi
 
 
 def _stored_sbom(
-    rootfs: RootFS, closure: Closure, facts: ImageFacts, tag: str, options: BuildOptions
+    rootfs: RootFS, closure: Closure, facts: ImageFacts, options: BuildOptions
 ) -> dict[PurePosixPath, bytes]:
-    """The SBOM copy the slimmed image holds (none with --no-package-db). It cannot name the image's own
-    id: that depends on the copy."""
+    """The SBOM copy the slimmed image holds (none with --no-package-db). It names neither the image's own
+    id, which depends on the copy, nor its tag, which is no part of the image: the same input must still
+    give the same image, so it is named after the source."""
     if not options.package_db:
         return {}
-    document = sbom_json(kept_files(rootfs, closure), Subject(tag, None, facts.id), indent=None)
+    document = sbom_json(kept_files(rootfs, closure), Subject(facts.ref, None, facts.id), indent=None)
     return {SBOM_PATH: document.encode()}
 
 

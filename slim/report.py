@@ -207,7 +207,9 @@ def _packages_section(rootfs: RootFS, closure: Closure) -> dict[str, Any]:
         "kept": len(summary.kept),
         "kept_packages": [asdict(package) for package in summary.kept],
         "removed_packages": [asdict(package) for package in summary.removed],
-        "unsupported": [f"{path}: rpm databases are not read; scanners will see no rpm package" for path in summary.unsupported],
+        "unsupported": [
+            f"{path}: rpm databases are not read; scanners will see no rpm package" for path in summary.unsupported
+        ],
     }
 
 

@@ -112,7 +112,8 @@ def package_purls(document: str) -> set[str]:
 
 
 def _identity(subject: Subject, components: list[Component]) -> str:
-    text = "\n".join([subject.name, subject.image_id or "", subject.source_image or ""] + [str(c.bom_ref) for c in components])
+    names = [subject.name, subject.image_id or "", subject.source_image or ""] + [str(c.bom_ref) for c in components]
+    text = "\n".join(names)
     return "slimtrace:" + hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -33,7 +33,8 @@ IMAGE_LIBS = "/usr/lib/x86_64-linux-gnu"
 LOADER = f"{IMAGE_LIBS}/ld-linux-x86-64.so.2"
 LIBC = f"{IMAGE_LIBS}/libc-2.36.so"  # the real file; libc.so.6 is a symlink to it, as in older glibcs
 NO_ALWAYS = ClosureOptions(always_keep=())
-NO_RULES = ClosureOptions(always_keep=(), disabled_rules=frozenset(RULE_NAMES))  # the loader's rules alone
+# The loader's rules alone (no keep rule, no package database or licenses).
+NO_RULES = ClosureOptions(always_keep=(), disabled_rules=frozenset(RULE_NAMES), package_db=False)
 
 
 class Layer:

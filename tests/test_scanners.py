@@ -52,10 +52,11 @@ def nginx(fixture_image, docker_client, tmp_path_factory):
     the exported roots of the original and the slimmed image."""
     directory = tmp_path_factory.mktemp("scanners")
     tag = f"slimtrace-test/scanners-{uuid.uuid4().hex[:10]}:nginx"
-    result = slim_cli("build", fixture_image("nginx"), "--tag", tag, "--report", "nginx.slim-report.json", cwd=directory)
+    report_name = "nginx.slim-report.json"
+    result = slim_cli("build", fixture_image("nginx"), "--tag", tag, "--report", report_name, cwd=directory)
     try:
         assert result.returncode == 0, result.stderr
-        report = json.loads((directory / "nginx.slim-report.json").read_text())
+        report = json.loads((directory / report_name).read_text())
         yield {
             "directory": directory,
             "report": report,
@@ -195,7 +196,9 @@ def test_sbom_validates_and_lists_what_debsbom_finds(nginx):
     assert purl_packages(document) == debsbom_packages(nginx["slimmed"], directory / "sbom-debsbom")
     image = json.loads(document)["metadata"]["component"]
     properties = {p["name"]: p["value"] for p in image["properties"]}
-    assert properties == {"slimtrace:image-id": report["result"]["id"], "slimtrace:source-image": report["source"]["id"]}
+    assert properties == {
+        "slimtrace:image-id": report["result"]["id"], "slimtrace:source-image": report["source"]["id"]
+    }
     # The copy inside the image: the same packages, without its own id (which depends on it).
     stored = (nginx["slimmed"] / str(SBOM_PATH).lstrip("/")).read_text()
     assert validation_errors(stored) is None
@@ -239,7 +242,8 @@ def test_attack_surface_original_against_slimmed(nginx):
             assert not (nginx["slimmed"] / path.lstrip("/")).exists(), path
     run = slim_cli("report", "nginx.slim-report.json", cwd=nginx["directory"])
     assert "attack surface (original -> slimmed)" in run.stdout
-    assert f"OS packages     {nginx['report']['packages']['original']} -> {nginx['report']['packages']['kept']}" in run.stdout
+    packages = nginx["report"]["packages"]
+    assert f"OS packages     {packages['original']} -> {packages['kept']}" in run.stdout
 
 
 # ---------------------------------------------------------------- the opt-out
