@@ -339,6 +339,8 @@ def _render_verification(result) -> None:
     for comparison in verification.comparisons:
         mark = "[green]same[/]" if comparison.same else "[bold red]DIFFERS[/]"
         out_console.print(f"{mark}  {comparison.probe}: original {comparison.original} / slimmed {comparison.slimmed}")
+        for key, compared in comparison.volatile.items():
+            out_console.print(f"      volatile {key}: compared {compared}", markup=False)
     for problem in verification.invariant_failures:
         out_console.print(f"[bold red]invariant[/]  {problem}")
     checks = len(verification.comparisons)
