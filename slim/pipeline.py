@@ -50,7 +50,8 @@ class RunOptions:
     openapi: str | None = None  # an OpenAPI / Swagger document (file or URL): one request per operation
     openapi_methods: tuple[str, ...] = ("GET", "HEAD")
     timeout: float = 120.0
-    # Seconds to wait for the server to listen on its ports, and for a failing exec probe to start passing.
+    # Seconds to wait for the server to listen on its ports, to retry "not ready yet" answers (the warm-up),
+    # and for a failing exec probe to start passing.
     ready_timeout: float = 30.0
     continue_after: str = "probes"
     probe_failure: str = "error"  # or "warn": carry on when a probe fails on the original
