@@ -33,9 +33,9 @@ def load_openapi(source: str, methods: tuple[str, ...] = DEFAULT_METHODS) -> tup
     try:
         document = prance.ResolvingParser(location, backend="openapi-spec-validator", lazy=False).specification
     except (prance.ValidationError, prance.util.url.ResolutionError) as error:
-        raise UsageError(f"--openapi {source}: not a valid OpenAPI or Swagger document: {_first_line(error)}") from None
+        raise UsageError(f"--openapi {source}: not a valid OpenAPI or Swagger document: {_first_line(error)}") from error
     except (OSError, ValueError) as error:  # unreadable, not JSON or YAML, not fetched
-        raise UsageError(f"--openapi {source}: cannot read it: {_first_line(error)}") from None
+        raise UsageError(f"--openapi {source}: cannot read it: {_first_line(error)}") from error
     return tuple(_requests(document, {method.lower() for method in methods}))
 
 

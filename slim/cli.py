@@ -221,8 +221,8 @@ def run_options(function):
         click.option("--probe-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      help="YAML file of HTTP requests (with expected status), exec and host probes."),
         click.option("--openapi", metavar="FILE_OR_URL",
-                     help="OpenAPI 3 or Swagger 2 document (JSON or YAML): one HTTP probe per operation, with "
-                          "example parameters; its documented responses are the expected statuses."),
+                     help="OpenAPI 3 or Swagger 2 document (JSON or YAML), a file or a URL: one HTTP request per "
+                          "operation, with example parameters; its documented responses are the expected statuses."),
         click.option("--openapi-methods", type=MethodList(), default="GET,HEAD", show_default=True,
                      help="Methods of the --openapi operations to probe, comma-separated (e.g. GET,HEAD,POST)."),
         click.option("--cmd", type=CommandLine(), help="Run with this command instead of the image's Cmd "
@@ -242,8 +242,9 @@ def run_options(function):
         click.option("--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
                      help="Seconds a batch run may take, and the budget for probes of a server."),
         click.option("--ready-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
-                     help="Seconds to wait for a server to listen on its ports before probing, and for a "
-                          "failing --exec probe to start passing (pg_isready right after start)."),
+                     help="Seconds to wait for a server to listen on its ports before probing, to retry its "
+                          "'not ready yet' answers (refused, 502, 503, 504), and for a failing --exec probe to "
+                          "start passing (pg_isready right after start)."),
         click.option("--continue-after", type=ContinueAfter(), default="probes", show_default=True,
                      help="When to stop a server run: after the probes, when it exits, or after SECONDS more."),
         click.option("--probe-failure", type=click.Choice(["error", "warn"]), default="error", show_default=True,
@@ -422,6 +423,8 @@ def _render_verification(result) -> None:
         mark = "[green]same[/]" if comparison.same else "[bold red]DIFFERS[/]"
         out_console.print(f"{mark}  {safe(comparison.probe)}: original {safe(comparison.original)} / slimmed "
                           f"{safe(comparison.slimmed)}")
+        for key, compared in comparison.volatile.items():
+            out_console.print(f"      volatile {key}: compared {compared}", markup=False)
     for problem in verification.invariant_failures:
         out_console.print(f"[bold red]invariant[/]  {safe(problem)}")
     checks = len(verification.comparisons)

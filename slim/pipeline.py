@@ -59,7 +59,8 @@ class RunOptions:
     openapi: str | None = None  # an OpenAPI / Swagger document (file or URL): one request per operation
     openapi_methods: tuple[str, ...] = ("GET", "HEAD")
     timeout: float = 120.0
-    # Seconds to wait for the server to listen on its ports, and for a failing exec probe to start passing.
+    # Seconds to wait for the server to listen on its ports, to retry "not ready yet" answers (the warm-up),
+    # and for a failing exec probe to start passing.
     ready_timeout: float = 30.0
     continue_after: str = "probes"
     probe_failure: str = "error"  # or "warn": carry on when a probe fails on the original
@@ -251,7 +252,8 @@ def exercise_plan(facts: ImageFacts, run: RunOptions) -> ExercisePlan:
     probe_file = load_probe_file(run.probe_file) if run.probe_file else ProbeFile()
     if run.openapi:
         # The API's operations go to the first probed port, as probe-file requests naming no port do.
-        probe_file = dataclasses.replace(probe_file, http=probe_file.http + load_openapi(run.openapi, run.openapi_methods))
+        operations = load_openapi(run.openapi, run.openapi_methods)
+        probe_file = dataclasses.replace(probe_file, http=probe_file.http + operations)
     ports = run.http_ports or facts.exposed_tcp_ports
     default_port = ports[0] if ports else None
     if default_port is None and any(request.port is None for request in probe_file.http):

@@ -64,7 +64,9 @@ def _verification_line(verification: dict) -> str:
         return "verification: [yellow]skipped[/]"
     checks = len(verification["comparisons"])
     if status == "passed":
-        return f"verification: [bold green]passed[/] ({checks} checks, same behaviour as the original)"
+        volatile = sum(len(c.get("volatile", {})) for c in verification["comparisons"])
+        learned = f"; {volatile} volatile answers compared by their stable parts" if volatile else ""
+        return f"verification: [bold green]passed[/] ({checks} checks, same behaviour as the original{learned})"
     failed = [c for c in verification["comparisons"] if not c["same"]]
     lines = [f"verification: [bold red]FAILED[/] ({len(failed)} of {checks} checks differ)"]
     lines += [f"  {safe(c['probe'])}: original {safe(c['original'])} / slimmed {safe(c['slimmed'])}" for c in failed]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import PurePosixPath
+from typing import Any, Iterator, Mapping
 
 from . import volatility
 from .closure import ClosureOptions, compute_closure
@@ -171,13 +172,45 @@ def _compare_probe(original: ProbeOutcome, slimmed: ProbeOutcome | None) -> Prob
     if slimmed is None:
         return ProbeComparison(original.probe, original.detail, "not run", same=False, checked=checked,
                                volatile=volatile)
-    first = next(volatility.differences(original, slimmed), None)
-    same = original.ok == slimmed.ok and first is None
-    slimmed_detail = slimmed.detail
-    if not same and slimmed.fingerprint and first:  # no fingerprint: the probe got nothing, its detail says why
-        slimmed_detail = f"{slimmed.detail} (first difference: {first[0]}: {first[1]})"
+    same = original.ok == slimmed.ok and next(_differences(original, slimmed), None) is None
+    slimmed_detail = slimmed.detail if same else _difference(original, slimmed)
     return ProbeComparison(original.probe, original.detail, slimmed_detail, same=same, checked=checked,
                            readiness=slimmed.readiness, volatile=volatile)
+
+
+def _difference(original: ProbeOutcome, slimmed: ProbeOutcome) -> str:
+    """Name the first fingerprint key that differs (in the original's order: the crawl's), so a user knows
+    which URL or output broke."""
+    if not slimmed.fingerprint:  # the probe did not run or got nothing: its detail says why
+        return slimmed.detail
+    first = next(_differences(original, slimmed), None)
+    return f"{slimmed.detail} (first difference: {first[0]}: {first[1]})" if first else slimmed.detail
+
+
+def _differences(original: ProbeOutcome, slimmed: ProbeOutcome) -> Iterator[tuple[str, str]]:
+    """(key, what differs) for every fingerprint key; a volatile one is compared by its stable parts only."""
+    for key in dict.fromkeys([*original.fingerprint, *slimmed.fingerprint]):
+        before, after = original.fingerprint.get(key), slimmed.fingerprint.get(key)
+        if key in original.volatile:
+            why = volatility.unlike_stable(original.volatile[key], after, slimmed.parts.get(key, {}))
+        else:
+            why = _change(key, before, after) if before != after else None
+        if why:
+            yield key, why
+
+
+def _change(key: str, before: Any, after: Any) -> str:
+    if after is None:
+        return "not seen in the slimmed run"
+    if before is None:
+        return "not seen in the original run"
+    if isinstance(before, Mapping) and isinstance(after, Mapping) and "status" in before:  # an HTTP visit
+        if before.get("status") != after.get("status"):
+            return f"status {after.get('status')}, the original {before.get('status')}"
+        return f"same status {after.get('status')}, different body"
+    if key == "sha256":
+        return "different output"
+    return f"{after!r}, the original {before!r}"
 
 
 def _compare_state(original: RunOutcome, slimmed: RunOutcome) -> ProbeComparison:

@@ -8,7 +8,7 @@ not change (for JSON the keys and the unchanged values, for HTML the document st
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from probes.bodies import describe_parts, part_words
 
@@ -46,20 +46,9 @@ def _field_words(name: str, value: Any) -> str:
     return f"{name.replace('_', ' ')} {value}"
 
 
-def differences(original: ProbeOutcome, slimmed: ProbeOutcome) -> Iterator[tuple[str, str]]:
-    """(fingerprint key, what differs) in the original's order (the crawl's), then the slimmed run's extras."""
-    for key in dict.fromkeys([*original.fingerprint, *slimmed.fingerprint]):
-        before, after = original.fingerprint.get(key), slimmed.fingerprint.get(key)
-        volatile = original.volatile.get(key)
-        if volatile is not None:
-            why = _unlike_stable(volatile, after, slimmed.parts.get(key, {}))
-        else:
-            why = _change(key, before, after) if before != after else None
-        if why:
-            yield key, why
-
-
-def _unlike_stable(volatile: Volatile, after: Any, parts: Mapping[str, str]) -> str | None:
+def unlike_stable(volatile: Volatile, after: Any, parts: Mapping[str, str]) -> str | None:
+    """What of `after` (a fingerprint value of another run, with the digests of its body's `parts`) differs
+    from what two runs of the original agreed on; None when nothing does."""
     if after is None:
         return None if volatile.optional else "not seen in the slimmed run"
     for name, value in volatile.fields.items():
@@ -70,17 +59,3 @@ def _unlike_stable(volatile: Volatile, after: Any, parts: Mapping[str, str]) -> 
     if changed:
         return f"different {part_words(changed[0])} (a volatile answer; compared: {volatile.compared})"
     return None
-
-
-def _change(key: str, before: Any, after: Any) -> str:
-    if after is None:
-        return "not seen in the slimmed run"
-    if before is None:
-        return "not seen in the original run"
-    if isinstance(before, Mapping) and isinstance(after, Mapping) and "status" in before:  # an HTTP visit
-        if before.get("status") != after.get("status"):
-            return f"status {after.get('status')}, the original {before.get('status')}"
-        return f"same status {after.get('status')}, different body"
-    if key == "sha256":
-        return "different output"
-    return f"{after!r}, the original {before!r}"
