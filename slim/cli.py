@@ -424,7 +424,7 @@ def _render_verification(result) -> None:
         out_console.print(f"{mark}  {safe(comparison.probe)}: original {safe(comparison.original)} / slimmed "
                           f"{safe(comparison.slimmed)}")
         for key, compared in comparison.volatile.items():
-            out_console.print(f"      volatile {key}: compared {compared}", markup=False)
+            out_console.print(f"      volatile {safe(key)}: compared {safe(compared)}")
     for problem in verification.invariant_failures:
         out_console.print(f"[bold red]invariant[/]  {safe(problem)}")
     checks = len(verification.comparisons)
