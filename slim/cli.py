@@ -72,7 +72,7 @@ class MountSpec(click.ParamType):
         return BindMount(str(source), parts[1], read_only=mode == "ro")
 
 
-class UlimitSpec(click.ParamType):
+class UlimitSpec(EnvAssignment):
     """NAME=SOFT[:HARD] as `docker run --ulimit` takes it; -1 is unlimited."""
 
     name = "NAME=SOFT[:HARD]"
@@ -80,7 +80,7 @@ class UlimitSpec(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, Ulimit):
             return value
-        name, _, limits = value.partition("=")
+        name, limits = super().convert(value, param, ctx)
         soft, _, hard = limits.partition(":")
         try:
             ulimit = Ulimit(name, int(soft), int(hard or soft))

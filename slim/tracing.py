@@ -2,8 +2,9 @@
 
 The container starts behind a gate (slim/gate): the host marks the container's overlay filesystem once
 the engine has mounted it (reached through the gate's /proc/PID/root, whatever engine and storage mode
-mounted it), and only then lets the gate exec the real program, so the very first open is seen. Each file is reported once: after its first event an ignore mark silences it in the kernel,
-which keeps the traced application at nearly full speed.
+mounted it), and only then lets the gate exec the real program, so the very first open is seen. Each
+file is reported once: after its first event an ignore mark silences it in the kernel, which keeps the
+traced application at nearly full speed.
 """
 from __future__ import annotations
 

@@ -128,6 +128,7 @@ def test_capabilities_hard_links_symlinks_and_owners_survive(built, fixture_imag
         assert (after.mode, after.uid, after.gid, after.mtime) == (before.mode, before.uid, before.gid, before.mtime)
 
 
+@pytest.mark.matrix
 def test_hard_linked_file_is_stored_once(built, docker_client, tmp_path):
     _, tag = built("caps", "--cap-add", "NET_RAW")
     layer = next(iter(spool_image(DockerEngine(), docker_client.images.get(tag).id, tmp_path)))
@@ -154,6 +155,7 @@ def test_include_path_adds_files_and_the_original_is_untouched(built, fixture_im
     assert (after.id, after.tags) == (original.id, original.tags)
 
 
+@pytest.mark.matrix
 def test_no_temp_dirs_left_behind(built):
     before = set(Path("/tmp").glob("slimtrace-*"))
     built("jq")

@@ -77,11 +77,13 @@ def engine():
 
 
 @pytest.mark.engine
+@pytest.mark.matrix
 def test_the_sdk_speaks_the_engines_own_api_version(engine, docker_client):
     assert engine._client.api.api_version == docker_client.version()["ApiVersion"]
 
 
 @pytest.mark.engine
+@pytest.mark.matrix
 def test_this_engine_is_here_and_stores_containers_on_overlays(engine):
     host = engine.host()
     require_local(host, this_machine())
@@ -89,6 +91,7 @@ def test_this_engine_is_here_and_stores_containers_on_overlays(engine):
 
 
 @pytest.mark.engine
+@pytest.mark.matrix
 def test_ulimits_reach_the_container(engine, fixture_image):
     spec = ContainerSpec(image=fixture_image("jq"), entrypoint=("sh",), command=("-c", "ulimit -n; ulimit -Hn"),
                          ulimits=(Ulimit("nofile", 2048, 4096),))
@@ -102,6 +105,7 @@ def test_ulimits_reach_the_container(engine, fixture_image):
 
 
 @pytest.mark.engine
+@pytest.mark.matrix
 def test_an_engine_reached_over_tcp_on_this_machine_is_local(fixture_image, docker_client, tmp_path):
     """Locality is what the engine reports, not the URL's scheme: tcp://127.0.0.1 is this machine."""
     tag = f"slimtrace-test/{uuid.uuid4().hex[:12]}:slim"
@@ -151,6 +155,7 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
 
 
 @pytest.mark.engine
+@pytest.mark.matrix
 def test_an_image_built_on_this_engine_is_read_whole(engine, fixture_image, docker_client, tmp_path):
     """The engine saves the layers it built as it stores them: plain on a graph driver, gzip in the
     containerd store (recognised by their magic bytes)."""

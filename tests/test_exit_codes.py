@@ -1,7 +1,7 @@
 """The CI contract: every documented exit code, provoked for real (README "Exit codes").
 
     0 ok, 1 tool error, 2 usage, 3 image not found, 4 engine unreachable, 5 application failed,
-    6 verification failed, 7 policy (gate) failed, 130 interrupted (after cleanup)
+    6 verification failed, 7 policy (gate) failed, 8 cannot trace here, 130 interrupted (after cleanup)
 """
 from __future__ import annotations
 
@@ -114,6 +114,7 @@ def test_3_image_not_found():
 
 
 @pytest.mark.engine
+@pytest.mark.matrix
 def test_5_application_failed(fixture_image):
     # The debootstrap base image has neither Entrypoint nor Cmd: nothing to run.
     assert_exit(slim("build", fixture_image("base")), ExitCode.APPLICATION_FAILED, "no Entrypoint or Cmd")
@@ -149,6 +150,21 @@ def test_7_policy_failed_in_build(fixture_image, slim_tag, tmp_path):
     assert [g["status"] for g in data["gates"]["gates"]] == ["PASS", "FAIL", "PASS"]
     assert "FAIL  max-size: measured" in result.stderr and "Result: FAIL [Total:3]" in result.stderr
     assert "gates" not in json.loads((tmp_path / "r.json").read_text())  # the report file holds facts only
+
+
+@pytest.mark.engine
+@pytest.mark.matrix
+def test_8_cannot_trace_without_cap_sys_admin(fixture_image, slim_tag, tmp_path, docker_client):
+    """Root without CAP_SYS_ADMIN still reaches the engine, but fanotify refuses: nothing is left behind."""
+    before = {c.id for c in docker_client.containers.list(all=True, filters={"label": OWNER_LABEL})}
+    result = subprocess.run(
+        ["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin", sys.executable, "-m", "slim", "build",
+         fixture_image("firstread"), "--tag", slim_tag, "--report", str(tmp_path / "r.json")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert_exit(result, ExitCode.CANNOT_TRACE, "fanotify needs root (CAP_SYS_ADMIN)")
+    assert {c.id for c in docker_client.containers.list(all=True, filters={"label": OWNER_LABEL})} == before
+    assert not docker_client.images.list(slim_tag)
 
 
 @pytest.mark.engine

@@ -469,6 +469,7 @@ def index_view(entry) -> tuple:
 
 
 @pytest.mark.engine
+@pytest.mark.matrix
 def test_index_agrees_with_what_a_container_sees(tmp_path, docker_client, fixture_image):
     from slim.adapters.engine import DockerEngine
 

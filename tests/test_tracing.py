@@ -59,6 +59,7 @@ def record(directory: Path, script: str, bounded_queue: bool = False):
 
 
 @pytest.mark.engine
+@pytest.mark.matrix
 def test_recorder_folds_events_into_paths(tmpfs):  # noqa: F811
     # The pause gives the recorder time to place its ignore marks before the repeats.
     paths, health = record(tmpfs, "cat data.txt; ./prog; ls dir; sleep 0.3; cat prog; ./prog; cat data.txt")
@@ -73,6 +74,7 @@ def test_recorder_folds_events_into_paths(tmpfs):  # noqa: F811
 
 
 @pytest.mark.engine
+@pytest.mark.matrix
 def test_recorder_names_the_program_and_phase_of_the_first_sight(tmpfs):  # noqa: F811
     with Fanotify() as notifier, Recorder(notifier) as recorder:
         notifier.mark_filesystem(tmpfs, TRACE_MASK)
@@ -87,6 +89,7 @@ def test_recorder_names_the_program_and_phase_of_the_first_sight(tmpfs):  # noqa
 
 
 @pytest.mark.engine
+@pytest.mark.matrix
 def test_recorder_drops_our_own_opens_as_foreign(tmpfs):  # noqa: F811
     with Fanotify() as notifier, Recorder(notifier) as recorder:
         notifier.mark_filesystem(tmpfs, TRACE_MASK)
@@ -96,12 +99,14 @@ def test_recorder_drops_our_own_opens_as_foreign(tmpfs):  # noqa: F811
 
 
 @pytest.mark.engine
+@pytest.mark.matrix
 def test_recorder_stop_drains_what_is_queued(tmpfs):  # noqa: F811
     paths, _ = record(tmpfs, "for n in $(seq 200); do : > f$n; done")
     assert len(paths) == 200
 
 
 @pytest.mark.engine
+@pytest.mark.matrix
 def test_recorder_reports_overflow(tmpfs):  # noqa: F811
     with Fanotify(bounded_queue=True) as notifier:
         notifier.mark_filesystem(tmpfs, TRACE_MASK)
@@ -163,6 +168,7 @@ def test_trace_sees_the_very_first_open(engine, fixture_image):
 
 
 @pytest.mark.engine
+@pytest.mark.matrix
 def test_trace_of_a_dynamic_binary_has_its_loader_and_libraries(engine, fixture_image):
     trace = trace_image(engine, fixture_image("jq"))
     paths = by_path(trace)
@@ -176,6 +182,7 @@ def test_trace_of_a_dynamic_binary_has_its_loader_and_libraries(engine, fixture_
 
 
 @pytest.mark.engine
+@pytest.mark.matrix
 def test_gate_reports_a_command_it_cannot_run(engine, fixture_image):
     trace = trace_image(engine, fixture_image("jq"), argv=("no-such-program",))
     assert trace.run.exit_code == 127
@@ -219,6 +226,7 @@ def run_bystander(engine, tag, argv) -> str:
 
 
 @pytest.mark.engine
+@pytest.mark.matrix
 def test_container_and_gate_dir_are_removed_when_the_exercise_fails(engine, fixture_image, docker_client):
     left = []
 
@@ -282,6 +290,7 @@ def _keep_running(engine):
 
 
 @pytest.mark.engine
+@pytest.mark.matrix
 def test_a_pid_1_that_handles_the_stop_signal_shuts_down_traced(engine, fixture_image):
     recording = _StopRecorder(engine)
     # The trap reads a file only while shutting down: it must be in the trace, in the shutdown phase.
@@ -292,6 +301,7 @@ def test_a_pid_1_that_handles_the_stop_signal_shuts_down_traced(engine, fixture_
 
 
 @pytest.mark.engine
+@pytest.mark.matrix
 def test_a_pid_1_that_cannot_receive_the_stop_signal_is_not_waited_for(engine, fixture_image):
     recording = _StopRecorder(engine)
     # A shell with no trap, as PID 1, never receives SIGTERM: only the SIGKILL at the timeout ends it.

@@ -73,7 +73,8 @@ class DockerEngine:
 
     def __init__(self, client: docker.DockerClient | None = None):
         self._client = client or self._connect()
-        self._components = {part.get("Name") for part in self._client.version().get("Components") or ()}
+        with _translated():
+            self._components = {part.get("Name") for part in self._client.version().get("Components") or ()}
 
     @property
     def is_podman(self) -> bool:

@@ -172,6 +172,9 @@ int main(int argc, char **argv)
     trace_lookups();
     /* execvp searches the container's PATH, as Docker does for an entrypoint. */
     execvp(argv[1], argv + 1);
-    fprintf(stderr, "slimtrace gate: exec %s: %s\n", argv[1], strerror(errno));
+    /* EPERM: the program carries a file capability outside the container's set (Podman grants fewer
+     * capabilities than Docker: NET_RAW, MKNOD, AUDIT_WRITE). */
+    fprintf(stderr, "slimtrace gate: exec %s: %s%s\n", argv[1], strerror(errno),
+            errno == EPERM ? " (a file capability the container lacks? --cap-add grants it)" : "");
     return EXIT_EXEC;
 }
