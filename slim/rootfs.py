@@ -26,6 +26,7 @@ import zstandard
 from .engine import Engine
 from .errors import SlimError
 from .model import ROOT, EntryKind, FileEntry
+from .sparse import zeros_as_holes
 
 MAX_SYMLINKS = 40  # the kernel's MAXSYMLINKS: following one more is ELOOP
 CHUNK = 1 << 20
@@ -124,8 +125,9 @@ def _materialise_link(workdir: Path, name: str, links: Mapping[str, str]) -> Non
 
 def _spool_member(saved: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    with saved.extractfile(member) as data, target.open("wb") as out:  # type: ignore[union-attr]
-        shutil.copyfileobj(_decompressed(data), out, CHUNK)
+    # A sparse file of the image stays sparse in the spool: its zero chunks become holes.
+    with saved.extractfile(member) as data, target.open("wb") as out, zeros_as_holes(out) as sparse:  # type: ignore[union-attr]
+        shutil.copyfileobj(_decompressed(data), sparse, CHUNK)
 
 
 def _decompressed(data: io.BufferedReader) -> BinaryIO:
