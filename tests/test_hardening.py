@@ -441,7 +441,7 @@ def test_an_image_that_owns_the_gate_mount_point_is_refused_clearly(owned, deriv
     image = derived_image("FROM {base}\nRUN " + owned + "\n")
     build = Running("build", image, "--tag", new_tag(), "--report", tmp_path / "r.json")
     code, stderr = build.finish()
-    assert code == ExitCode.TOOL_ERROR and "has its own /.slimtrace" in stderr and "Traceback" not in stderr, stderr
+    assert code == ExitCode.CANNOT_TRACE and "has its own /.slimtrace" in stderr and "Traceback" not in stderr, stderr
     assert leftovers(docker_client, build.run) == []
 
 
