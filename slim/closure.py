@@ -313,10 +313,25 @@ def _keep_seeds(kept: _Kept, options: ClosureOptions, volumes: tuple[PurePosixPa
     for entry in kept.rootfs.entries.values():
         if entry.kind in UNTRACEABLE_KINDS:
             kept.add(entry.path, Reason(ReasonKind.ALWAYS, detail=f"{entry.kind.value}: opens of it cannot be traced"))
+    # An open through a symlink loop fails (ELOOP) before any file is reached, so no trace sees it; the
+    # links cost a few bytes, and without them the same open would fail differently (ENOENT).
+    for link in sorted(_symlink_loops(kept.rootfs)):
+        kept.add(link, Reason(ReasonKind.ALWAYS, detail="symlink loop: opens of it fail before reaching a file"))
     # Opens under a volume never reach the tracer (a volume is mounted there at run time), so
     # whatever the image ships there is the volume's seed data and is kept whole.
     for volume in volumes:
         _keep_tree(kept, volume, Reason(ReasonKind.VOLUME, source=str(volume)))
+
+
+def _symlink_loops(rootfs: RootFS) -> set[PurePosixPath]:
+    """Every symlink on the way of a loop (resolving it gives ELOOP)."""
+    links: set[PurePosixPath] = set()
+    for entry in rootfs.entries.values():
+        if entry.kind is EntryKind.SYMLINK:
+            resolved = rootfs.resolve(entry.path)
+            if resolved.loop:
+                links.update((entry.path, *resolved.symlinks))
+    return links
 
 
 def _keep_tree(kept: _Kept, path: PurePosixPath, reason: Reason) -> bool:

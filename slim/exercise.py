@@ -99,11 +99,14 @@ def _serve(engine: Engine, container_id: str, plan: ExercisePlan, mark_phase: Ca
             for probe, outcome in zip(plan.probes, outcomes)
         )
     listening = listening_sockets(engine, container_id)
+    # A frozen application still listens (the kernel accepts connections) but never answers: what the
+    # probes saw then says nothing about the image.
+    paused = engine.is_paused(container_id)
     mark_phase(AFTER_PROBES)
     # wait() doubles as the pause: it returns early, with the exit code, if the container exits meanwhile.
     exit_code = engine.wait(container_id, _linger(plan, target))
     tail = engine.logs(container_id) if exit_code is not None else ""
-    return RunOutcome("server", exit_code, exit_code is None, outcomes, tail, listening)
+    return RunOutcome("server", exit_code, exit_code is None, outcomes, tail, listening, paused)
 
 
 def _published(engine: Engine, container_id: str, ports: tuple[int, ...]) -> dict[int, int]:

@@ -194,6 +194,7 @@ class RunOutcome:
     # (address, port) of every TCP socket that listened in the container once the probes were done,
     # loopback ones included: a slimmed run is probed only once it listens on them all.
     listening: tuple[tuple[str, int], ...] = ()
+    paused: bool = False  # frozen from outside (`docker pause`) when the probes were done
 
 
 @dataclass(frozen=True)

@@ -335,6 +335,11 @@ def _require_healthy_original(run: RunOutcome, options: RunOptions) -> None:
     if run.mode == "batch" and run.exit_code != 0:
         code = "did not exit in time" if run.exit_code is None else f"exited with code {run.exit_code}"
         raise ApplicationFailed(f"the original image {code}{_tail(run)}")
+    if run.paused:
+        raise ApplicationFailed(
+            "the original container was paused from outside during the probes (docker pause): what they saw of"
+            " a frozen application says nothing about the image; unpause it, or leave it running, and build again"
+        )
     if run.mode == "server" and run.exit_code is not None and run.exit_code != 0:
         raise ApplicationFailed(f"the original container exited with code {run.exit_code} during probes{_tail(run)}")
     if run.mode == "server" and not run.running_after_probes and options.continue_after == "probes":

@@ -191,6 +191,7 @@ class Resolved:
     path: PurePosixPath
     symlinks: tuple[PurePosixPath, ...]  # every symlink followed, in order
     exists: bool
+    loop: bool = False  # ELOOP: more than MAX_SYMLINKS symlinks on the way
 
 
 class _Outcome(enum.Enum):
@@ -270,6 +271,7 @@ class RootFS:
             path=self._path(found.key),
             symlinks=tuple(self._by_key[link].path for link in found.links),
             exists=found.outcome is _Outcome.FOUND,
+            loop=found.outcome is _Outcome.LOOP,
         )
 
     def _path(self, key: str) -> PurePosixPath:

@@ -30,6 +30,9 @@ class ScriptedEngine:
     def is_running(self, container_id: str) -> bool:
         return self.exits_at is None or time.monotonic() < self.exits_at
 
+    def is_paused(self, container_id: str) -> bool:
+        return False
+
     def wait(self, container_id: str, timeout: float) -> int | None:
         self.waits.append(timeout)
         return None if self.is_running(container_id) else self.exit_code

@@ -464,19 +464,24 @@ def test_a_huge_ld_so_conf_is_read_only_as_far_as_needed(derived_image, docker_c
 
 SPECIAL_FILES_DOCKERFILE = """
 FROM {base}
-RUN mkdir /srv/special && mkfifo /srv/special/pipe && mknod /srv/special/null c 1 3
-ENTRYPOINT ["/bin/sh", "-c", "echo through > /srv/special/pipe & cat /srv/special/pipe; cat /srv/special/null; echo done"]
+RUN mkdir /srv/special && mkfifo /srv/special/pipe && mknod /srv/special/null c 1 3 \\
+    && ln -s loop-b /srv/special/loop-a && ln -s loop-a /srv/special/loop-b
+ENTRYPOINT ["/bin/sh", "-c", "echo through > /srv/special/pipe & cat /srv/special/pipe; cat /srv/special/null; \\
+    cat /srv/special/loop-a 2>&1; echo done"]
 """
 
 
 @pytest.mark.engine
-def test_fifos_and_device_nodes_the_app_opened_are_kept_as_they_are(derived_image, docker_client, tmp_path):
+def test_fifos_device_nodes_and_symlink_loops_the_app_opened_are_kept_as_they_are(derived_image, docker_client,
+                                                                                  tmp_path):
     image, tag, report = derived_image(SPECIAL_FILES_DOCKERFILE), new_tag(), tmp_path / "r.json"
     try:
         assert_clean_exit(slim("build", image, "--tag", tag, "--report", report), 0)
         kept = {entry["path"]: entry for entry in json.loads(report.read_text())["kept"]}
         assert kept["/srv/special/pipe"]["kind"] == "fifo" and kept["/srv/special/null"]["kind"] == "char"
-        assert docker_client.containers.run(tag, remove=True) == b"through\ndone\n"
+        assert kept["/srv/special/loop-a"]["kind"] == kept["/srv/special/loop-b"]["kind"] == "symlink"
+        loop_error = b"cat: /srv/special/loop-a: Too many levels of symbolic links\n"
+        assert docker_client.containers.run(tag, remove=True) == b"through\n" + loop_error + b"done\n"
     finally:
         remove_tags(docker_client, tag)
 
@@ -495,6 +500,31 @@ def test_the_original_stopped_from_outside_is_the_originals_failure(fixture_imag
                   env={"PYTHONPATH": str(Path(__file__).parents[1])})
     assert_clean_exit(result, ExitCode.APPLICATION_FAILED)
     assert "the original container stopped during the probes" in result.stderr
+
+
+@pytest.mark.engine
+def test_the_original_paused_from_outside_is_the_originals_failure(fixture_image, docker_client, tmp_path):
+    """The traced original is frozen (`docker pause`) as soon as it runs: exit 5, not 6, and nothing is left."""
+    build = Running("build", fixture_image("nginx"), "--tag", new_tag(), "--ready-timeout", "5",
+                    "--report", tmp_path / "r.json")
+    build.wait_for("trace")
+    deadline = time.monotonic() + APPEARS_WITHIN
+    while not _paused(docker_client, build.run):
+        assert time.monotonic() < deadline, "the traced container never ran"
+        time.sleep(0.01)
+    code, stderr = build.finish()
+    assert code == ExitCode.APPLICATION_FAILED, stderr
+    assert "the original" in stderr and "Traceback" not in stderr
+    assert leftovers(docker_client, build.run) == []
+
+
+def _paused(client: docker.DockerClient, run: RunId) -> bool:
+    """Pause this run's container if it is running yet; whether it is paused now."""
+    for container in client.containers.list(filters={"label": f"{RUN_LABEL}={run.token}"}):
+        with contextlib.suppress(docker.errors.APIError):  # created but not started yet, or gone
+            container.pause()
+            return True
+    return False
 
 
 RECORD_DISTINCT_OPENS = """

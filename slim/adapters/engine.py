@@ -230,6 +230,10 @@ class DockerEngine:
         return bool(self._client.api.inspect_container(container_id)["State"]["Running"])
 
     @_translate
+    def is_paused(self, container_id: str) -> bool:
+        return bool(self._client.api.inspect_container(container_id)["State"].get("Paused"))
+
+    @_translate
     def logs(self, container_id: str, tail: int = 20) -> str:
         return self._client.api.logs(container_id, tail=tail).decode("utf-8", "replace")
 
