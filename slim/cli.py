@@ -16,7 +16,8 @@ from . import __version__
 from .engine import ULIMIT_NAMES, BindMount, Ulimit
 from .errors import ExitCode
 from .pipeline import BuildOptions, RunOptions
-from .rules import APP_FILES_MODES, RULE_NAMES, RULES
+from .rules import APP_FILES_MODES
+from .ruleset import RULE_NAMES, RULES
 from .safe_text import console as safe
 from .safe_text import printable
 

@@ -35,7 +35,8 @@ from .model import (
 )
 from .package_db import database_manager, trim_databases
 from .rootfs import Resolved, RootFS
-from .rules import APP_FILES_MODES, RULES, RuleContext
+from .rules import APP_FILES_MODES, RuleContext
+from .ruleset import RULES
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # Docker's default
 LD_SO_CONF = PurePosixPath("/etc/ld.so.conf")
@@ -85,7 +86,7 @@ class ClosureOptions:
     include_paths: tuple[PurePosixPath, ...] = ()
     exclude_paths: tuple[PurePosixPath, ...] = ()
     always_keep: tuple[PurePosixPath, ...] = ALWAYS_KEEP
-    disabled_rules: frozenset[str] = frozenset()  # names of slim/rules.py RULES not to apply (--no-rule)
+    disabled_rules: frozenset[str] = frozenset()  # names of slim/ruleset.py RULES not to apply (--no-rule)
     app_files: str = "all"  # none | touched | all (--app-files)
     # The Dockerfile step behind each layer, bottom first (from the image history); None when unknown.
     layer_steps: tuple[str, ...] | None = None

@@ -76,7 +76,7 @@ class BuildOptions:
     verify: bool = True
     keep_unverified: bool = False
     report_path: Path | None = None
-    disabled_rules: tuple[str, ...] = ()  # --no-rule: names of slim.rules.RULES not to apply
+    disabled_rules: tuple[str, ...] = ()  # --no-rule: names of slim.ruleset.RULES not to apply
     app_files: str = "all"  # --app-files: none | touched | all
     package_db: bool = True  # --no-package-db turns off the trimmed package databases and the stored SBOM
     sbom_path: Path | None = None  # --sbom (default: next to the report)

@@ -13,7 +13,7 @@ from typing import Any, Iterator, Mapping
 
 from . import volatility
 from .closure import ClosureOptions, compute_closure
-from .rules import RULE_NAMES
+from .ruleset import RULE_NAMES
 from .engine import ContainerSpec, Engine
 from .errors import ContainerStartFailed
 from .exercise import BATCH_RUN, ExercisePlan, exercise

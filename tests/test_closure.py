@@ -24,7 +24,8 @@ from slim.model import (
     TraceHealth,
 )
 from slim.rootfs import RootFS, spool_image
-from slim.rules import RULE_NAMES, RULES, StepKind, locale_candidates, nss_services, step_kind
+from slim.rules import StepKind, locale_candidates, nss_services, step_kind
+from slim.ruleset import RULE_NAMES, RULES
 from test_elf import TINY_APP_C, build_tiny_app, build_tiny_lib, fake_elf32, gcc
 
 P = PurePosixPath

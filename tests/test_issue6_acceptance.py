@@ -19,7 +19,7 @@ import pytest
 from slim.adapters.engine import DockerEngine
 from slim.model import EntryKind
 from slim.rootfs import RootFS, spool_image
-from slim.rules import RULE_NAMES
+from slim.ruleset import RULE_NAMES
 
 pytestmark = pytest.mark.engine
 
