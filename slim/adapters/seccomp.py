@@ -98,7 +98,8 @@ class Supervisor:
     def __init__(self, binary: Path, listener: int):
         try:
             self._process = subprocess.Popen(
-                [str(binary), str(listener)], pass_fds=(listener,), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+                [str(binary), str(listener), str(os.getpid())], pass_fds=(listener,), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
             )
         finally:
             # lookupd holds the listener now; were it gone, a stopped call fails (ENOSYS) rather than hangs.

@@ -7,7 +7,7 @@
  * relative path absolute against the process's directory fd or cwd (as the container sees them), lets
  * the call continue, and reports a path only the first time it sees it.
  *
- * Usage: lookupd LISTENER_FD      run by slim/lookups.py, which reads its stdout; SIGTERM ends it.
+ * Usage: lookupd LISTENER_FD PARENT_PID run by slim/lookups.py, which reads its stdout; SIGTERM ends it.
  * Output: records of three NUL-terminated fields: FOLLOW ("1" or "0"), EXECUTABLE, PATH for each new
  * path; at the end one record "calls", COUNT, "". FOLLOW is "0" when the call looks at a symlink itself.
  */
@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -211,11 +212,15 @@ int main(int argc, char **argv)
     /* No SA_RESTART: SIGTERM interrupts the blocking receive, and the loop ends. */
     struct sigaction on_term = {.sa_handler = finish};
 
-    if (argc != 2) {
-        fputs("usage: lookupd LISTENER_FD\n", stderr);
+    if (argc != 3) {
+        fputs("usage: lookupd LISTENER_FD PARENT_PID\n", stderr);
         return 2;
     }
     sigaction(SIGTERM, &on_term, NULL);
+    /* End with the slimtrace run that started us, even one killed with SIGKILL: a supervisor left behind
+     * would keep its pipes open and a dead run's container waiting on it. The parent may already be gone. */
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != (pid_t)atoi(argv[2]))
+        return 0;
     /* One blocking receive per call, no poll: every syscall here is paid by a process waiting for us. */
     while (!done && answer(atoi(argv[1]), &calls))
         ;
