@@ -1,9 +1,10 @@
 """Sizes people and CI gates talk about: parsing "10MB" / "1.5GiB", and what a registry would store of
 the original image's layers (their gzip size), measured in the background while the build goes on.
 
-The compressed size of the original is a figure for the report, never worth waiting for: layers up to
-EXACT_LIMIT are compressed whole on a thread (done long before the build ends); bigger ones are estimated
-from evenly spread samples, and the report says which.
+The compressed size of the original is a figure for the report, never worth waiting for: a thread first
+estimates it from evenly spread samples (a second or so), then, for layers up to EXACT_LIMIT, compresses
+them whole. The report takes the exact figure if it is ready when asked, the estimate otherwise, and says
+which.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ class LayerSizes:
 
 
 class BackgroundGzip:
-    """Measure (or, past EXACT_LIMIT, estimate) the gzip size of layer tars on a thread while the build
+    """Estimate, then (up to EXACT_LIMIT) measure the gzip size of layer tars on a thread while the build
     goes on (zlib releases the GIL, so the index, trace and verify stages keep their CPU). `close()` stops
     it early and waits, so the tars can be deleted right after; the pipeline's ExitStack calls it on every
     way out."""
@@ -60,17 +61,27 @@ class BackgroundGzip:
         self._tars = tuple(tars)
         self._sizes = tuple(tar.stat().st_size for tar in self._tars)
         self._stop = threading.Event()
-        self._result: LayerSizes | None = None
+        self._first_figure = threading.Event()
+        self._estimated: LayerSizes | None = None
+        self._measured: LayerSizes | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="slimtrace-gzip-size", daemon=True)
         self._thread.start()
 
-    def result(self) -> LayerSizes:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._result is not None
-        return self._result
+    def result(self, exact: bool = False) -> LayerSizes:
+        """The measured size if it is ready, else the estimate (and measuring stops); `exact` waits for
+        the measurement where there is one."""
+        if exact:
+            self._thread.join()
+        else:
+            self._first_figure.wait()
+        measured = self._measured
+        if measured is None:
+            self.close()
+        figure = measured or self._estimated
+        if figure is None:
+            raise self._error or RuntimeError("no compressed size was measured")
+        return figure
 
     def close(self) -> None:
         self._stop.set()
@@ -78,9 +89,17 @@ class BackgroundGzip:
 
     def _run(self) -> None:
         try:
-            self._result = self._measure() if sum(self._sizes) <= EXACT_LIMIT else self._estimate()
+            if sum(self._sizes) <= SAMPLES * SAMPLE:  # no bigger than the samples: measured whole at once
+                self._measured = self._measure()
+                return
+            self._estimated = self._estimate()
+            self._first_figure.set()
+            if sum(self._sizes) <= EXACT_LIMIT:
+                self._measured = self._measure()
         except BaseException as e:  # handed to the thread that asks for the result
             self._error = e
+        finally:
+            self._first_figure.set()
 
     def _measure(self) -> LayerSizes | None:
         compressed = 0
