@@ -216,6 +216,15 @@ def original_packages(rootfs: RootFS) -> list[InstalledPackage]:
     return [package for database, text in texts if text is not None for package in installed_packages(database, text)]
 
 
+def dpkg_owned_paths(rootfs: RootFS) -> frozenset[PurePosixPath]:
+    """Every path an installed dpkg package lists as its own (its info/PKG.list)."""
+    owned: set[PurePosixPath] = set()
+    for package in original_packages(rootfs):
+        if package.manager == "dpkg" and (listing := _info_file(rootfs, package, "list")) is not None:
+            owned.update(PurePosixPath(line) for line in _list_paths(rootfs, listing) if line.startswith("/"))
+    return frozenset(owned)
+
+
 def installed_packages(database: PurePosixPath, text: str) -> list[InstalledPackage]:
     """The installed packages a database file names: the dpkg status file or a status.d stanza, or apk's."""
     if database == APK_INSTALLED:

@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 
 from packaging.utils import canonicalize_name
 
-from .model import EntryKind, Reason, ReasonKind
+from .model import EntryKind, FileEntry, Reason, ReasonKind
 from .manifests import (
     gemfile_lock_gems,
     lock_installed,
@@ -25,6 +25,7 @@ from .manifests import (
     requires_dist,
     requires_txt,
 )
+from .package_db import dpkg_owned_paths
 from .programs import language_of, programs_in
 from .pyimports import ModuleFinder, codec_aliases, codec_module, imported_files, scan_imports
 from .rules import (
@@ -300,21 +301,32 @@ ETC = P("/etc")
 
 def keep_own_configuration(ctx: RuleContext) -> Iterator[Keep]:
     """Files under /etc that the image's own layers (above the base image's root filesystem) added or
-    changed: a credentials file a RUN step wrote is read on the first login, not during the run."""
+    changed, other than a package's: a credentials file a RUN step wrote is read on the first login, not
+    during the run. Programs
+    there (/etc/init.d, /etc/cron.daily scripts) are no configuration: a container runs them only when the
+    trace, the entrypoint's scripts or the app's code says so, and keeping them would keep their shell."""
     if ctx.layer_steps is None or not ctx.once("own-configuration"):
         return
     kinds = [step_kind(step) for step in ctx.layer_steps]
+    # A package's own configuration (its conffiles) comes with the package when its programs are used: kept
+    # for the image's sake alone, /etc/wgetrc would make scanners report a wget that is not there.
+    packaged = dpkg_owned_paths(ctx.rootfs)
     for entry in walk(ctx.rootfs, ETC):
-        own = 0 < entry.layer < len(kinds) and kinds[entry.layer] is not StepKind.BASE
-        if own and (entry.kind is EntryKind.FILE or entry.kind is EntryKind.SYMLINK and _stays_in_etc(ctx, entry.path)):
+        own = 0 < entry.layer < len(kinds) and kinds[entry.layer] is not StepKind.BASE and entry.path not in packaged
+        if own and (_is_configuration(entry) or entry.kind is EntryKind.SYMLINK and _stays_in_etc(ctx, entry.path)):
             source = f"layer {entry.layer} ({_short(ctx.layer_steps[entry.layer])})"
             yield entry.path, Reason(ReasonKind.OWN_CONFIGURATION, source=source)
 
 
+def _is_configuration(entry: FileEntry | None) -> bool:
+    return entry is not None and entry.kind is EntryKind.FILE and not entry.mode & 0o111
+
+
 def _stays_in_etc(ctx: RuleContext, link: PurePosixPath) -> bool:
-    """A symlink that is configuration, not a program chooser (/etc/alternatives/vi -> /usr/bin/vim.tiny)."""
+    """A symlink to configuration, not a program chooser (/etc/alternatives/vi -> /usr/bin/vim.tiny) nor a
+    runlevel link to an init script (/etc/rc2.d/S01nginx -> ../init.d/nginx)."""
     target = ctx.rootfs.resolve(link)
-    return target.exists and ETC in target.path.parents
+    return target.exists and ETC in target.path.parents and _is_configuration(ctx.rootfs.get(target.path))
 
 
 def _short(step: str, limit: int = 60) -> str:

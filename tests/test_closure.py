@@ -1083,6 +1083,9 @@ def test_own_configuration_is_kept_and_the_base_image_configuration_is_not(tmp_p
     base.file("/etc/motd", b"base image", mode=0o644)
     app = Layer()
     app.file("/etc/app/htpasswd", b"admin:x", mode=0o600)
+    app.file("/etc/init.d/app", b"#!/bin/sh\nexec app\n", mode=0o755)  # a program, not configuration
+    app.symlink("/etc/rc2.d/S01app", "../init.d/app")
     closure = rule_closure(stacked(tmp_path, base, app), layer_steps=("", "RUN /bin/sh -c printf admin > /etc/app/htpasswd"))
     assert main_reason(closure, "/etc/app/htpasswd").kind is ReasonKind.OWN_CONFIGURATION
     assert P("/etc/motd") not in closure.kept
+    assert P("/etc/init.d/app") not in closure.kept and P("/etc/rc2.d/S01app") not in closure.kept
