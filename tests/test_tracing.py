@@ -282,8 +282,12 @@ class _StopRecorder:
         self._engine.stop(container_id, timeout=timeout)
 
 
-def _keep_running(engine):
+def _keep_running(engine, until_output: str = ""):
+    """An exercise that leaves the container running, once its output shows `until_output`."""
+
     def exercise(container_id, set_phase):
+        while until_output not in engine.logs(container_id):
+            time.sleep(0.05)
         return RunOutcome(mode="server", exit_code=None, running_after_probes=engine.is_running(container_id), probes=())
 
     return exercise
@@ -294,8 +298,8 @@ def _keep_running(engine):
 def test_a_pid_1_that_handles_the_stop_signal_shuts_down_traced(engine, fixture_image):
     recording = _StopRecorder(engine)
     # The trap reads a file only while shutting down: it must be in the trace, in the shutdown phase.
-    argv = ("sh", "-c", "trap 'cat /etc/debian_version > /dev/null; exit 0' TERM; sleep 60 & wait")
-    trace = trace_image(recording, fixture_image("jq"), argv=argv, exercise=_keep_running(engine))
+    argv = ("sh", "-c", "trap 'cat /etc/debian_version > /dev/null; exit 0' TERM; echo trapped; sleep 60 & wait")
+    trace = trace_image(recording, fixture_image("jq"), argv=argv, exercise=_keep_running(engine, "trapped"))
     assert recording.stop_timeouts == [STOP_TIMEOUT]
     assert by_path(trace)["/etc/debian_version"].phase == SHUTDOWN
 
