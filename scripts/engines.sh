@@ -124,25 +124,26 @@ EOF
     echo "${DAEMON_JSON[$name]}" > "$run/daemon.json"
     # Trixie's dockerd, containerd, shims, docker-proxy and docker-init first; runc from bookworm.
     local path="$UNPACKED/usr/sbin:$UNPACKED/usr/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    PATH="$path" setsid "$UNPACKED/usr/bin/containerd" --config "$run/containerd.toml" \
-        > "$run/containerd.log" 2>&1 < /dev/null &
+    # Daemons run from /: conmon and the shims inherit the working directory, and a removed one breaks them.
+    (cd / && PATH="$path" setsid "$UNPACKED/usr/bin/containerd" --config "$run/containerd.toml" \
+        > "$run/containerd.log" 2>&1 < /dev/null &)
     for _ in $(seq "$WAIT_SECONDS"); do
         [ -S "$run/containerd.sock" ] && break
         sleep 1
     done
-    PATH="$path" setsid "$UNPACKED/usr/sbin/dockerd" \
+    (cd / && PATH="$path" setsid "$UNPACKED/usr/sbin/dockerd" \
         --host "unix://$run/docker.sock" --data-root "$data/docker" --exec-root "$run/exec" \
         --pidfile "$run/dockerd.pid" --containerd "$run/containerd.sock" \
         --containerd-namespace "slimtrace-$name" --containerd-plugins-namespace "slimtrace-$name-plugins" \
         --bridge "${BRIDGE[$name]}" --iptables=false --ip6tables=false --ip-forward=false \
-        --config-file "$run/daemon.json" > "$run/dockerd.log" 2>&1 < /dev/null &
+        --config-file "$run/daemon.json" > "$run/dockerd.log" 2>&1 < /dev/null &)
     wait_for "$name" "$run/dockerd.log"
 }
 
 start_podman() {
     answers podman && return
     mkdir -p "$RUN/podman"
-    setsid podman system service --time=0 "$(host_of podman)" > "$RUN/podman/service.log" 2>&1 < /dev/null &
+    (cd / && setsid podman system service --time=0 "$(host_of podman)" > "$RUN/podman/service.log" 2>&1 < /dev/null &)
     wait_for podman "$RUN/podman/service.log"
 }
 
