@@ -20,10 +20,10 @@ from pathlib import Path
 import docker
 
 import fixtures
-from slim.adapters.engine import DockerEngine
+from slim.adapters.docker_engine import DockerEngine
 
 from . import chart, corpus, overhead, scaling
-from .engine import engine_turn, remove_image
+from .engine_turns import engine_turn, remove_image
 from .machine import SLIM_ROOT, describe
 from .measure import slim_build, snapshot_sources
 from .model import BenchRun, ImageResult

@@ -1,6 +1,6 @@
 """Tracing overhead: nginx requests/second under wrk, with and without the tracer attached.
 
-Each round runs the same container spec twice, once plain and once under slim.tracing.run_traced (behind
+Each round runs the same container spec twice, once plain and once under slim.build.tracing.run_traced (behind
 the gate, the overlay marked, the recorder reading events, exactly as in a build), with wrk as the
 exercise. The order alternates between rounds so that drift (page cache, thermal, a noisy neighbour)
 falls on both sides alike, and the ratio is taken round by round.
@@ -18,9 +18,9 @@ from typing import Callable
 
 from slim.engine import ContainerSpec, Engine
 from slim.model import RunOutcome, Trace
-from slim.tracing import run_traced
+from slim.build.tracing import run_traced
 
-from .engine import engine_turn
+from .engine_turns import engine_turn
 from .model import OverheadResult, OverheadRound
 from .stats import paired_ratios, summarize
 

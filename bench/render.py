@@ -142,7 +142,7 @@ def _overhead(result: OverheadResult | None, error: str | None) -> str:
                else f"lookups not traced: {result.lookups_note}")
     return (
         f"`{result.command}` against `{result.image}`, published on 127.0.0.1; {len(result.rounds)} rounds, "
-        f"the order alternating. The traced side runs under `slim.tracing.run_traced` exactly as a build "
+        f"the order alternating. The traced side runs under `slim.build.tracing.run_traced` exactly as a build "
         f"does, lookup tracer included (fanotify events read per traced round: {events}; {lookups}).\n\n{rounds}\n\n{summary}\n\n"
         f"Ratio of the means: **{result.ratio_of_means:.3f}**. The 1-minute load average at the start of a round "
         f"above the number of cores means something else was competing for the CPU during it."

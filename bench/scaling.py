@@ -21,7 +21,7 @@ import docker.errors
 
 import fixtures
 
-from .engine import engine_turn, remove_image
+from .engine_turns import engine_turn, remove_image
 from .measure import slim_build
 from .model import ScalingPoint
 from .stats import floor_bytes

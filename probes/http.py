@@ -4,7 +4,7 @@ requests.
 The fingerprint maps each request ("GET /a.html") to the status and the sha256 of the body, so two runs
 of a correct image give equal fingerprints; headers (Date, Server, ...) are left out on purpose. The parts
 of each body (content type, HTML structure, JSON keys and values) are kept too, for a body that differs
-between two runs of the original (slim/volatility.py).
+between two runs of the original (slim/build/volatility.py).
 """
 from __future__ import annotations
 

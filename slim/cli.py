@@ -16,8 +16,8 @@ from . import __version__
 from .engine import ULIMIT_NAMES, BindMount, Ulimit
 from .errors import ExitCode
 from .pipeline import BuildOptions, RunOptions
-from .rules import APP_FILES_MODES
-from .ruleset import RULE_NAMES, RULES
+from .rules.app_files import APP_FILES_MODES
+from .rules.table import RULE_NAMES, RULES
 from .safe_text import console as safe
 from .safe_text import printable
 
@@ -144,7 +144,7 @@ class Size(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, int):
             return value
-        from .sizes import parse_size
+        from .build.sizes import parse_size
 
         try:
             return parse_size(value)
@@ -173,7 +173,7 @@ class ReportFile(click.ParamType):
     name = "REPORT.json"
 
     def convert(self, value, param, ctx):
-        from .report import InvalidReport, Report
+        from .reporting.report import InvalidReport, Report
 
         if isinstance(value, tuple):
             return value
@@ -318,9 +318,9 @@ def build(image, tag, include_paths, exclude_paths, app_files, no_rules, no_veri
 
     Example: slim build nginx:latest --tag nginx:slim
     """
-    from .adapters.engine import DockerEngine
+    from .adapters.docker_engine import DockerEngine
     from .pipeline import build as run_build
-    from .render import render_summary
+    from .reporting.render_summary import render_summary
 
     options = BuildOptions(
         image=image,
@@ -337,7 +337,7 @@ def build(image, tag, include_paths, exclude_paths, app_files, no_rules, no_veri
         sbom_path=sbom_path,
         trace_lookups=not no_lookups,
     )
-    from .gates import evaluate, gates_from_options
+    from .reporting.ci_gates import evaluate, gates_from_options
 
     gates = gates_from_options(min_ratio, max_size, require_verified)
     engine = DockerEngine()
@@ -364,8 +364,8 @@ def sbom(image, output):
 
     Example: slim sbom nginx.slim:1.25 -o nginx.slim.cdx.json
     """
-    from .adapters.engine import DockerEngine
-    from .sbom import image_sbom
+    from .adapters.docker_engine import DockerEngine
+    from .build.sbom import image_sbom
 
     document = image_sbom(DockerEngine(), image)
     if output:
@@ -386,7 +386,7 @@ def verify(original, slimmed, as_json, **kwargs):
 
     Example: slim verify nginx:latest nginx.slim:latest --exec "nginx -t"
     """
-    from .adapters.engine import DockerEngine
+    from .adapters.docker_engine import DockerEngine
     from .errors import VerificationFailed
     from .pipeline import VerifyOptions, verify_images
 
@@ -445,9 +445,9 @@ def xray(image, top, as_json):
 
     Example: slim xray nginx:latest --top 20
     """
-    from .adapters.engine import DockerEngine
-    from .render_xray import render_xray
-    from .xray import xray as analyse_image
+    from .adapters.docker_engine import DockerEngine
+    from .reporting.render_xray import render_xray
+    from .reporting.xray import xray as analyse_image
 
     with _progress() as on_stage:
         result = analyse_image(DockerEngine(), image, on_stage)
@@ -469,10 +469,10 @@ def report(reports, output_format, output, as_json, min_ratio, max_size, require
 
     Example: slim report *.slim-report.json --format html -o slim-report.html --max-size 50MB
     """
-    from .comparison import compare
-    from .gates import evaluate, gates_from_options
-    from .render_html import render_html
-    from .render_report import render_markdown, render_text
+    from .reporting.comparison import compare
+    from .reporting.ci_gates import evaluate, gates_from_options
+    from .reporting.render_html import render_html
+    from .reporting.render_report import render_markdown, render_text
 
     gates = gates_from_options(min_ratio, max_size, require_verified)
     comparison = compare(reports, [evaluate(gates, data.data) for _, data in reports] if gates else [])
@@ -506,8 +506,8 @@ def explain(report_file, path, as_json):
 
     Example: slim explain nginx.slim-report.json /usr/lib/x86_64-linux-gnu/libssl.so.3
     """
-    from .explanation import explain as explain_path
-    from .render_explain import render_explanation
+    from .reporting.explanation import explain as explain_path
+    from .reporting.render_explain import render_explanation
 
     _, loaded = report_file
     result = explain_path(loaded.data, path)
@@ -521,7 +521,7 @@ def gc():
 
     Example: slim gc
     """
-    from .adapters.engine import DockerEngine
+    from .adapters.docker_engine import DockerEngine
 
     if not _remove_leftovers(DockerEngine()):
         err_console.print("nothing left behind by dead slimtrace runs")
@@ -543,7 +543,7 @@ def _remove_leftovers(engine) -> bool:
 def _show_gates(outcomes, err: bool, quiet: bool = False) -> None:
     """Print each gate as dive's CI does, then fail with exit code 7 if any gate failed."""
     from .errors import PolicyFailed
-    from .render_report import gate_lines
+    from .reporting.render_report import gate_lines
 
     colours = {"PASS": "green", "FAIL": "red", "SKIP": "yellow"}
     for outcome in outcomes if not quiet else ():

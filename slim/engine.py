@@ -1,6 +1,6 @@
 """The few engine operations the pipeline needs, as a Protocol.
 
-Stages depend on this, never on the Docker SDK; `slim.adapters.engine.DockerEngine` is the one
+Stages depend on this, never on the Docker SDK; `slim.adapters.docker_engine.DockerEngine` is the one
 implementation (and the one module that imports `docker`).
 """
 from __future__ import annotations

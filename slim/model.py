@@ -223,7 +223,7 @@ class ReasonKind(enum.Enum):
     HARDLINK = "hard-link"  # another name of a kept file's inode
     COMPANION = "companion"  # the other half of a pair that works together: foo.py and its foo.*.pyc
     STATE_DIR = "state-directory"  # a directory where programs create files at run time (kept empty)
-    # The rules of slim/rules.py (issue 6): what a run will plausibly need although it did not touch it.
+    # The rules of slim/rules/ (issue 6): what a run will plausibly need although it did not touch it.
     APP_FILE = "app-file"  # added by the image's own application layers
     DATA_TREE = "data-tree"  # part of a non-root-owned data directory the run touched (a database's)
     PACKAGE = "package"  # part of a language package one file of which was used
@@ -238,7 +238,7 @@ class ReasonKind(enum.Enum):
     # Issue 12: what scanners and auditors read, kept although no run needs it.
     PACKAGE_DB = "package-database"  # the package manager's database, trimmed to the kept packages
     LICENSE = "license"  # /usr/share/doc/PKG/copyright of a kept package
-    # What deployed code can reach although the run did not (issue 10, slim/reach.py).
+    # What deployed code can reach although the run did not (issue 10, slim/rules/reach.py).
     DECLARED = "declared-dependency"  # a package the app or a used package declares it depends on
     IMPORT = "import"  # a module a kept module imports (static import graph)
     SCRIPT_COMMAND = "script-command"  # a command or tested path of an entrypoint shell script

@@ -17,22 +17,22 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator, Mapping
 
-from . import verify as verification
-from .assemble import LAYER_NAME, build_image, plan_image
-from .closure import ClosureOptions, compute_closure
+from .build import verify as verification
+from .build.assemble import LAYER_NAME, build_image, plan_image
+from .build.closure import ClosureOptions, compute_closure
 from .engine import BindMount, ContainerSpec, Engine, Ulimit
 from .enginehost import require_local, require_traceable_storage, this_machine
 from .errors import ApplicationFailed, NoSpace, SlimError, TracingUnavailable, UsageError, VerificationFailed
-from .exercise import ExercisePlan, exercise
+from .build.exercise import ExercisePlan, exercise
 from .model import BuiltImage, Closure, ImageFacts, RunOutcome, Trace, Verification
 from .output_file import check_writable, write_text
 from .ownership import deferred_interrupts, temp_dir, work_tag
 from .references import normalised_tag, same_name
-from .report import Report, build_report
-from .rootfs import RootFS, layer_steps, saved_config, spool_image
-from .sbom import SBOM_PATH, Subject, kept_files, package_purls, sbom_json
-from .sizes import BackgroundGzip
-from .tracing import GATE_MOUNT, run_traced
+from .reporting.report import Report, build_report
+from .image.rootfs import RootFS, layer_steps, saved_config, spool_image
+from .build.sbom import SBOM_PATH, Subject, kept_files, package_purls, sbom_json
+from .build.sizes import BackgroundGzip
+from .build.tracing import GATE_MOUNT, run_traced
 from probes import ExecProbe, HostExecProbe, HttpProbe, Probe
 from probes.openapi import load_openapi
 from probes.probefile import ProbeFile, load_probe_file
@@ -76,7 +76,7 @@ class BuildOptions:
     verify: bool = True
     keep_unverified: bool = False
     report_path: Path | None = None
-    disabled_rules: tuple[str, ...] = ()  # --no-rule: names of slim.ruleset.RULES not to apply
+    disabled_rules: tuple[str, ...] = ()  # --no-rule: names of slim.rules.table.RULES not to apply
     app_files: str = "all"  # --app-files: none | touched | all
     package_db: bool = True  # --no-package-db turns off the trimmed package databases and the stored SBOM
     sbom_path: Path | None = None  # --sbom (default: next to the report)

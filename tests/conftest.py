@@ -79,7 +79,7 @@ def leak_check_client():
 # module that talks to the engine; the others need neither the check nor the machine-wide lock.
 ENGINE_MARKERS = frozenset({"engine", "matrix"})
 ENGINE_FIXTURES = frozenset({"docker_client", "fixture_image", "built", "engine"})
-ENGINE_MODULES = frozenset({"docker", "slim.adapters.engine"})
+ENGINE_MODULES = frozenset({"docker", "slim.adapters.docker_engine"})
 
 
 def may_use_engine(request) -> bool:

@@ -13,11 +13,11 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from slim.assemble import (
+from slim.build.assemble import (
     SOURCE_LABEL, InconsistentPlan, LayerInfo, build_image, image_archive, plan_image, write_layer,
 )
 from slim.model import ROOT, Closure, ImageFacts, Reason, ReasonKind
-from slim.rootfs import RootFS, spool_image
+from slim.image.rootfs import RootFS, spool_image
 from test_rootfs import CAPABILITY, directory, hardlink, layer_tar, member, rootfs, symlink, whiteout
 
 P = PurePosixPath
@@ -248,7 +248,7 @@ def engine_images(docker_client):
 
 @pytest.mark.engine
 def test_slimmed_image_runs_like_the_original(tmp_path, docker_client, engine_images):
-    from slim.adapters.engine import DockerEngine
+    from slim.adapters.docker_engine import DockerEngine
 
     engine = DockerEngine(docker_client)
     (tmp_path / "context").mkdir()

@@ -12,9 +12,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from slim.adapters.engine import DockerEngine
+from slim.adapters.docker_engine import DockerEngine
 from slim.model import EntryKind
-from slim.rootfs import RootFS, spool_image
+from slim.image.rootfs import RootFS, spool_image
 from tests.run_settings import RUN_SETTINGS
 
 pytestmark = pytest.mark.engine

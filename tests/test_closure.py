@@ -1,5 +1,5 @@
 """compute_closure on small images made here from real host ELF files, plus one comparison with `ldd`
-run inside the fixture images; and each keep rule of slim/rules.py on a hand-built image."""
+run inside the fixture images; and each keep rule of slim/rules/ on a hand-built image."""
 import dataclasses
 import io
 import subprocess
@@ -9,8 +9,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from slim.assemble import plan_image
-from slim.closure import MAX_REASONS, ClosureOptions, compute_closure
+from slim.build.assemble import plan_image
+from slim.build.closure import MAX_REASONS, ClosureOptions, compute_closure
 from slim.model import (
     Access,
     Closure,
@@ -23,9 +23,10 @@ from slim.model import (
     TracedPath,
     TraceHealth,
 )
-from slim.rootfs import RootFS, spool_image
-from slim.rules import StepKind, locale_candidates, nss_services, step_kind
-from slim.ruleset import RULE_NAMES, RULES
+from slim.image.rootfs import RootFS, spool_image
+from slim.rules.app_files import step_kind, StepKind
+from slim.rules.glibc import locale_candidates, nss_services
+from slim.rules.table import RULE_NAMES, RULES
 from test_elf import TINY_APP_C, build_tiny_app, build_tiny_lib, fake_elf32, gcc
 
 P = PurePosixPath
@@ -481,7 +482,7 @@ MAIN_BINARIES = {"nginx": "/usr/sbin/nginx", "jq": "/usr/bin/jq", "pyapp": "/usr
 @pytest.mark.engine
 @pytest.mark.parametrize("name", sorted(MAIN_BINARIES))
 def test_elf_closure_matches_ldd_in_the_container(name, fixture_image, docker_client, tmp_path):
-    from slim.adapters.engine import DockerEngine  # the one module allowed to import docker
+    from slim.adapters.docker_engine import DockerEngine  # the one module allowed to import docker
 
     binary = MAIN_BINARIES[name]
     tag = fixture_image(name)
@@ -503,7 +504,7 @@ def test_elf_closure_matches_ldd_in_the_container(name, fixture_image, docker_cl
     print(f"{name}: {len(ldd)} libraries, closure of {binary} in {seconds:.3f}s")
 
 
-# ---------------------------------------------------------------- keep rules (slim/rules.py, issue 6)
+# ---------------------------------------------------------------- keep rules (slim/rules/, issue 6)
 
 
 def rule_closure(rootfs: RootFS, *paths: str, facts: ImageFacts | None = None, exec_paths: tuple[str, ...] = (),
@@ -1023,7 +1024,7 @@ def test_a_namespace_package_is_never_kept_whole(tmp_path):
 
 def test_the_report_says_what_each_rule_kept_and_which_were_off(tmp_path):
     from slim.model import BuiltImage
-    from slim.report import build_report
+    from slim.reporting.report import build_report
 
     layer = zoneinfo()
     layer.file("/var/lib/app/seed.db", b"seed", mode=0o644)

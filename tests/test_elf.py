@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from slim.elf import ELF_MAGIC, ElfInfo, MalformedElf, read_elf
+from slim.image.elf import ELF_MAGIC, ElfInfo, MalformedElf, read_elf
 
 SAMPLE_PER_DIRECTORY = 60
 # Host binaries known to carry DT_RUNPATH on Debian (systemd tools, man-db), so the comparison with

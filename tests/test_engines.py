@@ -16,12 +16,12 @@ from pathlib import Path, PurePosixPath
 import docker
 import pytest
 
-from slim.adapters.engine import DockerEngine
+from slim.adapters.docker_engine import DockerEngine
 from slim.engine import ContainerSpec, Ulimit
 from slim.enginehost import OVERLAY_DRIVERS, EngineHost, require_local, require_traceable_storage, this_machine
 from slim.errors import ExitCode, TracingUnavailable
-from slim.rootfs import RootFS, layer_steps, saved_config, spool_image
-from slim.tracing import require_own_overlay
+from slim.image.rootfs import RootFS, layer_steps, saved_config, spool_image
+from slim.build.tracing import require_own_overlay
 
 
 def slim(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ from probes import ExecProbe, HostExecProbe, HttpProbe, HttpRequest, Target
 from probes.listening import Listener, listeners
 from slim.engine import ContainerSpec
 from slim.errors import UsageError
-from slim.exercise import AFTER_PROBES, BATCH_RUN, ExercisePlan, exercise
+from slim.build.exercise import AFTER_PROBES, BATCH_RUN, ExercisePlan, exercise
 from slim.model import ProbeOutcome
 
 
@@ -219,7 +219,7 @@ def test_plan_ports_are_the_probes_own_and_the_published():
 
 @pytest.fixture(scope="module")
 def engine():
-    from slim.adapters.engine import DockerEngine
+    from slim.adapters.docker_engine import DockerEngine
 
     return DockerEngine()
 

@@ -5,8 +5,8 @@ from pathlib import PurePosixPath as P
 
 import pytest
 
-from slim.explanation import NotInImage, explain
-from slim.render_explain import render_explanation
+from slim.reporting.explanation import NotInImage, explain
+from slim.reporting.render_explain import render_explanation
 
 
 def kept(path, kind="file", size=0, *reasons, target=None):

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from slim.gates import MaxSize, MinRatio, RequireVerified, Status, evaluate, gates_from_options
-from slim.sizes import parse_size
+from slim.reporting.ci_gates import MaxSize, MinRatio, RequireVerified, Status, evaluate, gates_from_options
+from slim.build.sizes import parse_size
 
 
 def report(size=9_813_495, ratio=20.67, verification="passed"):

@@ -529,10 +529,10 @@ def _paused(client: docker.DockerClient, run: RunId) -> bool:
 
 RECORD_DISTINCT_OPENS = """
 import resource, sys
-from slim.adapters.engine import DockerEngine
+from slim.adapters.docker_engine import DockerEngine
 from slim.engine import ContainerSpec
-from slim.exercise import ExercisePlan, exercise
-from slim.tracing import run_traced
+from slim.build.exercise import ExercisePlan, exercise
+from slim.build.tracing import run_traced
 
 engine = DockerEngine()
 script = f"i=0; while [ $i -lt {sys.argv[2]} ]; do : > /tmp/f$i; i=$((i+1)); done"
@@ -557,12 +557,12 @@ def test_the_recorder_holds_200000_distinct_opens_in_memory_proportional_to_them
 
 @pytest.mark.engine
 def test_a_sparse_file_stays_sparse_in_the_layer_we_write(derived_image, docker_client, tmp_path):
-    from slim.adapters.engine import DockerEngine
-    from slim.assemble import build_image, plan_image
-    from slim.closure import ClosureOptions, compute_closure
+    from slim.adapters.docker_engine import DockerEngine
+    from slim.build.assemble import build_image, plan_image
+    from slim.build.closure import ClosureOptions, compute_closure
     from slim.model import Trace, TraceHealth
-    from slim.rootfs import RootFS, spool_image
-    from slim.verify import NOT_RUN
+    from slim.image.rootfs import RootFS, spool_image
+    from slim.build.verify import NOT_RUN
 
     engine = DockerEngine(docker_client)
     facts = engine.inspect_image(derived_image("FROM {base}\nRUN truncate -s 300M /sparse\n"))

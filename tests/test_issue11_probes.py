@@ -17,10 +17,10 @@ from probes import ExecProbe, HttpProbe, HttpRequest
 from probes.links import css_urls, read_page
 from probes.listening import await_listening
 from probes.openapi import load_openapi
-from slim import volatility
+from slim.build import volatility
 from slim.engine import ExecResult
 from slim.errors import UsageError
-from slim.verify import compare_runs
+from slim.build.verify import compare_runs
 from slim.model import RunOutcome
 from tests.test_probes import FakeEngine, sockets, target
 

@@ -16,10 +16,10 @@ from typing import Self
 import docker
 import pytest
 
-from slim.adapters.engine import DockerEngine
+from slim.adapters.docker_engine import DockerEngine
 from slim.model import EntryKind
-from slim.rootfs import RootFS, spool_image
-from slim.ruleset import RULE_NAMES
+from slim.image.rootfs import RootFS, spool_image
+from slim.rules.table import RULE_NAMES
 
 pytestmark = pytest.mark.engine
 

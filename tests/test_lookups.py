@@ -17,12 +17,12 @@ import pytest
 
 from test_closure import NO_ALWAYS, Layer, facts_with, trace_of
 
-from slim.adapters.engine import DockerEngine
+from slim.adapters.docker_engine import DockerEngine
 from slim.adapters.seccomp import LookupRecord, LookupsUnavailable, check_kernel, parse_records
-from slim.closure import compute_closure
+from slim.build.closure import compute_closure
 from slim.engine import ContainerSpec
 from slim.model import Lookup, LookupHealth, ReasonKind, RunOutcome
-from slim.tracing import run_traced
+from slim.build.tracing import run_traced
 
 P = PurePosixPath
 SCHEMA = Path(__file__).parent.parent / "slim" / "schema" / "report.schema.json"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import PurePosixPath
 
-from slim.package_db import APK_INSTALLED, DPKG_STATUS_DIR, installed_packages, trim_databases
-from slim.sbom import ImageFiles, Subject, package_purls, sbom_json, validation_errors
+from slim.image.package_db import APK_INSTALLED, DPKG_STATUS_DIR, installed_packages, trim_databases
+from slim.build.sbom import ImageFiles, Subject, package_purls, sbom_json, validation_errors
 from test_closure import Layer, closure_of, debian_like
 
 P = PurePosixPath

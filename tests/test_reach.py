@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from slim.manifests import (
+from slim.static_analysis.manifests import (
     gemfile_lock_gems,
     lock_installed,
     node_manifest,
@@ -22,9 +22,9 @@ from slim.manifests import (
     requires_dist,
     requires_txt,
 )
-from slim.programs import first_word, language_of, programs_in
-from slim.pyimports import codec_module, scan_imports
-from slim.shellscripts import is_shell_script, scan_script
+from slim.static_analysis.programs import first_word, language_of, programs_in
+from slim.static_analysis.pyimports import codec_module, scan_imports
+from slim.static_analysis.shellscripts import is_shell_script, scan_script
 
 REACHAPP = Path(__file__).parent.parent / "fixtures" / "images" / "reachapp"
 PY311 = python_environment("3.11")

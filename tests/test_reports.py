@@ -145,8 +145,8 @@ def test_build_summary_snapshot(built):
 
     from rich.console import Console
 
-    from slim.render import render_summary
-    from slim.report import Report
+    from slim.reporting.render_summary import render_summary
+    from slim.reporting.report import Report
 
     directory, report = built
     out = StringIO()

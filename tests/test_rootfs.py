@@ -14,7 +14,7 @@ import pytest
 import zstandard
 
 from slim.model import EntryKind
-from slim.rootfs import MAX_SYMLINKS, Resolved, RootFS, UnreadableImage, layer_steps, saved_config, spool_image
+from slim.image.rootfs import MAX_SYMLINKS, Resolved, RootFS, UnreadableImage, layer_steps, saved_config, spool_image
 from tests.run_settings import RUN_SETTINGS
 
 P = PurePosixPath
@@ -471,7 +471,7 @@ def index_view(entry) -> tuple:
 @pytest.mark.engine
 @pytest.mark.matrix
 def test_index_agrees_with_what_a_container_sees(tmp_path, docker_client, fixture_image):
-    from slim.adapters.engine import DockerEngine
+    from slim.adapters.docker_engine import DockerEngine
 
     image = fixture_image("caps")  # several layers on the base, with a capability, a hard link, odd owners
     fs = RootFS.from_layers(spool_image(DockerEngine(docker_client), image, tmp_path))

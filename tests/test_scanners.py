@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from slim.package_db import deb822_fields
-from slim.sbom import SBOM_PATH, package_purls, validation_errors
+from slim.image.package_db import deb822_fields
+from slim.build.sbom import SBOM_PATH, package_purls, validation_errors
 
 pytestmark = pytest.mark.engine
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from slim import sizes
-from slim.assemble import GZIP_LEVEL
-from slim.sizes import ESTIMATED, MEASURED, BackgroundGzip
+from slim.build import sizes
+from slim.build.assemble import GZIP_LEVEL
+from slim.build.sizes import ESTIMATED, MEASURED, BackgroundGzip
 
 # Real, varied bytes: the host's own libraries and programs (ELF, text, data), as image layers hold.
 HOST_TREES = ("/usr/share/perl", "/usr/lib/x86_64-linux-gnu/gconv", "/usr/lib/python3/dist-packages")

@@ -9,13 +9,13 @@ import pytest
 # The tmpfs fixture (a private filesystem to mark) is shared with the binding's own tests.
 from test_fanotify import QUEUE_LIMIT, tmpfs  # noqa: F401
 
-from slim.adapters.engine import DockerEngine
+from slim.adapters.docker_engine import DockerEngine
 from slim.adapters.fanotify import Fanotify
 from slim.engine import ContainerSpec
 from slim.errors import TracingUnavailable
-from slim.gate import gate_binary
+from slim.adapters.c_helpers import gate_binary
 from slim.model import Access, RunOutcome, Trace
-from slim.tracing import (
+from slim.build.tracing import (
     GATE_MOUNT, SHUTDOWN, STARTUP, STOP_TIMEOUT, TRACE_MASK, Recorder, catches_signal, run_traced, signal_number,
 )
 

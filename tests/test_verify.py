@@ -9,11 +9,11 @@ import pytest
 
 from probes import ExecProbe, HttpProbe
 from slim.errors import UsageError
-from slim.exercise import BATCH_RUN, ExercisePlan
+from slim.build.exercise import BATCH_RUN, ExercisePlan
 from slim.model import Access, ImageFacts, ProbeOutcome, RunOutcome, Trace, TracedPath, TraceHealth
 from slim.pipeline import RunOptions, container_spec, exercise_plan
-from slim.rootfs import RootFS
-from slim.verify import _not_started, compare_runs, config_problems, likely_missing
+from slim.image.rootfs import RootFS
+from slim.build.verify import _not_started, compare_runs, config_problems, likely_missing
 
 
 def facts(**config) -> ImageFacts:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from slim.model import ImageFacts
-from slim.rootfs import index_layers
-from slim.xray import analyse, parse_apk_installed, parse_dpkg_status
+from slim.image.rootfs import index_layers
+from slim.reporting.xray import analyse, parse_apk_installed, parse_dpkg_status
 
 BIG = 20 * 1024 * 1024  # the fixture layer's dd: 20 MiB
 
@@ -95,7 +95,7 @@ def test_history_names_each_layer_and_skips_empty_ones(tmp_path):
     ]
     x = xray_of(tmp_path, [("a", b"1")], [("f", b"hi\n")], history=history)
     assert [layer.created_by for layer in x.layers] == [history[0]["created_by"], history[2]["created_by"]]
-    from slim.render_xray import build_step
+    from slim.reporting.render_xray import build_step
 
     assert build_step(history[0]["created_by"]) == "ADD file:abc in /"
     assert build_step(history[2]["created_by"]) == "RUN echo hi > /f"

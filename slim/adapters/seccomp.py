@@ -1,8 +1,8 @@
 """The host's side of the gate's seccomp filter: the listener fd the gate hands over, and its supervisor.
 
-The gate (slim/gate/gate.c) installs a filter that stops the path-lookup calls (stat, access, readlink,
+The gate (slim/adapters/c_helpers/gate.c) installs a filter that stops the path-lookup calls (stat, access, readlink,
 ...) with SECCOMP_RET_USER_NOTIF and sends the filter's listener fd over a unix socket (SCM_RIGHTS).
-The supervisor that answers the stopped calls is a small C program (slim/gate/lookupd.c): a server may
+The supervisor that answers the stopped calls is a small C program (slim/adapters/c_helpers/lookupd.c): a server may
 stat a file on every request, and each stopped call waits for the answer, so the loop must cost
 microseconds. This module receives the fd, runs the supervisor on it and parses what it reports.
 Whatever means "this host cannot trace lookups" becomes LookupsUnavailable here.

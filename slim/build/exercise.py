@@ -1,0 +1,137 @@
+"""One run of a started container, exercised: a batch run is awaited, a server is probed.
+
+The caller created and started the container (publishing `ExercisePlan.ports`) and owns it: nothing here
+stops or removes it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from probes import LOOPBACK, ExecProbe, HttpProbe, Probe, Target
+from probes.base import command_outcome
+from probes.listening import Socket, await_listening, listening_sockets
+
+from . import volatility
+from slim.engine import Engine
+from slim.errors import UsageError
+from slim.model import ProbeOutcome, RunOutcome
+
+BATCH_RUN = "batch run"  # the probe name of a batch container's own run
+AFTER_PROBES = "after probes"  # the phase once the probes are done, while the app settles
+# Probes run a second time when volatility is learned: asking again is harmless. Host probes are the
+# user's own scripts (an integration test may not be idempotent): they run once.
+REPEATABLE = (HttpProbe, ExecProbe)
+
+
+@dataclass(frozen=True)
+class ExercisePlan:
+    probes: tuple[Probe, ...]
+    mode: str  # "server" | "batch"
+    timeout: float  # batch: seconds until it must have exited; server: overall budget for the probes
+    # server, after the probes (checked by the CLI): "probes" (wait `settle` seconds), "exit" (wait for the
+    # container to exit, within what is left of `timeout`) or a number of seconds to wait.
+    continue_after: str = "probes"
+    settle: float = 1.0  # seconds for start-up work the app finishes after the probes (lazy writes)
+    publish: tuple[int, ...] = ()  # container ports host probes need besides the probes' own
+    # server: seconds to wait, before any probe runs, until every port of `ports` listens in the container
+    ready_timeout: float = 30.0
+    # server: 2 runs the repeatable probes twice, and what they see differently is volatile (the original's
+    # runs); 1 for the runs compared with them.
+    passes: int = 1
+    # server: sockets (loopback ones too) to wait for as well before probing: those the original listened on.
+    sockets: tuple[Socket, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Verification pairs the outcomes of two runs by probe name.
+        names = [probe.name for probe in self.probes]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise UsageError(f"two probes are named {twice[0]!r}: probe names must be unique in a run")
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """Container TCP ports the container must publish for this plan."""
+        return tuple(sorted({*self.publish, *(port for probe in self.probes for port in probe.ports)}))
+
+
+def exercise(
+    engine: Engine, container_id: str, plan: ExercisePlan, mark_phase: Callable[[str], None]
+) -> RunOutcome:
+    """Run the plan against the started container; `mark_phase(name)` is called as each probe begins."""
+    if plan.mode == "batch":
+        return _batch(engine, container_id, plan)
+    return _serve(engine, container_id, plan, mark_phase)
+
+
+def _batch(engine: Engine, container_id: str, plan: ExercisePlan) -> RunOutcome:
+    exit_code = engine.wait(container_id, plan.timeout)
+    if exit_code is None:
+        late = ProbeOutcome(BATCH_RUN, False, f"still running after {plan.timeout:g} s")
+        return RunOutcome("batch", None, True, (late,), engine.logs(container_id))
+    outcome = command_outcome(BATCH_RUN, exit_code, engine.stdout(container_id))
+    if plan.probes:  # they all need a running container, and this one has exited
+        outcome = replace(outcome, detail=f"{outcome.detail}; {len(plan.probes)} probe(s) skipped in batch mode")
+    tail = engine.logs(container_id) if exit_code else ""
+    return RunOutcome("batch", exit_code, False, (outcome,), tail)
+
+
+def _serve(engine: Engine, container_id: str, plan: ExercisePlan, mark_phase: Callable[[str], None]) -> RunOutcome:
+    deadline = time.monotonic() + plan.timeout
+    # No probe runs before the server listens, so an exec probe does not race its start-up either.
+    readiness = await_listening(
+        engine, container_id, plan.ports, min(plan.ready_timeout, plan.timeout), sockets=plan.sockets
+    )
+    target = Target(
+        engine=engine,
+        container_id=container_id,
+        host=LOOPBACK,
+        ports=_published(engine, container_id, plan.ports),
+        deadline=deadline,
+        readiness=readiness,
+    )
+    outcomes = tuple(_probe(probe, target, plan.timeout, mark_phase) for probe in plan.probes)
+    if plan.passes > 1:
+        outcomes = tuple(
+            volatility.learn(outcome, _probe(probe, target, plan.timeout, mark_phase))
+            if isinstance(probe, REPEATABLE) and outcome.ok else outcome
+            for probe, outcome in zip(plan.probes, outcomes)
+        )
+    listening = listening_sockets(engine, container_id)
+    # A frozen application still listens (the kernel accepts connections) but never answers: what the
+    # probes saw then says nothing about the image.
+    paused = engine.is_paused(container_id)
+    mark_phase(AFTER_PROBES)
+    # wait() doubles as the pause: it returns early, with the exit code, if the container exits meanwhile.
+    exit_code = engine.wait(container_id, _linger(plan, target))
+    tail = engine.logs(container_id) if exit_code is not None else ""
+    return RunOutcome("server", exit_code, exit_code is None, outcomes, tail, listening, paused)
+
+
+def _published(engine: Engine, container_id: str, ports: tuple[int, ...]) -> dict[int, int]:
+    """Host ports by container port; empty when the container already stopped (each probe then says so)."""
+    found = {port: engine.host_port(container_id, port) for port in ports}
+    return {port: host_port for port, host_port in found.items() if host_port is not None}
+
+
+def _probe(probe: Probe, target: Target, budget: float, mark_phase: Callable[[str], None]) -> ProbeOutcome:
+    if not target.engine.is_running(target.container_id):
+        exit_code = target.engine.wait(target.container_id, 0)
+        return ProbeOutcome(probe.name, False, f"not run: the container exited (code {exit_code})")
+    if target.seconds_left() <= 0:
+        return ProbeOutcome(probe.name, False, f"not run: the {budget:g} s budget for probes is used up")
+    mark_phase(probe.name)
+    outcome = probe.run(target)
+    waited = target.readiness.describe() if target.readiness else ""
+    return replace(outcome, readiness="; ".join(filter(None, (waited, outcome.readiness))))
+
+
+def _linger(plan: ExercisePlan, target: Target) -> float:
+    """Seconds to leave the container running after the probes."""
+    if plan.continue_after == "probes":
+        return plan.settle
+    if plan.continue_after == "exit":
+        return target.seconds_left()
+    return float(plan.continue_after)
+

@@ -1,0 +1,143 @@
+"""Sizes people and CI gates talk about: parsing "10MB" / "1.5GiB", and what a registry would store of
+the original image's layers (their gzip size), measured in the background while the build goes on.
+
+The compressed size of the original is a figure for the report, never worth waiting for: a thread first
+estimates it from evenly spread samples (a second or so), then, for layers up to EXACT_LIMIT, compresses
+them whole. The report takes the exact figure if it is ready when asked, the estimate otherwise, and says
+which.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .assemble import GZIP_LEVEL
+from slim.image.rootfs import CHUNK
+
+UNITS = {
+    "b": 1,
+    "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+}
+EXACT_LIMIT = 256 * 1024**2  # layer bytes compressed whole; above it, estimated
+SAMPLES = 128  # samples spread evenly over all the layers, SAMPLE bytes each: 32 MiB compressed to estimate
+SAMPLE = 256 * 1024
+MEASURED = "measured"
+ESTIMATED = "estimated"
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """"10MB" (decimal), "1.5GiB" (binary), "2048" or "2048B" (bytes) -> bytes. ValueError otherwise."""
+    match = _SIZE.fullmatch(text)
+    unit = match[2].lower() if match else ""
+    if not match or unit not in UNITS | {"": 1}:
+        raise ValueError(f"{text!r} is not a size: use bytes or a number with B, KB, MB, GB, TB, KiB, MiB, GiB, TiB")
+    return int(float(match[1]) * UNITS.get(unit, 1))
+
+
+@dataclass(frozen=True)
+class LayerSizes:
+    """The original image's layers as `docker save` gives them and as a registry would store them."""
+
+    layers: int
+    size: int  # uncompressed tar bytes
+    compressed_size: int  # gzip at `docker push`'s level, the same way as the slimmed layer
+    compressed_by: str = MEASURED  # MEASURED (every byte compressed) or ESTIMATED (from samples)
+
+
+class BackgroundGzip:
+    """Estimate, then (up to EXACT_LIMIT) measure the gzip size of layer tars on a thread while the build
+    goes on (zlib releases the GIL, so the index, trace and verify stages keep their CPU). `close()` stops
+    it early and waits, so the tars can be deleted right after; the pipeline's ExitStack calls it on every
+    way out."""
+
+    def __init__(self, tars: Sequence[Path]):
+        self._tars = tuple(tars)
+        self._sizes = tuple(tar.stat().st_size for tar in self._tars)
+        self._stop = threading.Event()
+        self._first_figure = threading.Event()
+        self._estimated: LayerSizes | None = None
+        self._measured: LayerSizes | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="slimtrace-gzip-size", daemon=True)
+        self._thread.start()
+
+    def result(self, exact: bool = False) -> LayerSizes:
+        """The measured size if it is ready, else the estimate (and measuring stops); `exact` waits for
+        the measurement where there is one."""
+        if exact:
+            self._thread.join()
+        else:
+            self._first_figure.wait()
+        measured = self._measured
+        if measured is None:
+            self.close()
+        figure = measured or self._estimated
+        if figure is None:
+            raise self._error or RuntimeError("no compressed size was measured")
+        return figure
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            if sum(self._sizes) <= SAMPLES * SAMPLE:  # no bigger than the samples: measured whole at once
+                self._measured = self._measure()
+                return
+            self._estimated = self._estimate()
+            self._first_figure.set()
+            if sum(self._sizes) <= EXACT_LIMIT:
+                self._measured = self._measure()
+        except BaseException as e:  # handed to the thread that asks for the result
+            self._error = e
+        finally:
+            self._first_figure.set()
+
+    def _measure(self) -> LayerSizes | None:
+        compressed = 0
+        for tar in self._tars:
+            gzip = _gzip()
+            with tar.open("rb") as data:
+                while chunk := data.read(CHUNK):
+                    if self._stop.is_set():
+                        return None
+                    compressed += len(gzip.compress(chunk))
+            compressed += len(gzip.flush())
+        return LayerSizes(len(self._tars), sum(self._sizes), compressed)
+
+    def _estimate(self) -> LayerSizes | None:
+        """Compress SAMPLES chunks taken at even steps through all the layers, and scale their ratio."""
+        total = sum(self._sizes)
+        step = total // SAMPLES
+        sampled = compressed = 0
+        for offset in range(0, total, step):
+            if self._stop.is_set():
+                return None
+            tar, position = self._locate(offset)
+            with tar.open("rb") as data:
+                data.seek(position)
+                chunk = data.read(SAMPLE)
+            gzip = _gzip()
+            sampled += len(chunk)
+            compressed += len(gzip.compress(chunk)) + len(gzip.flush())
+        return LayerSizes(len(self._tars), total, round(total * compressed / sampled), ESTIMATED)
+
+    def _locate(self, offset: int) -> tuple[Path, int]:
+        """The tar holding byte `offset` of all the layers laid end to end, and the position in it."""
+        for tar, size in zip(self._tars, self._sizes):
+            if offset < size:
+                return tar, offset
+            offset -= size
+        raise ValueError(f"offset {offset} is past the layers")
+
+
+def _gzip():
+    return zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: a gzip stream, as pushed

@@ -1,0 +1,1 @@
+"""Reading application code without running it: Python imports, manifests, shell scripts, programs named."""
