@@ -145,6 +145,40 @@ def test_imports_at_any_depth_but_not_code_an_imported_module_never_runs():
     assert {(n.name, n.line) for n in app.names} >= {("difflib", 51), ("csv", 58), ("flask", 16)}
 
 
+def test_branches_for_other_platforms_are_not_followed():
+    source = b"""
+import sys, os
+if sys.platform == "win32":
+    import winreg
+elif sys.platform.startswith(("darwin", "freebsd")):
+    import _scproxy
+else:
+    import fcntl
+if os.name != "nt" and not sys.platform.startswith("linux"):
+    import never
+if sys.platform == "win32" or feature:
+    import maybe
+"""
+    names = {name.name for name in scan_imports(source).names}
+    assert names == {"sys", "os", "fcntl", "maybe"}
+
+
+def test_an_import_error_fallback_names_the_imports_it_stands_in_for():
+    source = b"""
+try:
+    from _decimal import *
+except ImportError:
+    from _pydecimal import *
+try:
+    import json
+except Exception:
+    import simplejson
+"""
+    found = {name.name: name for name in scan_imports(source).names}
+    assert [tried.name for tried in found["_pydecimal"].fallback_for] == ["_decimal"]
+    assert found["simplejson"].fallback_for == ()  # a broad handler also runs when json itself fails
+
+
 def test_codec_names_are_normalised_as_the_codec_registry_does():
     aliases = {"latin1": "latin_1", "utf8": "utf_8"}
     assert codec_module(aliases, "UTF-8") == "utf_8" and codec_module(aliases, "latin1") == "latin_1"

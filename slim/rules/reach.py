@@ -27,7 +27,14 @@ from slim.static_analysis.manifests import (
 )
 from slim.image.package_db import dpkg_owned_paths
 from slim.static_analysis.programs import language_of, programs_in
-from slim.static_analysis.pyimports import ModuleFinder, codec_aliases, codec_module, imported_files, scan_imports
+from slim.static_analysis.pyimports import (
+    ModuleFinder,
+    codec_aliases,
+    codec_module,
+    import_succeeds,
+    imported_files,
+    scan_imports,
+)
 from .base import Keep, RuleContext, walk
 from .app_files import step_kind, StepKind
 from .packages import PACKAGE_SKIP_DIRS, Package, package_files, python_distributions, ruby_package
@@ -133,6 +140,8 @@ def _module_imports(ctx: RuleContext, finder: ModuleFinder, module: PurePosixPat
     if found is None:
         return
     for wanted in found.names:
+        if wanted.fallback_for and all(import_succeeds(finder, module, tried) for tried in wanted.fallback_for):
+            continue  # decimal's pure-Python _pydecimal, imported only where the C _decimal is missing
         for path in imported_files(finder, module, wanted) or ():
             yield path, Reason(ReasonKind.IMPORT, source=str(module), detail=str(wanted.line))
     # The standard library's own charset tables (aliases, locale, email.charset) name every codec there is.
@@ -196,13 +205,14 @@ def _developer_files(relative: tuple[str, ...], entry) -> bool:
 def _c_level_imports(ctx: RuleContext, finder: ModuleFinder, program: PurePosixPath) -> Iterator[Keep]:
     """Modules the C code of an interpreter or extension module imports by name (the time module's
     strptime imports _strptime, _pickle imports copyreg): the NUL-terminated names in the binary that
-    are modules of the standard library."""
+    are modules of the standard library. Not codec names: C code decodes with the basic codecs, and its
+    short strings ("hz", "cp1252"-like) would name codecs it never uses."""
     stdlib = _stdlib_dirs(finder)
     data = ctx.rootfs.read(program, limit=C_SCAN_LIMIT)
     reason = Reason(ReasonKind.IMPORT, source=str(program), detail="named in its C code")
     for name in dict.fromkeys(m[1].decode() for m in _C_STRING.finditer(data)):
         for directory in stdlib:
-            for path in finder.find_below(directory, name.split(".")) or _codec(ctx, finder, name):
+            for path in finder.find_below(directory, name.split(".")) or ():
                 yield path, reason
 
 

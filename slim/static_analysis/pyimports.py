@@ -13,7 +13,7 @@ import ast
 import re
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
 from slim.model import EntryKind
@@ -22,6 +22,7 @@ from slim.image.rootfs import RootFS
 IMPORTERS = frozenset({"import_module", "__import__"})  # importlib.import_module, __import__
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _WORD = re.compile(r"[A-Za-z][\w.-]{1,24}")
+MODULE_ATTRIBUTES = frozenset({"__doc__", "__name__", "__spec__", "__loader__", "__package__", "__dict__"})
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class ImportName:
     line: int
     level: int = 0
     members: tuple[str, ...] = ()
+    # An import in an `except ImportError:` handler runs only when an import of its `try:` failed: these.
+    fallback_for: tuple[ImportName, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,12 +57,10 @@ def scan_imports(source: bytes, main: bool = False) -> ModuleImports | None:
     names: list[ImportName] = []
     dynamic: list[int] = []
     words: list[tuple[str, int]] = []
-    for node in _run_time_nodes(tree, main):
-        if isinstance(node, ast.Import):
-            names.extend(ImportName(alias.name, node.lineno) for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            members = tuple(alias.name for alias in node.names if alias.name != "*")
-            names.append(ImportName(node.module or "", node.lineno, node.level, members))
+    handlers = _import_error_handlers(tree)
+    for node, handler in _run_time_nodes(tree, main):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.extend(replace(name, fallback_for=handlers.get(handler, ())) for name in _statement_imports(node))
         elif isinstance(node, ast.Call) and _called_name(node.func) in IMPORTERS and node.args:
             first = node.args[0]
             if isinstance(first, ast.Constant) and isinstance(first.value, str) and _IDENTIFIER.fullmatch(first.value):
@@ -71,19 +72,47 @@ def scan_imports(source: bytes, main: bool = False) -> ModuleImports | None:
     return ModuleImports(tuple(names), tuple(dynamic), tuple(words))
 
 
-def _run_time_nodes(tree: ast.Module, main: bool) -> Iterator[ast.AST]:
-    """Every node, except code an imported module never runs: `if __name__ == "__main__":` and
-    `if TYPE_CHECKING:` blocks (their `else:` branches do run), and private module-level functions nothing
-    outside those blocks names (difflib's `_test()`, called only when the module runs as a program)."""
+def _statement_imports(node: ast.Import | ast.ImportFrom) -> list[ImportName]:
+    if isinstance(node, ast.Import):
+        return [ImportName(alias.name, node.lineno) for alias in node.names]
+    members = tuple(alias.name for alias in node.names if alias.name != "*")
+    return [ImportName(node.module or "", node.lineno, node.level, members)]
+
+
+def _import_error_handlers(tree: ast.Module) -> dict[ast.AST, tuple[ImportName, ...]]:
+    """Each `except ImportError:` (or ModuleNotFoundError) handler of a `try:` that imports, with the
+    imports of that `try:` body."""
+    handlers = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try):
+            tried = tuple(name for statement in node.body for inner in ast.walk(statement)
+                          if isinstance(inner, (ast.Import, ast.ImportFrom)) for name in _statement_imports(inner))
+            for handler in node.handlers:
+                if tried and _catches_import_error(handler.type):
+                    handlers[handler] = tried
+    return handlers
+
+
+def _catches_import_error(caught: ast.expr | None) -> bool:
+    """Only a handler for ImportError alone: a broader one (`except Exception:`) also runs when the
+    imported module fails in any other way."""
+    names = caught.elts if isinstance(caught, ast.Tuple) else [caught]
+    return caught is not None and all(_is_name(n, "ImportError") or _is_name(n, "ModuleNotFoundError") for n in names)
+
+
+def _run_time_nodes(tree: ast.Module, main: bool) -> Iterator[tuple[ast.AST, ast.AST | None]]:
+    """Every node with the innermost `except` handler holding it, except code an imported module never runs:
+    `if __name__ == "__main__":` and `if TYPE_CHECKING:` blocks (their `else:` branches do run), branches for
+    other platforms, and private module-level functions nothing outside those blocks names (difflib's
+    `_test()`, called only when the module runs as a program)."""
     dead = _unused_private_functions(tree, main)
-    stack: list[ast.AST] = [tree]
+    stack: list[tuple[ast.AST, ast.AST | None]] = [(tree, None)]
     while stack:
-        node = stack.pop()
-        yield node
-        if isinstance(node, ast.If) and _never_run(node.test, main):
-            stack.extend(node.orelse)
-        elif node not in dead:
-            stack.extend(ast.iter_child_nodes(node))
+        node, handler = stack.pop()
+        yield node, handler
+        if node not in dead:
+            inner = node if isinstance(node, ast.ExceptHandler) else handler
+            stack.extend((child, inner) for child in _children_run(node, main))
 
 
 def _unused_private_functions(tree: ast.Module, main: bool) -> set[ast.AST]:
@@ -102,19 +131,79 @@ def _unused_private_functions(tree: ast.Module, main: bool) -> set[ast.AST]:
             named.add(node.attr)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             named.add(node.value)  # __all__, getattr(module, "_name")
-        if isinstance(node, ast.If) and _never_run(node.test, main):
-            stack.extend(node.orelse)
-        else:
-            stack.extend(ast.iter_child_nodes(node))
+        stack.extend(_children_run(node, main))
     return {node for name, node in private.items() if name not in named}
 
 
-def _never_run(test: ast.expr, main: bool) -> bool:
+def _children_run(node: ast.AST, main: bool) -> list[ast.AST]:
+    """The child nodes that can run: of an `if` whose test is known where the module runs, one branch."""
+    truth = _known_truth(node.test, main) if isinstance(node, ast.If) else None
+    if truth is None:
+        return list(ast.iter_child_nodes(node))
+    return list(node.body if truth else node.orelse)
+
+
+def _known_truth(test: ast.expr, main: bool) -> bool | None:
+    """The value of an `if` test known without running: TYPE_CHECKING is false, `__name__ == "__main__"` is
+    false in an imported module, and the platform is Linux (`sys.platform == "win32"`, `os.name == "nt"`,
+    `sys.platform.startswith("darwin")`); None when it depends on anything else."""
     if isinstance(test, (ast.Name, ast.Attribute)):
-        return (test.id if isinstance(test, ast.Name) else test.attr) == "TYPE_CHECKING"
-    return not main and (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and test.left.id == "__name__"
-            and len(test.comparators) == 1 and isinstance(test.comparators[0], ast.Constant)
-            and test.comparators[0].value == "__main__")
+        return False if (test.id if isinstance(test, ast.Name) else test.attr) == "TYPE_CHECKING" else None
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        inner = _known_truth(test.operand, main)
+        return None if inner is None else not inner
+    if isinstance(test, ast.BoolOp):
+        values = [_known_truth(value, main) for value in test.values]
+        decisive = isinstance(test.op, ast.Or)  # True decides an `or`, False an `and`
+        if decisive in values:
+            return decisive
+        return None if None in values else not decisive
+    if isinstance(test, ast.Compare) and len(test.comparators) == 1:
+        if _is_name(test.left, "__name__") and _constant(test.comparators[0]) == "__main__":
+            return None if main or not isinstance(test.ops[0], (ast.Eq, ast.NotEq)) else isinstance(test.ops[0], ast.NotEq)
+        return _platform_comparison(test)
+    if (isinstance(test, ast.Call) and isinstance(test.func, ast.Attribute) and test.func.attr == "startswith"
+            and len(test.args) == 1 and not test.keywords):
+        value, prefix = _platform_value(test.func.value), _constant(test.args[0])
+        prefixes = (prefix,) if isinstance(prefix, str) else prefix
+        if value is not None and isinstance(prefixes, tuple) and all(isinstance(p, str) for p in prefixes):
+            return value.startswith(prefixes)
+    return None
+
+
+# What a container on Linux sees: sys.platform and os.name.
+_PLATFORM = {("sys", "platform"): "linux", ("os", "name"): "posix"}
+
+
+def _platform_comparison(test: ast.Compare) -> bool | None:
+    value, other, op = _platform_value(test.left), _constant(test.comparators[0]), test.ops[0]
+    if value is None:
+        return None
+    if isinstance(op, (ast.Eq, ast.NotEq)) and isinstance(other, str):
+        return (value == other) == isinstance(op, ast.Eq)
+    if isinstance(op, (ast.In, ast.NotIn)) and isinstance(other, tuple) and all(isinstance(o, str) for o in other):
+        return (value in other) == isinstance(op, ast.In)
+    return None
+
+
+def _platform_value(node: ast.expr) -> str | None:
+    """"linux" for `sys.platform` (also `_sys.platform`), "posix" for `os.name`; None for anything else."""
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        return _PLATFORM.get((node.value.id.lstrip("_"), node.attr))
+    return None
+
+
+def _constant(node: ast.expr) -> object:
+    """A literal's value (a tuple of literals too); None for anything else."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)) and all(isinstance(e, ast.Constant) for e in node.elts):
+        return tuple(e.value for e in node.elts)
+    return None
+
+
+def _is_name(node: ast.expr, name: str) -> bool:
+    return isinstance(node, ast.Name) and node.id == name
 
 
 def _called_name(func: ast.expr) -> str:
@@ -187,19 +276,66 @@ class ModuleFinder:
 def imported_files(finder: ModuleFinder, module: PurePosixPath, wanted: ImportName) -> list[PurePosixPath] | None:
     """The files an import statement of `module` reads (None: not found), trying each `from` member as a
     submodule too (`from email import mime` imports email.mime)."""
+    found, submodule = _importer(finder, module, wanted)
+    if found is None:
+        return None
+    for member in wanted.members:
+        found = found + (submodule(member) or [])
+    return found
+
+
+def import_succeeds(finder: ModuleFinder, module: PurePosixPath, wanted: ImportName) -> bool:
+    """Whether the import statement surely works in the image: the module is there, and each `from` member
+    is a submodule or a name the module defines (read from its source; searched for in an extension
+    module's binary). False when unsure: a module that defines names by `*` or `__getattr__`."""
+    found, submodule = _importer(finder, module, wanted)
+    if found is None:
+        return False
+    return all(submodule(member) is not None or (found and _defines(finder.rootfs, found[-1], member))
+               for member in wanted.members)
+
+
+def _importer(finder: ModuleFinder, module: PurePosixPath, wanted: ImportName):  # noqa: ANN202
+    """The files of the statement's module, and a function finding one of its members as a submodule."""
     if wanted.level:
         base = module.parents[wanted.level - 1]
         parts = wanted.name.split(".") if wanted.name else []
         found = finder.find_below(base, parts) if parts else []
-        lookup = lambda member: finder.find_below(base, parts + [member])  # noqa: E731
-    else:
-        found = finder.find(wanted.name)
-        lookup = lambda member: finder.find(f"{wanted.name}.{member}")  # noqa: E731
-    if found is None:
-        return None
-    for member in wanted.members:
-        found = found + (lookup(member) or [])
-    return found
+        return found, lambda member: finder.find_below(base, parts + [member])
+    return finder.find(wanted.name), lambda member: finder.find(f"{wanted.name}.{member}")
+
+
+def _defines(rootfs: RootFS, path: PurePosixPath, name: str) -> bool:
+    """Whether the module in `path` surely has the attribute `name`."""
+    if name in MODULE_ATTRIBUTES:
+        return True
+    data = rootfs.read(path)
+    if path.suffix == ".so":
+        return re.search(rb"(?<![\w.])" + re.escape(name.encode()) + rb"(?![\w.])", data) is not None
+    return name in _defined_names(data)
+
+
+def _defined_names(source: bytes) -> frozenset[str]:
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return frozenset()
+    names: set[str] = set()
+    stack: list[ast.AST] = list(tree.body)
+    while stack:  # module level, through if/try/with blocks, not into functions and classes
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any(alias.name == "*" for alias in node.names):
+                return frozenset()
+            names.update((alias.asname or alias.name).partition(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.If, ast.Try, ast.With, ast.ExceptHandler)):
+            stack.extend(ast.iter_child_nodes(node))
+    return frozenset() if "__getattr__" in names else frozenset(names)
 
 
 def codec_aliases(source: bytes) -> dict[str, str]:
