@@ -6,6 +6,7 @@ implementation (and the one module that imports `docker`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Protocol
 
 from .enginehost import EngineHost
@@ -59,6 +60,21 @@ class ExecResult:
     timed_out: bool = False  # still running at the timeout: killed, or left to die with its container
 
 
+@dataclass(frozen=True)
+class StoredLayer:
+    """Where the engine keeps one layer on this machine: its files, and its record of the layer's tar
+    headers (tar-split), from which it streams the layer again on `docker save`."""
+
+    diff: Path  # the layer's own directory (what it adds, whiteouts as the engine stores them)
+    tar_split: Path  # gzip-compressed JSON lines: the tar's raw header segments and its file entries
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    config: Path  # the image config JSON, as `docker save` would write it
+    layers: tuple[StoredLayer, ...]  # bottom layer first
+
+
 class Engine(Protocol):
     def host(self) -> EngineHost:
         """The machine the engine runs on and its storage driver, as the engine describes them."""
@@ -68,6 +84,11 @@ class Engine(Protocol):
 
     def save_image(self, image_id: str) -> Iterator[bytes]:
         """`docker save` tar stream, in chunks."""
+        ...
+
+    def stored_image(self, image_id: str) -> StoredImage | None:
+        """Where the image lies in the engine's storage, when the engine exposes it in a layout slimtrace
+        reads in place; None when it must be exported with save_image."""
         ...
 
     def load_image(self, chunks: Iterable[bytes]) -> str:

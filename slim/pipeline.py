@@ -29,7 +29,7 @@ from .output_file import check_writable, write_text
 from .ownership import deferred_interrupts, temp_dir, work_tag
 from .references import normalised_tag, same_name
 from .reporting.report import Report, build_report
-from .image.rootfs import RootFS, layer_steps, saved_config, spool_image
+from .image.rootfs import RootFS, layer_steps, source_image
 from .build.sbom import SBOM_PATH, Subject, kept_files, package_purls, sbom_json
 from .build.sizes import BackgroundGzip
 from .build.tracing import GATE_MOUNT, run_traced
@@ -155,12 +155,13 @@ def _build(engine: Engine, options: BuildOptions, on_stage: StageCallback) -> Bu
             plan = exercise_plan(facts, options.run)
             spec = container_spec(facts.id, facts, options.run, plan)
         with timer.stage("index"):
-            source_tars = spool_image(engine, facts.id, workdir / "source")
-            steps = layer_steps(saved_config(workdir / "source", facts.id), len(source_tars))
-            # What a registry would store of the original, measured on a thread while the build goes on.
-            source_gzip = BackgroundGzip(source_tars)
+            source = source_image(engine, facts.id, workdir / "source")
+            steps = layer_steps(source.config, len(source.layers))
+            rootfs = RootFS.from_layers(source.layers)
+            # What a registry would store of the original, measured on a thread while the build goes on
+            # (from here: the trace mostly waits on the application, the index would wait on this thread).
+            source_gzip = BackgroundGzip(source.layers)
             cleanup.callback(source_gzip.close)
-            rootfs = RootFS.from_layers(source_tars)
         with timer.stage("trace"):
             _require_free_gate_mount(rootfs)
             trace = run_traced(engine, spec, lambda cid, mark: exercise(engine, cid, plan, mark),
@@ -200,7 +201,7 @@ def _build(engine: Engine, options: BuildOptions, on_stage: StageCallback) -> Bu
         sbom = sbom_json(kept_files(rootfs, closure), Subject(tag, built.id, facts.id))
         report = build_report(
             facts, rootfs, trace, closure, built, handed_over, result, timer.seconds,
-            source_layers=source_layers, include_paths=options.include_paths, exclude_paths=options.exclude_paths,
+            source_layers=source_layers, read_in_place=source.read_in_place, include_paths=options.include_paths, exclude_paths=options.exclude_paths,
             disabled_rules=options.disabled_rules, app_files=options.app_files,
             sbom={"path": str(sbom_path), "in_image": str(SBOM_PATH) if options.package_db else None,
                   "format": "CycloneDX 1.6 JSON", "components": len(package_purls(sbom))},
@@ -233,8 +234,8 @@ def verify_images(engine: Engine, options: VerifyOptions, on_stage: StageCallbac
             plan = exercise_plan(facts, options.run)
             spec = container_spec(facts.id, facts, options.run, plan)
         with timer.stage("index"):
-            original_root = RootFS.from_layers(spool_image(engine, facts.id, workdir / "original"))
-            slimmed_root = RootFS.from_layers(spool_image(engine, slimmed.id, workdir / "slimmed"))
+            original_root = RootFS.from_layers(source_image(engine, facts.id, workdir / "original").layers)
+            slimmed_root = RootFS.from_layers(source_image(engine, slimmed.id, workdir / "slimmed").layers)
         with timer.stage("run"):
             original = verification.run_exercised(engine, spec, plan)
             _require_healthy_original(original, options.run)
@@ -413,7 +414,7 @@ def _slimmed_root(engine: Engine, slimmed: ImageFacts, built: BuiltImage, workdi
     layer (its diff id is the digest of the very bytes), so it need not be exported again."""
     if slimmed.layer_diff_ids == (built.layer_diff_id,):
         return RootFS.from_layers([workdir / RESULT_DIR / LAYER_NAME])
-    return RootFS.from_layers(spool_image(engine, built.id, workdir / "verify"))
+    return RootFS.from_layers(source_image(engine, built.id, workdir / "verify").layers)
 
 
 def _stored_sbom(

@@ -8,6 +8,7 @@ import pytest
 from slim.build import sizes
 from slim.build.assemble import GZIP_LEVEL
 from slim.build.sizes import ESTIMATED, MEASURED, BackgroundGzip
+from slim.image.rootfs import TarOnDisk
 
 # Real, varied bytes: the host's own libraries and programs (ELF, text, data), as image layers hold.
 HOST_TREES = ("/usr/share/perl", "/usr/lib/x86_64-linux-gnu/gconv", "/usr/lib/python3/dist-packages")
@@ -32,7 +33,7 @@ def gzip_size(layer_tars) -> int:
 
 def test_small_layers_are_measured_exactly(layer_tars, gzip_size, monkeypatch):
     monkeypatch.setattr(sizes, "EXACT_LIMIT", sum(tar.stat().st_size for tar in layer_tars))
-    measured = BackgroundGzip(layer_tars).result(exact=True)
+    measured = BackgroundGzip([TarOnDisk(tar) for tar in layer_tars]).result(exact=True)
     assert measured.compressed_by == MEASURED
     assert measured.size == sum(tar.stat().st_size for tar in layer_tars)
     # gzip headers differ by a few bytes (name, mtime); the deflate streams are the same.
@@ -41,7 +42,7 @@ def test_small_layers_are_measured_exactly(layer_tars, gzip_size, monkeypatch):
 
 def test_big_layers_are_estimated_closely_from_samples(layer_tars, gzip_size, monkeypatch):
     monkeypatch.setattr(sizes, "EXACT_LIMIT", 0)
-    estimated = BackgroundGzip(layer_tars).result(exact=True)
+    estimated = BackgroundGzip([TarOnDisk(tar) for tar in layer_tars]).result(exact=True)
     assert estimated.compressed_by == ESTIMATED
     assert estimated.compressed_size == pytest.approx(gzip_size, rel=0.05)
 
@@ -49,7 +50,7 @@ def test_big_layers_are_estimated_closely_from_samples(layer_tars, gzip_size, mo
 def test_the_build_never_waits_for_the_exact_figure(layer_tars, gzip_size, monkeypatch):
     monkeypatch.setattr(sizes, "EXACT_LIMIT", sum(tar.stat().st_size for tar in layer_tars))
     # Asked as soon as it starts: the estimate is ready in a fraction of the time compressing everything takes.
-    figure = BackgroundGzip(layer_tars).result()
+    figure = BackgroundGzip([TarOnDisk(tar) for tar in layer_tars]).result()
     assert figure.compressed_by == ESTIMATED
     assert figure.compressed_size == pytest.approx(gzip_size, rel=0.05)
 
@@ -58,6 +59,6 @@ def test_layers_no_bigger_than_the_samples_are_measured_whole(tmp_path):
     layer = tmp_path / "small.tar"
     with tarfile.open(layer, "w") as tar:
         tar.add("/usr/share/perl5", recursive=True)
-    figure = BackgroundGzip([layer]).result()
+    figure = BackgroundGzip([TarOnDisk(layer)]).result()
     assert figure.compressed_by == MEASURED
     assert abs(figure.compressed_size - len(gzip.compress(layer.read_bytes(), GZIP_LEVEL))) <= 64

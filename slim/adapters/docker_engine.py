@@ -11,16 +11,18 @@ import inspect
 import os
 import signal
 import threading
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import docker
 import docker.errors
 import requests.exceptions
 
-from slim.engine import OWNER_LABEL, ContainerSpec, ExecResult, Ulimit
+from slim.engine import OWNER_LABEL, ContainerSpec, ExecResult, StoredImage, Ulimit
 from slim.enginehost import EngineHost
 from slim.errors import ContainerStartFailed, EngineUnreachable, ImageNotFound, SlimError
 from slim.model import ImageFacts
+from .storage import stored_image
 
 SAVE_CHUNK = 1 << 20
 # Podman sets high nofile/nproc limits by default, which an OCI runtime may not be allowed to raise to
@@ -126,6 +128,20 @@ class DockerEngine:
     @_translate
     def save_image(self, image_id: str) -> Iterator[bytes]:
         yield from self._client.api.get_image(image_id, chunk_size=SAVE_CHUNK)
+
+    @_translate
+    def stored_image(self, image_id: str) -> StoredImage | None:
+        attrs = self._client.api.inspect_image(image_id)
+        info = self._client.info()
+        if not info.get("DockerRootDir"):
+            return None
+        return stored_image(
+            Path(info["DockerRootDir"]),
+            attrs["Id"],
+            attrs.get("RootFS", {}).get("Layers") or (),
+            attrs.get("GraphDriver") or {},
+            {str(key): str(value) for key, value in info.get("DriverStatus") or ()},
+        )
 
     @_translate
     def load_image(self, chunks: Iterable[bytes]) -> str:

@@ -36,7 +36,7 @@ from .closure import kept_entry
 from slim.engine import Engine
 from slim.model import Closure, EntryKind, InstalledPackage
 from slim.image.package_db import APK_INSTALLED, DPKG_INFO, DPKG_STATUS, DPKG_STATUS_DIR, installed_packages
-from slim.image.rootfs import RootFS, spool_image
+from slim.image.rootfs import RootFS, source_image
 
 P = PurePosixPath
 # Where the slimmed image holds its own SBOM (`docker run IMAGE cat` it, or copy it out).
@@ -80,7 +80,7 @@ def image_sbom(engine: Engine, ref: str) -> str:
     """`slim sbom IMAGE`: the SBOM of any local image, slimmed or not, read from its filesystem."""
     with tempfile.TemporaryDirectory(prefix="slimtrace-", ignore_cleanup_errors=True) as scratch:
         facts = engine.inspect_image(ref)
-        rootfs = RootFS.from_layers(spool_image(engine, facts.id, Path(scratch)))
+        rootfs = RootFS.from_layers(source_image(engine, facts.id, Path(scratch)).layers)
         source = (facts.config.get("Labels") or {}).get(SOURCE_LABEL)
         return sbom_json(all_files(rootfs), Subject(ref, facts.id, source))
 

@@ -8,15 +8,15 @@ which.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Sequence
 
 from .assemble import GZIP_LEVEL
-from slim.image.rootfs import CHUNK
+from slim.image.rootfs import CHUNK, LayerTar
 
 UNITS = {
     "b": 1,
@@ -57,9 +57,9 @@ class BackgroundGzip:
     it early and waits, so the tars can be deleted right after; the pipeline's ExitStack calls it on every
     way out."""
 
-    def __init__(self, tars: Sequence[Path]):
+    def __init__(self, tars: Sequence[LayerTar]):
         self._tars = tuple(tars)
-        self._sizes = tuple(tar.stat().st_size for tar in self._tars)
+        self._sizes = tuple(tar.size for tar in self._tars)
         self._stop = threading.Event()
         self._first_figure = threading.Event()
         self._estimated: LayerSizes | None = None
@@ -105,7 +105,7 @@ class BackgroundGzip:
         compressed = 0
         for tar in self._tars:
             gzip = _gzip()
-            with tar.open("rb") as data:
+            with tar.reader() as data:
                 while chunk := data.read(CHUNK):
                     if self._stop.is_set():
                         return None
@@ -118,23 +118,23 @@ class BackgroundGzip:
         total = sum(self._sizes)
         step = total // SAMPLES
         sampled = compressed = 0
-        for offset in range(0, total, step):
-            if self._stop.is_set():
-                return None
-            tar, position = self._locate(offset)
-            with tar.open("rb") as data:
-                data.seek(position)
-                chunk = data.read(SAMPLE)
-            gzip = _gzip()
-            sampled += len(chunk)
-            compressed += len(gzip.compress(chunk)) + len(gzip.flush())
+        with contextlib.ExitStack() as readers:
+            opened = [readers.enter_context(tar.reader()) for tar in self._tars]  # one handle per tar, kept
+            for offset in range(0, total, step):
+                if self._stop.is_set():
+                    return None
+                chunk = self._sample(opened, offset)
+                gzip = _gzip()
+                sampled += len(chunk)
+                compressed += len(gzip.compress(chunk)) + len(gzip.flush())
         return LayerSizes(len(self._tars), total, round(total * compressed / sampled), ESTIMATED)
 
-    def _locate(self, offset: int) -> tuple[Path, int]:
-        """The tar holding byte `offset` of all the layers laid end to end, and the position in it."""
-        for tar, size in zip(self._tars, self._sizes):
+    def _sample(self, opened: Sequence[BinaryIO], offset: int) -> bytes:
+        """SAMPLE bytes from byte `offset` of all the layers laid end to end (up to the end of its tar)."""
+        for data, size in zip(opened, self._sizes):
             if offset < size:
-                return tar, offset
+                data.seek(offset)
+                return data.read(SAMPLE)
             offset -= size
         raise ValueError(f"offset {offset} is past the layers")
 

@@ -1,7 +1,8 @@
 """Read-only index of an image's merged filesystem, built straight from its layer tars.
 
 Layers are never unpacked: every member is indexed with its metadata and with where its bytes sit in
-its layer tar, so `open` hands out a window onto the tar. Paths are resolved inside the image root the
+its layer tar, so `open` hands out a window onto the tar. A layer tar is either the engine's own, read in
+place from its storage (slim.storedlayers), or a file of `docker save`'s export (spool_image). Paths are resolved inside the image root the
 way the kernel would with the image as `/` (like openat2(RESOLVE_IN_ROOT)): nothing named by the image
 ever reaches a host path.
 """
@@ -19,7 +20,7 @@ import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
-from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Sequence
+from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import zstandard
 
@@ -27,6 +28,7 @@ from slim.engine import Engine
 from slim.errors import SlimError
 from slim.model import ROOT, EntryKind, FileEntry
 from .sparse import zeros_as_holes
+from .storedlayers import SeekableReader, StoredLayerTar, StoredLayerUnreadable, read_config
 
 MAX_SYMLINKS = 40  # the kernel's MAXSYMLINKS: following one more is ELOOP
 CHUNK = 1 << 20
@@ -55,6 +57,60 @@ MAX_MEMBER_LINKS = 8  # a saved archive links a member to another at most once; 
 
 class UnreadableImage(SlimError):
     """The saved image, or one of its layers, is not in a form this index can read."""
+
+
+class LayerTar(Protocol):
+    """An uncompressed layer tar, wherever its bytes are."""
+
+    size: int
+
+    def reader(self) -> BinaryIO:
+        """A new seekable file over the tar (one per thread that reads)."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class TarOnDisk:
+    """A layer tar that is a file of its own (spooled from an export, or the layer we wrote)."""
+
+    path: Path
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+    def reader(self) -> BinaryIO:
+        return self.path.open("rb")
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+def layer_tar(layer: Path | LayerTar) -> LayerTar:
+    return TarOnDisk(layer) if isinstance(layer, Path) else layer
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceImage:
+    """An image's layers, bottom first, and its config, as the index and the build read them."""
+
+    layers: tuple[LayerTar, ...]
+    config: Mapping[str, Any]
+    read_in_place: bool  # from the engine's storage; False: exported with `docker save`
+
+
+def source_image(engine: Engine, image_id: str, workdir: Path) -> SourceImage:
+    """The image read in place where the engine keeps it in a layout we know, exported otherwise."""
+    stored = engine.stored_image(image_id)
+    if stored is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            layers = tuple(StoredLayerTar(layer, workdir / f"headers-{n}") for n, layer in enumerate(stored.layers))
+            return SourceImage(layers, read_config(stored.config, image_id), read_in_place=True)
+        except StoredLayerUnreadable:
+            pass  # removed or rewritten while we looked: the export says what the image is now
+    tars = spool_image(engine, image_id, workdir)
+    return SourceImage(tuple(TarOnDisk(tar) for tar in tars), saved_config(workdir, image_id), read_in_place=False)
 
 
 # ---------------------------------------------------------------- spooling `docker save`
@@ -220,7 +276,7 @@ _AT_ROOT = _Lookup("/", (), _Outcome.FOUND)
 class RootFS:
     """The merged filesystem of an image's layers, indexed without unpacking anything."""
 
-    def __init__(self, layers: Sequence[Path], entries: dict[str, FileEntry], blobs: dict[str, tuple[int, int]]):
+    def __init__(self, layers: Sequence[LayerTar], entries: dict[str, FileEntry], blobs: dict[str, tuple[int, int]]):
         self._layers = tuple(layers)
         self._blobs = blobs  # path -> (layer index, data offset in that layer tar), FILE entries only
         self._children = _children_index(entries)
@@ -230,11 +286,12 @@ class RootFS:
         self._resolved: dict[str, _Lookup] = {"/": _AT_ROOT}
 
     @classmethod
-    def from_layers(cls, layer_tars: Sequence[Path]) -> RootFS:
+    def from_layers(cls, layer_tars: Sequence[Path | LayerTar]) -> RootFS:
+        layers = [layer_tar(layer) for layer in layer_tars]
         merge = _Merge()
-        for index, layer in enumerate(layer_tars):
+        for index, layer in enumerate(layers):
             merge.apply(_read_layer(index, layer))
-        return cls(layer_tars, _with_hardlink_groups(merge.entries, merge.blobs), merge.blobs)
+        return cls(layers, _with_hardlink_groups(merge.entries, merge.blobs), merge.blobs)
 
     # ------------------------------------------------ lookups by path as stored
 
@@ -340,20 +397,13 @@ class RootFS:
             return data.read(-1 if limit is None else limit)
 
 
-class _Window(io.RawIOBase):
+class _Window(SeekableReader):
     """`size` bytes of a layer tar from `offset` on, as a file of its own."""
 
-    def __init__(self, tar: Path, offset: int, size: int):
-        self._file = tar.open("rb")
+    def __init__(self, tar: LayerTar, offset: int, size: int):
+        super().__init__(size)
+        self._file = tar.reader()
         self._offset = offset
-        self._size = size
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
 
     def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
         count = max(0, min(len(buffer), self._size - self._position))
@@ -361,16 +411,6 @@ class _Window(io.RawIOBase):
         count = self._file.readinto(memoryview(buffer)[:count])
         self._position += count
         return count
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        origin = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._size}[whence]
-        if origin + offset < 0:
-            raise ValueError("negative seek position")
-        self._position = origin + offset
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
 
     def close(self) -> None:
         self._file.close()
@@ -390,18 +430,20 @@ class _Layer:
     opaque: list[str] = dataclasses.field(default_factory=list)  # directories whose lower children go
 
 
-def _read_layer(index: int, tar_path: Path) -> _Layer:
+def _read_layer(index: int, layer_tar: LayerTar) -> _Layer:
     layer = _Layer()
     try:
-        with tarfile.open(tar_path, "r:", encoding="utf-8", errors="surrogateescape") as tar:
+        with layer_tar.reader() as data, tarfile.open(
+            fileobj=data, mode="r:", encoding="utf-8", errors="surrogateescape"
+        ) as tar:
             for member in tar:
-                _add_member(layer, index, member, tar_path)
+                _add_member(layer, index, member, layer_tar)
     except tarfile.TarError as e:
-        raise UnreadableImage(f"layer {tar_path}: {e}") from e
+        raise UnreadableImage(f"layer {layer_tar}: {e}") from e
     return layer
 
 
-def _add_member(layer: _Layer, index: int, member: tarfile.TarInfo, tar_path: Path) -> None:
+def _add_member(layer: _Layer, index: int, member: tarfile.TarInfo, source: LayerTar) -> None:
     key = _member_key(member.name)
     parent, name = posixpath.split(key)
     if name == OPAQUE:
@@ -411,23 +453,23 @@ def _add_member(layer: _Layer, index: int, member: tarfile.TarInfo, tar_path: Pa
     elif name.startswith(WHITEOUT):
         layer.whiteouts.append(posixpath.join(parent, name[len(WHITEOUT):]))
     elif member.islnk():
-        _add_hardlink(layer, key, _member_key(member.linkname), tar_path)
+        _add_hardlink(layer, key, _member_key(member.linkname), source)
     else:
-        layer.members[key] = (_entry(key, member, tar_path, index), (index, member.offset_data) if member.isreg() else None)
+        layer.members[key] = (_entry(key, member, source, index), (index, member.offset_data) if member.isreg() else None)
 
 
-def _add_hardlink(layer: _Layer, key: str, target: str, tar_path: Path) -> None:
+def _add_hardlink(layer: _Layer, key: str, target: str, source: LayerTar) -> None:
     """A second name of an inode the same tar already holds: same metadata, same bytes."""
     if target not in layer.members:
-        raise UnreadableImage(f"layer {tar_path}: hard link {key} -> {target}: target not earlier in the layer")
+        raise UnreadableImage(f"layer {source}: hard link {key} -> {target}: target not earlier in the layer")
     entry, blob = layer.members[target]
     layer.members[key] = (dataclasses.replace(entry, path=PurePosixPath(key)), blob)
 
 
-def _entry(key: str, member: tarfile.TarInfo, tar_path: Path, layer: int) -> FileEntry:
+def _entry(key: str, member: tarfile.TarInfo, source: LayerTar, layer: int) -> FileEntry:
     kind = _KINDS.get(member.type)
     if kind is None or member.issparse():
-        raise UnreadableImage(f"layer {tar_path}: {key}: unsupported tar member type {member.type!r}")
+        raise UnreadableImage(f"layer {source}: {key}: unsupported tar member type {member.type!r}")
     xattrs = {
         record[len(XATTR_RECORD):]: value.encode("utf-8", "surrogateescape")  # PAX values are bytes
         for record, value in member.pax_headers.items()
@@ -537,7 +579,7 @@ def _children_index(entries: Mapping[str, FileEntry]) -> dict[str, tuple[str, ..
 class LayerIndex:
     """One layer tar read on its own, nothing merged: what it adds or replaces, what it deletes below."""
 
-    tar: Path
+    tar: LayerTar
     entries: Mapping[PurePosixPath, FileEntry]  # the last occurrence of each path, as unpacking keeps it
     whiteouts: tuple[PurePosixPath, ...]  # paths deleted (with everything below them) from lower layers
     opaque: tuple[PurePosixPath, ...]  # directories whose lower contents this layer hides
@@ -545,12 +587,13 @@ class LayerIndex:
     shared_data: frozenset[PurePosixPath] = frozenset()
 
 
-def index_layers(layer_tars: Sequence[Path]) -> tuple[RootFS, list[LayerIndex]]:
+def index_layers(layer_tars: Sequence[Path | LayerTar]) -> tuple[RootFS, list[LayerIndex]]:
     """The merged view (as RootFS.from_layers builds it) and each layer's own listing, bottom layer
     first, reading every tar once."""
     merge = _Merge()
     indexes = []
-    for number, tar in enumerate(layer_tars):
+    layers = [layer_tar(layer) for layer in layer_tars]
+    for number, tar in enumerate(layers):
         layer = _read_layer(number, tar)
         merge.apply(layer)
         first_name: dict[tuple[int, int], str] = {}
@@ -569,7 +612,7 @@ def index_layers(layer_tars: Sequence[Path]) -> tuple[RootFS, list[LayerIndex]]:
                 ),
             )
         )
-    return RootFS(layer_tars, _with_hardlink_groups(merge.entries, merge.blobs), merge.blobs), indexes
+    return RootFS(layers, _with_hardlink_groups(merge.entries, merge.blobs), merge.blobs), indexes
 
 
 def layer_steps(config: Mapping[str, Any], layer_count: int) -> tuple[str, ...] | None:

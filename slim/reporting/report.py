@@ -85,6 +85,7 @@ def build_report(
     verification: Verification | None,
     timings: Mapping[str, float],
     source_layers: LayerSizes | None = None,
+    read_in_place: bool = False,
     include_paths: Iterable[PurePosixPath] = (),
     exclude_paths: Iterable[PurePosixPath] = (),
     disabled_rules: Iterable[str] = (),
@@ -105,6 +106,7 @@ def build_report(
                 "layer_size": source_layers.size if source_layers else None,
                 "compressed_size": source_layers.compressed_size if source_layers else None,
                 "compressed_by": source_layers.compressed_by if source_layers else None,
+                "read": "in place" if read_in_place else "exported",
             },
             "result": {
                 "id": built.id,

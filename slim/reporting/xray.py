@@ -24,7 +24,7 @@ from slim.engine import Engine
 from slim.model import ROOT, EntryKind, FileEntry, ImageFacts
 from slim.ownership import temp_dir
 from slim.image.package_db import APK_INSTALLED, DPKG_STATUS, DPKG_STATUS_DIR, deb822_fields
-from slim.image.rootfs import LayerIndex, RootFS, index_layers, layer_steps, saved_config, spool_image
+from slim.image.rootfs import LayerIndex, RootFS, index_layers, layer_steps, source_image
 
 CAPABILITY_XATTR = "security.capability"
 LARGEST_DIRS = 20
@@ -134,13 +134,12 @@ def xray(engine: Engine, ref: str, on_stage: StageCallback = lambda _: None) -> 
         workdir = Path(cleanup.enter_context(temp_dir("xray")))
         on_stage("inspect")
         facts = engine.inspect_image(ref)
-        on_stage("save")
-        tars = spool_image(engine, facts.id, workdir)
-        config = saved_config(workdir, facts.id)
+        on_stage("read")
+        source = source_image(engine, facts.id, workdir)
         on_stage("index")
-        rootfs, layers = index_layers(tars)
+        rootfs, layers = index_layers(source.layers)
         on_stage("analyse")
-        return analyse(facts, config, rootfs, layers)
+        return analyse(facts, source.config, rootfs, layers)
 
 
 def analyse(facts: ImageFacts, config: Mapping[str, Any], rootfs: RootFS, layers: Sequence[LayerIndex]) -> XRay:
@@ -175,7 +174,7 @@ def analyse(facts: ImageFacts, config: Mapping[str, Any], rootfs: RootFS, layers
                 size=_layer_bytes(layer),
                 files=sum(1 for e in layer.entries.values() if e.kind is EntryKind.FILE),
                 deletions=len(layer.whiteouts) + len(layer.opaque),
-                tar_size=layer.tar.stat().st_size,
+                tar_size=layer.tar.size,
             )
             for number, layer in enumerate(layers)
         ),
