@@ -2,9 +2,9 @@
 
 Layers are never unpacked: every member is indexed with its metadata and with where its bytes sit in
 its layer tar, so `open` hands out a window onto the tar. A layer tar is either the engine's own, read in
-place from its storage (slim.storedlayers), or a file of `docker save`'s export (spool_image). Paths are resolved inside the image root the
-way the kernel would with the image as `/` (like openat2(RESOLVE_IN_ROOT)): nothing named by the image
-ever reaches a host path.
+place from its storage (slim.image.storedlayers), or a file of `docker save`'s export (spool_image).
+Paths are resolved inside the image root the way the kernel would with the image as `/` (like
+openat2(RESOLVE_IN_ROOT)): nothing named by the image ever reaches a host path.
 """
 from __future__ import annotations
 
