@@ -18,6 +18,7 @@ from typing import Callable
 
 from slim.engine import ContainerSpec, Engine
 from slim.model import RunOutcome, Trace
+from slim.adapters.fanotify_tracer import FanotifyTracer
 from slim.build.tracing import run_traced
 
 from .engine_turns import engine_turn
@@ -114,7 +115,7 @@ def _traced(engine: Engine, spec: ContainerSpec) -> tuple[WrkResult, Trace]:
         measured.append(_load(engine, container_id))
         return RunOutcome(mode="server", exit_code=None, running_after_probes=True, probes=())
 
-    trace = run_traced(engine, spec, exercise)
+    trace = run_traced(engine, FanotifyTracer(), spec, exercise)
     return measured[0], trace
 
 

@@ -7,9 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Mapping, Protocol
 
-from slim.engine import Engine
-from slim.model import ProbeOutcome
-
+from .interface import ContainerControl, ProbeOutcome
 from .listening import Readiness
 
 # The only address probes ever talk to: containers publish their ports on the host's loopback.
@@ -22,7 +20,7 @@ DETAIL_WIDTH = 100
 class Target:
     """A running container to exercise."""
 
-    engine: Engine
+    engine: ContainerControl
     container_id: str
     host: str  # LOOPBACK
     ports: Mapping[int, int]  # container TCP port -> host port on `host`

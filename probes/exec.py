@@ -5,9 +5,8 @@ import shlex
 import time
 from dataclasses import dataclass, replace
 
-from slim.model import ProbeOutcome
-
 from .base import Target, command_outcome
+from .interface import ProbeOutcome
 
 RETRY_INTERVAL = 0.5  # seconds between two attempts
 # The command itself is missing or not executable: retrying cannot help (sh and docker exec both say so).

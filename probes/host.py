@@ -7,9 +7,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Mapping
 
-from slim.model import ProbeOutcome
-
 from .base import Target, command_outcome
+from .interface import ProbeOutcome
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,9 @@ from itertools import chain
 from typing import Iterator, Mapping
 from urllib.parse import urljoin, urlsplit
 
-from slim.model import ProbeOutcome
-
 from .base import Target
 from .bodies import body_parts
+from .interface import ProbeOutcome
 from .links import Link, Page, read_page, stylesheet_links
 
 REQUEST_TIMEOUT = 10.0  # seconds for one request, answer and body included

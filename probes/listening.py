@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from slim.engine import Engine
+from .interface import ContainerControl
 
 LISTEN = "0A"  # TCP_LISTEN in the `st` column
 SOCKET_TABLES = ("tcp", "tcp6")
@@ -127,7 +127,7 @@ class Readiness:
 
 
 def await_listening(
-    engine: Engine,
+    engine: ContainerControl,
     container_id: str,
     ports: Iterable[int],
     timeout: float,
@@ -171,7 +171,7 @@ def _socket_text(socket: Socket) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-def listening_sockets(engine: Engine, container_id: str) -> tuple[Socket, ...]:
+def listening_sockets(engine: ContainerControl, container_id: str) -> tuple[Socket, ...]:
     """Every socket that listens in the container now, loopback ones included (empty when it is gone)."""
     pid = engine.pid(container_id)
     found = listeners(pid) if pid is not None else None

@@ -14,9 +14,8 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import prance
 
-from slim.errors import UsageError
-
 from .http import HttpRequest
+from .interface import ProbeInputError
 
 DEFAULT_METHODS = ("GET", "HEAD")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -28,14 +27,14 @@ def load_openapi(source: str, methods: tuple[str, ...] = DEFAULT_METHODS) -> tup
     """The requests for every operation of `methods` the document at `source` (a path or a URL) describes."""
     remote = urlsplit(source).scheme in ("http", "https")
     if not remote and not Path(source).is_file():
-        raise UsageError(f"--openapi {source}: cannot read it: no such file")
+        raise ProbeInputError(f"--openapi {source}: cannot read it: no such file")
     location = source if remote else str(Path(source).resolve())
     try:
         document = prance.ResolvingParser(location, backend="openapi-spec-validator", lazy=False).specification
     except (prance.ValidationError, prance.util.url.ResolutionError) as error:
-        raise UsageError(f"--openapi {source}: not a valid OpenAPI or Swagger document: {_first_line(error)}") from error
+        raise ProbeInputError(f"--openapi {source}: not a valid OpenAPI or Swagger document: {_first_line(error)}") from error
     except (OSError, ValueError) as error:  # unreadable, not JSON or YAML, not fetched
-        raise UsageError(f"--openapi {source}: cannot read it: {_first_line(error)}") from error
+        raise ProbeInputError(f"--openapi {source}: cannot read it: {_first_line(error)}") from error
     return tuple(_requests(document, {method.lower() for method in methods}))
 
 

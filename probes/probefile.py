@@ -24,9 +24,8 @@ from typing import Any, Callable, TypeVar
 
 import yaml
 
-from slim.errors import UsageError
-
 from .http import HttpRequest
+from .interface import ProbeInputError
 
 SECTIONS = ("http", "exec", "host")
 HTTP_KEYS = ("path", "method", "port", "headers", "body", "expect_status", "ignore")
@@ -45,25 +44,25 @@ class ProbeFile:
 
 
 def load_probe_file(path: str | Path) -> ProbeFile:
-    """Parse and check a probe file; any problem is a UsageError naming the file and the entry."""
+    """Parse and check a probe file; any problem is a ProbeInputError naming the file and the entry."""
     source = str(path)
     try:
         document = yaml.safe_load(_read_bounded(source))
     except OSError as error:
-        raise UsageError(f"{source}: cannot read the probe file: {error.strerror}") from error
+        raise ProbeInputError(f"{source}: cannot read the probe file: {error.strerror}") from error
     except UnicodeDecodeError as error:
-        raise UsageError(f"{source}: not UTF-8 text (byte {error.start}: {error.reason})") from error
+        raise ProbeInputError(f"{source}: not UTF-8 text (byte {error.start}: {error.reason})") from error
     except yaml.YAMLError as error:
-        raise UsageError(f"{source}: not valid YAML: {_yaml_problem(error)}") from error
+        raise ProbeInputError(f"{source}: not valid YAML: {_yaml_problem(error)}") from error
     if document is None:  # an empty file declares nothing
         return ProbeFile()
     if not isinstance(document, dict):
-        raise UsageError(
+        raise ProbeInputError(
             f"{source}: expected a mapping with the sections {', '.join(SECTIONS)}, got {_kind(document)}"
         )
     unknown = sorted(map(str, set(document) - set(SECTIONS)))
     if unknown:
-        raise UsageError(f"{source}: unknown section {unknown[0]!r} (known: {', '.join(SECTIONS)})")
+        raise ProbeInputError(f"{source}: unknown section {unknown[0]!r} (known: {', '.join(SECTIONS)})")
     return ProbeFile(
         http=_section(source, document, "http", _http_request),
         exec=_section(source, document, "exec", _command),
@@ -77,10 +76,10 @@ def _read_bounded(source: str) -> str:
     fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as file:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UsageError(f"{source}: a probe file must be a regular file")
+            raise ProbeInputError(f"{source}: a probe file must be a regular file")
         data = file.read(MAX_SIZE + 1)
     if len(data) > MAX_SIZE:
-        raise UsageError(f"{source}: a probe file may hold at most {MAX_SIZE // 1024} KiB")
+        raise ProbeInputError(f"{source}: a probe file may hold at most {MAX_SIZE // 1024} KiB")
     return data.decode("utf-8")
 
 
@@ -96,13 +95,13 @@ def _section(source: str, document: dict, name: str, parse: Callable[[Any], T]) 
     if entries is None:  # the section is absent, or its key stands alone
         return ()
     if not isinstance(entries, list):
-        raise UsageError(f"{source}: section {name!r} must be a list, got {_kind(entries)}")
+        raise ProbeInputError(f"{source}: section {name!r} must be a list, got {_kind(entries)}")
     parsed = []
     for index, entry in enumerate(entries):
         try:
             parsed.append(parse(entry))
         except _EntryError as error:
-            raise UsageError(f"{source}: {name}[{index}]: {error}") from None
+            raise ProbeInputError(f"{source}: {name}[{index}]: {error}") from None
     return tuple(parsed)
 
 

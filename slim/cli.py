@@ -319,6 +319,7 @@ def build(image, tag, include_paths, exclude_paths, app_files, no_rules, no_veri
     Example: slim build nginx:latest --tag nginx:slim
     """
     from .adapters.docker_engine import DockerEngine
+    from .adapters.fanotify_tracer import FanotifyTracer
     from .pipeline import build as run_build
     from .reporting.render_summary import render_summary
 
@@ -343,7 +344,7 @@ def build(image, tag, include_paths, exclude_paths, app_files, no_rules, no_veri
     engine = DockerEngine()
     _remove_leftovers(engine)
     with _progress() as on_stage:
-        result = run_build(engine, options, on_stage)
+        result = run_build(engine, FanotifyTracer(), options, on_stage)
     outcomes = [evaluate(gates, result.report.data)] if gates else []
     if as_json:
         gated = {"gates": outcomes[0].as_dict()} if outcomes else {}

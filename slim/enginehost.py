@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import TracingUnavailable
 
-# Storage whose container root is an overlay mounted for that container alone (see tracing.container_root).
+# Storage whose container root is an overlay mounted for that container alone (see fanotify_tracer.require_own_overlay).
 OVERLAY_DRIVERS = frozenset({"overlay2", "overlayfs", "overlay"})  # Docker, containerd snapshotter, Podman
 MEMINFO = Path("/proc/meminfo")
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Mapping
 
+from probes.interface import ProbeOutcome  # probes own what they report; a run result holds it
+
 ROOT = PurePosixPath("/")
 
 
@@ -154,32 +156,6 @@ class LookupHealth:
     traced: bool  # False: only opens were traced (the note says why)
     calls: int = 0  # calls the supervisor answered (before deduplication)
     note: str = ""
-
-
-@dataclass(frozen=True)
-class Volatile:
-    """A fingerprint entry that differed between two runs of the original: what of it stays comparable."""
-
-    compared: str  # for people: "status, content type, JSON keys and 2 of 5 values"
-    fields: Mapping[str, Any] = field(default_factory=dict)  # fingerprint fields equal in both runs (status)
-    parts: Mapping[str, str] = field(default_factory=dict)  # digests of body parts equal in both runs
-    optional: bool = False  # seen in one run only (a link on a volatile page): its absence is no difference
-
-
-@dataclass(frozen=True)
-class ProbeOutcome:
-    """What one probe observed. `fingerprint` is what verification compares between two images."""
-
-    probe: str  # stable name, e.g. "http GET :80/"
-    ok: bool
-    detail: str  # one line for people: "200, 612 bytes" or the failure
-    fingerprint: Mapping[str, Any] = field(default_factory=dict)
-    # Per fingerprint key, digests of parts of what was observed ("type", "json keys", "json /a/0",
-    # "html structure"): what stays comparable when the whole differs between two runs. Not reported.
-    parts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    # Per fingerprint key that differed between two runs of the original (learned, never guessed).
-    volatile: Mapping[str, Volatile] = field(default_factory=dict)
-    readiness: str = ""  # how the probe decided that the application was ready ("" when it did not wait)
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,14 @@ from .model import BuiltImage, Closure, ImageFacts, RunOutcome, Trace, Verificat
 from .output_file import check_writable, write_text
 from .ownership import deferred_interrupts, temp_dir, work_tag
 from .references import normalised_tag, same_name
+from .tracer import Tracer
 from .reporting.report import Report, build_report
 from .image.rootfs import RootFS, layer_steps, source_image
 from .build.sbom import SBOM_PATH, Subject, kept_files, package_purls, sbom_json
 from .build.sizes import BackgroundGzip
 from .build.tracing import GATE_MOUNT, run_traced
 from probes import ExecProbe, HostExecProbe, HttpProbe, Probe
+from probes.interface import ProbeInputError
 from probes.openapi import load_openapi
 from probes.probefile import ProbeFile, load_probe_file
 
@@ -129,12 +131,14 @@ def default_tag(facts: ImageFacts) -> str:
     return f"slim-{facts.id.removeprefix('sha256:')[:12]}:latest"
 
 
-def build(engine: Engine, options: BuildOptions, on_stage: StageCallback = lambda _: None) -> BuildResult:
+def build(
+    engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: StageCallback = lambda _: None
+) -> BuildResult:
     with _disk_space_named():
-        return _build(engine, options, on_stage)
+        return _build(engine, tracer, options, on_stage)
 
 
-def _build(engine: Engine, options: BuildOptions, on_stage: StageCallback) -> BuildResult:
+def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: StageCallback) -> BuildResult:
     timer = _Timer(on_stage)
     if options.report_path is not None:
         check_writable(options.report_path)
@@ -164,7 +168,7 @@ def _build(engine: Engine, options: BuildOptions, on_stage: StageCallback) -> Bu
             cleanup.callback(source_gzip.close)
         with timer.stage("trace"):
             _require_free_gate_mount(rootfs)
-            trace = run_traced(engine, spec, lambda cid, mark: exercise(engine, cid, plan, mark),
+            trace = run_traced(engine, tracer, spec, lambda cid, mark: exercise(engine, cid, plan, mark),
                                lookups=options.trace_lookups)
             _require_healthy_original(trace.run, options.run)
         with timer.stage("closure"):
@@ -193,8 +197,8 @@ def _build(engine: Engine, options: BuildOptions, on_stage: StageCallback) -> Bu
                 slimmed_root = _slimmed_root(engine, slimmed, built, workdir)
                 result = verification.verify(engine, facts, slimmed, slimmed_root, spec, plan, trace.run, rootfs)
                 if not result.passed:
-                    result = _with_hints(engine, result, trace, dataclasses.replace(spec, image=built.id), plan,
-                                         rootfs, slimmed_root)
+                    result = _with_hints(engine, tracer, result, trace, dataclasses.replace(spec, image=built.id),
+                                         plan, rootfs, slimmed_root)
         with timer.stage("measure"):
             source_layers = source_gzip.result()
         handed_over = tag if result is None or result.passed or options.keep_unverified else None
@@ -250,11 +254,7 @@ def exercise_plan(facts: ImageFacts, run: RunOptions) -> ExercisePlan:
     Every exposed port (or --http-port instead) gets an HTTP probe, and so does every other port the probe
     file sends requests to. Only an exposed port nobody asked HTTP of may answer in another protocol.
     """
-    probe_file = load_probe_file(run.probe_file) if run.probe_file else ProbeFile()
-    if run.openapi:
-        # The API's operations go to the first probed port, as probe-file requests naming no port do.
-        operations = load_openapi(run.openapi, run.openapi_methods)
-        probe_file = dataclasses.replace(probe_file, http=probe_file.http + operations)
+    probe_file = _probe_file(run)
     ports = run.http_ports or facts.exposed_tcp_ports
     default_port = ports[0] if ports else None
     if default_port is None and any(request.port is None for request in probe_file.http):
@@ -286,6 +286,19 @@ def exercise_plan(facts: ImageFacts, run: RunOptions) -> ExercisePlan:
         ready_timeout=run.ready_timeout,
         passes=2,  # the original's runs: volatility is learned from two passes
     )
+
+
+def _probe_file(run: RunOptions) -> ProbeFile:
+    """The probe file's requests, then the OpenAPI document's; a file probes cannot use is a usage error."""
+    try:
+        probe_file = load_probe_file(run.probe_file) if run.probe_file else ProbeFile()
+        if run.openapi:
+            # The API's operations go to the first probed port, as probe-file requests naming no port do.
+            operations = load_openapi(run.openapi, run.openapi_methods)
+            probe_file = dataclasses.replace(probe_file, http=probe_file.http + operations)
+    except ProbeInputError as error:
+        raise UsageError(str(error)) from error
+    return probe_file
 
 
 def container_spec(image: str, facts: ImageFacts, run: RunOptions, plan: ExercisePlan) -> ContainerSpec:
@@ -364,6 +377,7 @@ def _tail(run: RunOutcome, lines: int = 3) -> str:
 
 def _with_hints(
     engine: Engine,
+    tracer: Tracer,
     result: Verification,
     original: Trace,
     slimmed_spec: ContainerSpec,
@@ -376,7 +390,7 @@ def _with_hints(
     try:
         # Only opens are compared, so the lookup filter would be cost without use here.
         slimmed_plan = verification.plan_like(plan, original.run)
-        slimmed = run_traced(engine, slimmed_spec, lambda cid, mark: exercise(engine, cid, slimmed_plan, mark),
+        slimmed = run_traced(engine, tracer, slimmed_spec, lambda cid, mark: exercise(engine, cid, slimmed_plan, mark),
                              lookups=False)
     except SlimError:
         return result

@@ -21,7 +21,7 @@ from slim.engine import ContainerSpec, Ulimit
 from slim.enginehost import OVERLAY_DRIVERS, EngineHost, require_local, require_traceable_storage, this_machine
 from slim.errors import ExitCode, TracingUnavailable
 from slim.image.rootfs import RootFS, layer_steps, saved_config, spool_image
-from slim.build.tracing import require_own_overlay
+from slim.adapters.fanotify_tracer import require_own_overlay
 
 
 def slim(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -11,11 +11,11 @@ import pytest
 
 import probes.listening
 from probes import ExecProbe, HostExecProbe, HttpProbe, HttpRequest, Target
+from probes.interface import ProbeOutcome
 from probes.listening import Listener, listeners
 from slim.engine import ContainerSpec
 from slim.errors import UsageError
 from slim.build.exercise import AFTER_PROBES, BATCH_RUN, ExercisePlan, exercise
-from slim.model import ProbeOutcome
 
 
 class ScriptedEngine:

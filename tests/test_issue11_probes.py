@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from probes import ExecProbe, HttpProbe, HttpRequest
+from probes.interface import ProbeInputError
 from probes.links import css_urls, read_page
 from probes.listening import await_listening
 from probes.openapi import load_openapi
 from slim.build import volatility
 from slim.engine import ExecResult
-from slim.errors import UsageError
 from slim.build.verify import compare_runs
 from slim.model import RunOutcome
 from tests.test_probes import FakeEngine, sockets, target
@@ -371,13 +371,13 @@ def test_swagger_2_json_with_its_base_path(tmp_path):
     ],
 )
 def test_a_bad_api_document_is_a_usage_error_in_one_line(tmp_path, text, message):
-    with pytest.raises(UsageError, match=message) as error:
+    with pytest.raises(ProbeInputError, match=message) as error:
         load_openapi(str(write(tmp_path, "bad.yaml", text)))
     assert "\n" not in str(error.value)
 
 
 def test_a_missing_api_document_is_a_usage_error(tmp_path):
-    with pytest.raises(UsageError, match="cannot read it"):
+    with pytest.raises(ProbeInputError, match="cannot read it"):
         load_openapi(str(tmp_path / "absent.yaml"))
 
 

@@ -22,6 +22,7 @@ from slim.adapters.seccomp import LookupRecord, LookupsUnavailable, check_kernel
 from slim.build.closure import compute_closure
 from slim.engine import ContainerSpec
 from slim.model import Lookup, LookupHealth, ReasonKind, RunOutcome
+from slim.adapters.fanotify_tracer import FanotifyTracer
 from slim.build.tracing import run_traced
 
 P = PurePosixPath
@@ -96,7 +97,7 @@ def traced_lookups(fixture_image, script: str, user: str | None = None, lookups:
     def exercise(container_id, set_phase):
         return RunOutcome(mode="batch", exit_code=engine.wait(container_id, 60), running_after_probes=False, probes=())
 
-    trace = run_traced(engine, spec, exercise, lookups=lookups)
+    trace = run_traced(engine, FanotifyTracer(), spec, exercise, lookups=lookups)
     assert trace.run.exit_code == 0
     return trace, {(str(found.path), found.follow): found for found in trace.lookups}
 

@@ -17,9 +17,9 @@ import pytest
 
 from probes import ExecProbe, HostExecProbe, HttpProbe, HttpRequest, ProbeFile, Target, load_probe_file
 from probes.http import NOT_HTTP, Origin, page_links, without_ignored
+from probes.interface import ProbeInputError
 from probes.listening import Listener, Readiness, await_listening, listeners, parse_listeners
 from slim.engine import ExecResult
-from slim.errors import UsageError
 
 SITE = {
     "/": '<a href="/a.html">a</a> <a href="b.html#top">b</a> <img src="/img/logo.png">'
@@ -631,14 +631,14 @@ def test_empty_probe_file_declares_nothing(tmp_path):
 )
 def test_probe_file_errors_name_the_file_entry_and_problem(tmp_path, text, message):
     path = write(tmp_path, text)
-    with pytest.raises(UsageError) as caught:
+    with pytest.raises(ProbeInputError) as caught:
         load_probe_file(path)
-    assert caught.value.message.startswith(f"{path}: {message}")
-    assert "\n" not in caught.value.message
+    assert str(caught.value).startswith(f"{path}: {message}")
+    assert "\n" not in str(caught.value)
 
 
 def test_missing_probe_file(tmp_path):
-    with pytest.raises(UsageError, match="cannot read the probe file: No such file or directory"):
+    with pytest.raises(ProbeInputError, match="cannot read the probe file: No such file or directory"):
         load_probe_file(tmp_path / "nope.yaml")
 
 

@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 
 from slim.build import sizes
-from slim.build.assemble import GZIP_LEVEL
-from slim.build.sizes import ESTIMATED, MEASURED, BackgroundGzip
+from slim.build.sizes import ESTIMATED, GZIP_LEVEL, MEASURED, BackgroundGzip
 from slim.image.rootfs import TarOnDisk
 
 # Real, varied bytes: the host's own libraries and programs (ELF, text, data), as image layers hold.

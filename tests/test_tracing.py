@@ -11,12 +11,13 @@ from test_fanotify import QUEUE_LIMIT, tmpfs  # noqa: F401
 
 from slim.adapters.docker_engine import DockerEngine
 from slim.adapters.fanotify import Fanotify
+from slim.adapters.fanotify_tracer import TRACE_MASK, FanotifyTracer, Recorder
 from slim.engine import ContainerSpec
 from slim.errors import TracingUnavailable
 from slim.adapters.c_helpers import gate_binary
 from slim.model import Access, RunOutcome, Trace
 from slim.build.tracing import (
-    GATE_MOUNT, SHUTDOWN, STARTUP, STOP_TIMEOUT, TRACE_MASK, Recorder, catches_signal, run_traced, signal_number,
+    GATE_MOUNT, SHUTDOWN, STARTUP, STOP_TIMEOUT, catches_signal, run_traced, signal_number,
 )
 
 LOADER = PurePosixPath("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
@@ -51,7 +52,7 @@ def sh(directory: Path, script: str) -> None:
 
 
 def record(directory: Path, script: str, bounded_queue: bool = False):
-    with Fanotify(bounded_queue=bounded_queue) as notifier, Recorder(notifier) as recorder:
+    with Fanotify(bounded_queue=bounded_queue) as notifier, Recorder(notifier, STARTUP) as recorder:
         notifier.mark_filesystem(directory, TRACE_MASK)
         sh(directory, script)
         paths, health = recorder.stop()
@@ -76,7 +77,7 @@ def test_recorder_folds_events_into_paths(tmpfs):  # noqa: F811
 @pytest.mark.engine
 @pytest.mark.matrix
 def test_recorder_names_the_program_and_phase_of_the_first_sight(tmpfs):  # noqa: F811
-    with Fanotify() as notifier, Recorder(notifier) as recorder:
+    with Fanotify() as notifier, Recorder(notifier, STARTUP) as recorder:
         notifier.mark_filesystem(tmpfs, TRACE_MASK)
         # The shell opens data.txt itself and stays alive long enough for /proc/<pid>/exe to be read.
         sh(tmpfs, "exec 3<data.txt; sleep 0.5")
@@ -91,7 +92,7 @@ def test_recorder_names_the_program_and_phase_of_the_first_sight(tmpfs):  # noqa
 @pytest.mark.engine
 @pytest.mark.matrix
 def test_recorder_drops_our_own_opens_as_foreign(tmpfs):  # noqa: F811
-    with Fanotify() as notifier, Recorder(notifier) as recorder:
+    with Fanotify() as notifier, Recorder(notifier, STARTUP) as recorder:
         notifier.mark_filesystem(tmpfs, TRACE_MASK)
         (tmpfs / "data.txt").read_text()
         paths, health = recorder.stop()
@@ -112,7 +113,7 @@ def test_recorder_reports_overflow(tmpfs):  # noqa: F811
         notifier.mark_filesystem(tmpfs, TRACE_MASK)
         # Fill the kernel's queue before anyone reads it.
         sh(tmpfs, f"for n in $(seq {QUEUE_LIMIT + 10}); do : > f$n; done")
-        with Recorder(notifier) as recorder:
+        with Recorder(notifier, STARTUP) as recorder:
             paths, health = recorder.stop()
     assert health.overflow and not health.complete
     assert len(paths) == QUEUE_LIMIT
@@ -147,7 +148,7 @@ def trace_image(engine, tag, argv=None, exercise=None) -> Trace:
     spec = ContainerSpec(image=tag, entrypoint=facts.entrypoint, command=facts.cmd)
     if argv is not None:
         spec = ContainerSpec(image=tag, entrypoint=(argv[0],), command=argv[1:])
-    return run_traced(engine, spec, exercise or run_to_exit(engine))
+    return run_traced(engine, FanotifyTracer(), spec, exercise or run_to_exit(engine))
 
 
 def by_path(trace: Trace):

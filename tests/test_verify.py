@@ -10,7 +10,8 @@ import pytest
 from probes import ExecProbe, HttpProbe
 from slim.errors import UsageError
 from slim.build.exercise import BATCH_RUN, ExercisePlan
-from slim.model import Access, ImageFacts, ProbeOutcome, RunOutcome, Trace, TracedPath, TraceHealth
+from probes.interface import ProbeOutcome
+from slim.model import Access, ImageFacts, RunOutcome, Trace, TracedPath, TraceHealth
 from slim.pipeline import RunOptions, container_spec, exercise_plan
 from slim.image.rootfs import RootFS
 from slim.build.verify import _not_started, compare_runs, config_problems, likely_missing

@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import tarfile
-import zlib
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any, BinaryIO, Iterable, Iterator, Mapping
@@ -23,13 +22,13 @@ from slim.model import ROOT, BuiltImage, Closure, EntryKind, FileEntry, ImageFac
 from slim.ownership import deferred_interrupts
 from slim.image.rootfs import CHUNK, XATTR_RECORD, RootFS
 from slim.image.sparse import zeros_as_holes
+from .sizes import pushed_gzip
 
 SOURCE_LABEL = "io.slimtrace.source-image"
 # What `docker inspect` adds to an image's Config but the image config JSON does not hold (run-time state).
 RUNTIME_CONFIG_KEYS = frozenset(
     {"Hostname", "Domainname", "AttachStdin", "AttachStdout", "AttachStderr", "Tty", "OpenStdin", "StdinOnce", "Image"}
 )
-GZIP_LEVEL = 6  # what `docker push` uses, so compressed_size is what a registry would store
 LAYER_NAME = "layer.tar"  # the slimmed layer, as build_image leaves it in its workdir
 ARCHIVE_MTIME = 0  # members of the outer `docker save` tar: a fixed time keeps the archive reproducible
 
@@ -163,8 +162,7 @@ class _MeasuringSink:
     def __init__(self, out: BinaryIO):
         self._out = out
         self._sha256 = hashlib.sha256()
-        # wbits 31: a gzip stream (header with mtime 0, deflate, trailer), only ever counted.
-        self._gzip = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+        self._gzip = pushed_gzip()  # only ever counted
         self._size = 0
         self._compressed = 0
 

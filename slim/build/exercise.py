@@ -11,12 +11,13 @@ from typing import Callable
 
 from probes import LOOPBACK, ExecProbe, HttpProbe, Probe, Target
 from probes.base import command_outcome
+from probes.interface import ProbeOutcome
 from probes.listening import Socket, await_listening, listening_sockets
 
 from . import volatility
 from slim.engine import Engine
 from slim.errors import UsageError
-from slim.model import ProbeOutcome, RunOutcome
+from slim.model import RunOutcome
 
 BATCH_RUN = "batch run"  # the probe name of a batch container's own run
 AFTER_PROBES = "after probes"  # the phase once the probes are done, while the app settles

@@ -2,26 +2,24 @@
 
 fanotify reports opens; a start script's `[ -f /usr/share/app/schema.sql ]` or a program's access() opens
 nothing, yet the image breaks without the file. The gate installs a seccomp filter that stops just these
-calls (slim/adapters/c_helpers/gate.c) and hands its listener to the LookupRecorder here, which runs the supervisor
-(slim/adapters/c_helpers/lookupd.c: it lets each call continue and reports each path once, made absolute as the
-container sees it) and folds what it reports into Lookups, labelled with the phase of the run.
+calls (slim/adapters/c_helpers/gate.c) and hands its listener to the LookupRecorder here, which runs the
+supervisor (slim/adapters/c_helpers/lookupd.c: it lets each call continue and reports each path once, made
+absolute as the container sees it) and folds what it reports into Lookups, labelled with the phase of the run.
 
 Only the gate's descendants are filtered: other containers and the host are never seen, and a process
 that `docker exec` starts (an exec probe) is not either. Nothing is lost: a stopped call waits for us.
 """
 from __future__ import annotations
 
-import os
 import select
-import threading
 from pathlib import Path, PurePosixPath
 
 from slim.adapters.seccomp import GateSocket, LookupRecord, LookupsUnavailable, Supervisor, check_kernel, parse_records
-from slim.errors import SlimError
 from slim.model import Lookup, LookupHealth
+from slim.recorder_thread import RecorderThread
 
 
-class LookupRecorder:
+class LookupRecorder(RecorderThread):
     """Listens on the gate's socket for the filter's listener, runs lookupd on it and reads what lookupd
     reports, on its own thread.
 
@@ -31,16 +29,14 @@ class LookupRecorder:
 
     def __init__(self, socket_path: Path | None, supervisor: Path, phase: str):
         """`socket_path` None: lookups are not traced (the gate finds no socket and runs the program unfiltered)."""
+        super().__init__("lookups", "slimtrace-lookups", phase)
         self._supervisor_binary = supervisor
-        self._phase = phase
         self._lookups: list[Lookup] = []
         self._calls = 0
         self._note = ""
-        self._error: Exception | None = None
         self._gate: GateSocket | None = None
         self._supervisor: Supervisor | None = None
         self._unparsed = b""
-        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
         try:
             if socket_path is None:
                 raise LookupsUnavailable("turned off (--no-lookups)")
@@ -48,51 +44,28 @@ class LookupRecorder:
             self._gate = GateSocket(str(socket_path))
         except (LookupsUnavailable, OSError) as why:  # no socket: the gate runs the program unfiltered
             self._note = str(why)
-        self._thread = threading.Thread(target=self._run, name="slimtrace-lookups", daemon=True)
-        self._thread.start()
-
-    def __enter__(self) -> LookupRecorder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._halt()
-
-    def set_phase(self, name: str) -> None:
-        self._phase = name
+        self._start()
 
     def stop(self) -> tuple[tuple[Lookup, ...], LookupHealth]:
-        self._halt()
-        if self._error is not None:
-            raise SlimError(f"recording lookups failed: {self._error}") from self._error
+        self._stopped()
         lookups = tuple(sorted(self._lookups, key=lambda lookup: (lookup.path, lookup.follow)))
         if self._note:
             return lookups, LookupHealth(traced=False, calls=self._calls, note=self._note)
         return lookups, LookupHealth(traced=True, calls=self._calls)
 
-    def _halt(self) -> None:
-        if self._wake_w < 0:
-            return
-        os.write(self._wake_w, b"\0")
-        self._thread.join()
+    def _release(self) -> None:
         if self._supervisor is not None:
             self._supervisor.close()
         if self._gate is not None:
             self._gate.__exit__(None, None, None)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        self._wake_w = -1
 
     def _run(self) -> None:
-        poller = select.poll()
-        poller.register(self._wake_r, select.POLLIN)
+        poller = self._poller()
         if self._gate is not None:
             poller.register(self._gate.fileno(), select.POLLIN)
-        try:
-            while not any(fd == self._wake_r for fd, _ in poller.poll()):
-                self._serve(poller)
-            self._finish()
-        except Exception as error:  # handed to the caller's thread by stop()
-            self._error = error
+        while not self._woken(poller):
+            self._serve(poller)
+        self._finish()
 
     def _serve(self, poller: select.poll) -> None:
         if self._supervisor is not None:

@@ -15,7 +15,6 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Sequence
 
-from .assemble import GZIP_LEVEL
 from slim.image.rootfs import CHUNK, LayerTar
 
 UNITS = {
@@ -28,6 +27,7 @@ SAMPLES = 128  # samples spread evenly over all the layers, SAMPLE bytes each: 3
 SAMPLE = 256 * 1024
 MEASURED = "measured"
 ESTIMATED = "estimated"
+GZIP_LEVEL = 6  # what `docker push` uses, so a compressed size is what a registry would store
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", re.IGNORECASE)
 
@@ -104,7 +104,7 @@ class BackgroundGzip:
     def _measure(self) -> LayerSizes | None:
         compressed = 0
         for tar in self._tars:
-            gzip = _gzip()
+            gzip = pushed_gzip()
             with tar.reader() as data:
                 while chunk := data.read(CHUNK):
                     if self._stop.is_set():
@@ -124,7 +124,7 @@ class BackgroundGzip:
                 if self._stop.is_set():
                     return None
                 chunk = self._sample(opened, offset)
-                gzip = _gzip()
+                gzip = pushed_gzip()
                 sampled += len(chunk)
                 compressed += len(gzip.compress(chunk)) + len(gzip.flush())
         return LayerSizes(len(self._tars), total, round(total * compressed / sampled), ESTIMATED)
@@ -139,5 +139,17 @@ class BackgroundGzip:
         raise ValueError(f"offset {offset} is past the layers")
 
 
-def _gzip():
-    return zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: a gzip stream, as pushed
+def human_size(size: int | float | None) -> str:
+    """Bytes for people, in decimal units as parse_size reads them: 612 B, 1.5 KB, 23.4 MB; None: "?"."""
+    if size is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(size) < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+
+
+def pushed_gzip():
+    """A compressor making what `docker push` uploads: a gzip stream (wbits 31: header with mtime 0, deflate,
+    trailer) at the push's level."""
+    return zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)

@@ -1,48 +1,28 @@
-"""Run the container under fanotify while probes exercise it -> Trace.
+"""Run the container under the tracer while probes exercise it -> Trace.
 
-The container starts behind a gate (slim/adapters/c_helpers): the host marks the container's overlay filesystem once
-the engine has mounted it (reached through the gate's /proc/PID/root, whatever engine and storage mode
-mounted it), and only then lets the gate exec the real program, so the very first open is seen. Each
-file is reported once: after its first event an ignore mark silences it in the kernel, which keeps the
-traced application at nearly full speed.
+The container starts behind a gate (slim/adapters/c_helpers): the tracer watches the container's overlay
+filesystem once the engine has mounted it (reached through the gate's /proc/PID/root, whatever engine and
+storage mode mounted it), and only then lets the gate exec the real program, so the very first open is
+seen. The tracer is passed in (slim.tracer.Tracer), as the engine is.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import os
-import select
 import shutil
 import signal
-import stat
-import threading
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Callable
 
-from slim.adapters.fanotify import (
-    FAN_NOFD,
-    FAN_ONDIR,
-    FAN_OPEN,
-    FAN_OPEN_EXEC,
-    OVERLAYFS_SUPER_MAGIC,
-    Fanotify,
-    RawEvent,
-    filesystem_magic,
-)
-from slim.engine import BindMount, ContainerSpec, Engine
-from slim.errors import SlimError, TracingUnavailable
 from slim.adapters.c_helpers import gate_binary, lookupd_binary
-from slim.build.lookups import LookupRecorder
-from slim.model import Access, RunOutcome, Trace, TracedPath, TraceHealth
+from slim.engine import BindMount, ContainerSpec, Engine
+from slim.errors import SlimError
+from slim.model import RunOutcome, Trace
 from slim.ownership import owned_container, temp_dir
+from slim.tracer import Tracer
 
-# FAN_ONDIR makes directory opens (listings) reportable. In this classic fd-reporting mode the kernel
-# does not echo FAN_ONDIR back in the event mask, so directories are recognised by fstat instead.
-TRACE_MASK = FAN_OPEN | FAN_OPEN_EXEC | FAN_ONDIR
-# Ignoring only the bits an event carried keeps a later exec of a file that was merely read visible.
-# Legacy ignore masks (FAN_MARK_IGNORED_MASK) also apply to directories, FAN_ONDIR or not.
-_IGNORABLE = FAN_OPEN | FAN_OPEN_EXEC
+from .lookups import LookupRecorder
 
 GATE_MOUNT = "/.slimtrace"
 GATE_NAME = "gate"
@@ -55,143 +35,9 @@ STOP_TIMEOUT = 10
 
 Exercise = Callable[[str, Callable[[str], None]], RunOutcome]
 
-log = logging.getLogger(__name__)
-
-
-class Recorder:
-    """Reads a Fanotify group on its own thread and folds its events into one TracedPath per path.
-
-    Use as a context manager (leaving it stops the thread), and call stop() for the result.
-    """
-
-    def __init__(self, notifier: Fanotify):
-        self._notifier = notifier
-        self._phase = STARTUP
-        self._seen: dict[PurePosixPath, TracedPath] = {}
-        self._programs: dict[int, str] = {}
-        self._events = 0
-        self._foreign = 0
-        self._overflow = False
-        self._error: Exception | None = None
-        self._own_pid = os.getpid()
-        # stop() writes to this pipe so the thread's poll returns at once instead of at a timeout.
-        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
-        self._thread = threading.Thread(target=self._run, name="slimtrace-recorder", daemon=True)
-        self._thread.start()
-
-    def __enter__(self) -> Recorder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._halt()
-
-    def set_phase(self, name: str) -> None:
-        """Label the files first seen from now on (e.g. with the probe that is running)."""
-        self._phase = name
-
-    def stop(self) -> tuple[tuple[TracedPath, ...], TraceHealth]:
-        """Read what the kernel has already queued, stop the thread, and return the paths sorted."""
-        self._halt()
-        if self._error is not None:
-            raise SlimError(f"recording the trace failed: {self._error}") from self._error
-        paths = tuple(sorted(self._seen.values(), key=lambda traced: traced.path))
-        return paths, TraceHealth(events=self._events, overflow=self._overflow, foreign_events=self._foreign)
-
-    def _halt(self) -> None:
-        if self._wake_w < 0:
-            return
-        os.write(self._wake_w, b"\0")
-        self._thread.join()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        self._wake_w = -1
-
-    def _run(self) -> None:
-        try:
-            poller = select.poll()
-            poller.register(self._notifier.fileno(), select.POLLIN)
-            poller.register(self._wake_r, select.POLLIN)
-            while not any(fd == self._wake_r for fd, _ in poller.poll()):
-                self._consume(self._notifier.read(0))
-            while events := self._notifier.read(0):
-                self._consume(events)
-        except Exception as error:  # handed to the caller's thread by stop()
-            self._error = error
-
-    def _consume(self, events: list[RawEvent]) -> None:
-        try:
-            for event in events:
-                self._handle(event)
-        finally:
-            # The kernel opened one fd per event for us; an error must not leak the rest of the batch.
-            for event in events:
-                if event.fd != FAN_NOFD:
-                    os.close(event.fd)
-
-    def _handle(self, event: RawEvent) -> None:
-        self._events += 1
-        if event.overflow:
-            self._overflow = True
-        elif event.pid == self._own_pid:
-            self._foreign += 1
-        else:
-            self._sight(event)
-
-    def _sight(self, event: RawEvent) -> None:
-        is_dir = stat.S_ISDIR(os.fstat(event.fd).st_mode)
-        self._ignore_from_now_on(event)
-        path = _event_path(event.fd)
-        if path is None:
-            return
-        accesses = _accesses(event.mask, is_dir)
-        self._record(path, accesses, self._program(event.pid, Access.EXEC in accesses))
-
-    def _ignore_from_now_on(self, event: RawEvent) -> None:
-        try:
-            self._notifier.ignore(event.fd, event.mask & _IGNORABLE)
-        except OSError as error:
-            # Without the mark the file is merely reported again (and folded into its entry): slower,
-            # never less complete.
-            log.debug("no ignore mark for an event of pid %d: %s", event.pid, error)
-
-    def _program(self, pid: int, execed: bool) -> str:
-        if execed:
-            # Mid-execve /proc/<pid>/exe may still name the old program: look it up afresh later.
-            self._programs.pop(pid, None)
-            return _executable(pid)
-        if pid not in self._programs:
-            self._programs[pid] = _executable(pid)
-        return self._programs[pid]
-
-    def _record(self, path: PurePosixPath, accesses: frozenset[Access], program: str) -> None:
-        known = self._seen.get(path)
-        if known is None:
-            self._seen[path] = TracedPath(path=path, accesses=accesses, program=program, phase=self._phase)
-        elif not accesses <= known.accesses:
-            self._seen[path] = dataclasses.replace(known, accesses=known.accesses | accesses)
-
-
-def _event_path(fd: int) -> PurePosixPath | None:
-    """The path of an event's file as the container sees it; None for what has no path (anon inodes)."""
-    target = os.readlink(f"/proc/self/fd/{fd}").removesuffix(" (deleted)")
-    return PurePosixPath(target) if target.startswith("/") else None
-
-
-def _accesses(mask: int, is_dir: bool) -> frozenset[Access]:
-    if is_dir:
-        return frozenset({Access.LIST})
-    return frozenset(access for bit, access in ((FAN_OPEN, Access.OPEN), (FAN_OPEN_EXEC, Access.EXEC)) if mask & bit)
-
-
-def _executable(pid: int) -> str:
-    try:
-        return os.readlink(f"/proc/{pid}/exe")
-    except OSError:  # the process already exited
-        return ""
-
 
 def run_traced(
-    engine: Engine, spec: ContainerSpec, exercise: Exercise, *, bounded_queue: bool = False, lookups: bool = True
+    engine: Engine, tracer: Tracer, spec: ContainerSpec, exercise: Exercise, *, lookups: bool = True
 ) -> Trace:
     """Run `spec` behind the gate, traced from its first instruction, while `exercise` probes it.
 
@@ -206,14 +52,13 @@ def run_traced(
     with contextlib.ExitStack() as cleanup:
         gate_dir = Path(cleanup.enter_context(temp_dir("gate")))
         _install_gate(gate, gate_dir)
-        notifier = cleanup.enter_context(Fanotify(bounded_queue=bounded_queue))
+        session = cleanup.enter_context(tracer.session())
         # Listening before the container starts: the gate connects as soon as it may go.
         socket_path = gate_dir / LOOKUP_SOCKET_NAME if lookups else None
         lookup_recorder = cleanup.enter_context(LookupRecorder(socket_path, lookupd_binary(), STARTUP))
         container_id = cleanup.enter_context(owned_container(engine, _gated(spec, argv, gate_dir), "trace"))
         engine.start(container_id)
-        notifier.mark_filesystem(container_root(engine, container_id), TRACE_MASK)
-        recorder = cleanup.enter_context(Recorder(notifier))
+        recorder = cleanup.enter_context(session.watch(container_root(engine, container_id), STARTUP))
         (gate_dir / GO_NAME).touch()
 
         def set_phase(name: str) -> None:
@@ -261,27 +106,12 @@ def catches_signal(pid: int, number: int) -> bool:
 
 def container_root(engine: Engine, container_id: str) -> Path:
     """The started container's root filesystem, reached through its first process (the gate, waiting for
-    go): the same path whatever engine and storage mode mounted it, and never the host's own root."""
+    go): the same path whatever engine and storage mode mounted it (the tracer refuses it unless it is the
+    container's own overlay)."""
     pid = engine.pid(container_id)
     if pid is None:
         raise SlimError(f"the traced container stopped before tracing began{_last_words(engine, container_id)}")
-    root = Path(f"/proc/{pid}/root")
-    require_own_overlay(root)
-    return root
-
-
-def require_own_overlay(root: Path) -> None:
-    """A filesystem mark watches a whole superblock. An overlay mounted for this one container is its
-    alone; a root on the host's filesystem (vfs storage, btrfs subvolumes, a bind mount) would let the
-    trace see other containers and the host, so it is refused."""
-    magic = filesystem_magic(root)
-    if magic != OVERLAYFS_SUPER_MAGIC:
-        raise TracingUnavailable(
-            f"the container's root filesystem is not an overlay of its own (statfs type {magic:#x}): tracing needs"
-            " overlay storage (Docker's overlay2, the containerd overlayfs snapshotter, Podman's overlay)"
-        )
-    if os.stat(root).st_dev == os.stat("/").st_dev:
-        raise TracingUnavailable("the container's root filesystem is the host's: a trace of it would see the host")
+    return Path(f"/proc/{pid}/root")
 
 
 def _last_words(engine: Engine, container_id: str) -> str:

@@ -11,8 +11,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from probes.bodies import describe_parts, part_words
-
-from slim.model import ProbeOutcome, Volatile
+from probes.interface import ProbeOutcome, Volatile
 
 
 def learn(first: ProbeOutcome, second: ProbeOutcome | None) -> ProbeOutcome:

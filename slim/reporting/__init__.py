@@ -1,1 +1,2 @@
-"""What a build or an image analysis shows: the report, comparison, CI gates, explanations, x-ray and their renderers."""
+"""What a build or an image analysis shows: the report, comparison, CI gates, explanations, x-ray, and their
+renderers."""

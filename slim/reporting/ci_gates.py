@@ -9,7 +9,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, Sequence
 
-from .render_summary import human_size
+from slim.build.sizes import human_size
 
 
 class Status(enum.Enum):

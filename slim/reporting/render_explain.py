@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from slim.build.sizes import human_size
 from .explanation import Explanation
 from slim.model import Reason, ReasonKind
-from .render_summary import human_size
 
 ACCESS_WORDS = {"open": "opened", "exec": "executed", "list": "listed"}
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from html import escape
 
+from slim.build.sizes import human_size
+
 from .comparison import Comparison, ImageSummary
-from .render_summary import human_size
 from .render_report import before_after, packages_text, ratio_text, still_there, verification_text
 
 CHART_WIDTH = 900

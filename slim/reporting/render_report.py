@@ -5,9 +5,9 @@ from __future__ import annotations
 from html import escape
 from pathlib import PurePosixPath
 
+from slim.build.sizes import human_size
 from .comparison import Comparison, ImageSummary, Packages, SurfaceRow
 from .ci_gates import GateOutcome
-from .render_summary import human_size
 from slim.safe_text import printable
 
 VERIFICATION_MARK = {"passed": "✅ passed", "failed": "❌ FAILED", "skipped": "⚠️ skipped"}

@@ -5,18 +5,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from slim.build.sizes import human_size
+
 from .report import Report
 from slim.safe_text import console as safe
-
-
-def human_size(size: int | float | None) -> str:
-    if size is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(size) < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} GB"
 
 
 def render_summary(console: Console, report: Report, path: Path) -> None:

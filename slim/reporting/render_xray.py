@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from .render_summary import human_size
+from slim.build.sizes import human_size
 from .xray import XRay
 
 _NOP = re.compile(r"^(?:\|\d+ .*?)?/bin/sh -c #\(nop\)\s*")

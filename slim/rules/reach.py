@@ -1,9 +1,9 @@
 """Rules that keep what deployed code can reach although the traced run did not go there (issue 10).
 
-Each reads the code and manifests the closure keeps, never runs them: the modules kept Python modules can
-import (slim/static_analysis/pyimports.py), the packages an app declares (slim/static_analysis/manifests.py), the commands its entrypoint
-scripts can run (slim/static_analysis/shellscripts.py), the programs its code starts by name (slim/static_analysis/programs.py), and the
-configuration the image's own build wrote under /etc. What cannot be resolved statically (a name held in a
+Each reads the code and manifests the closure keeps, never runs them (the readers are in slim/static_analysis/):
+the modules kept Python modules can import (pyimports.py), the packages an app declares (manifests.py), the
+commands its entrypoint scripts can run (shellscripts.py), the programs its code starts by name (programs.py),
+and the configuration the image's own build wrote under /etc. What cannot be resolved statically (a name held in a
 variable) is said in the build's warnings.
 """
 from __future__ import annotations
