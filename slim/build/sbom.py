@@ -27,7 +27,6 @@ from cyclonedx.model.bom import Bom, BomMetaData
 from cyclonedx.model.component import Component, ComponentType
 from cyclonedx.output.json import JsonV1Dot6
 from cyclonedx.schema import SchemaVersion
-from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
 from slim import __version__
@@ -102,6 +101,9 @@ def sbom_json(files: ImageFiles, subject: Subject, indent: int | None = 2) -> st
 
 def validation_errors(document: str) -> str | None:
     """What the CycloneDX JSON schema (the library's own validator) finds wrong, None when valid."""
+    # Imported here: the validator's format checkers take a second to import, which no build needs.
+    from cyclonedx.validation.json import JsonStrictValidator
+
     error = JsonStrictValidator(SCHEMA).validate_str(document)
     return None if error is None else str(error)
 

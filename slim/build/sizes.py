@@ -1,10 +1,10 @@
 """Sizes people and CI gates talk about: parsing "10MB" / "1.5GiB", and what a registry would store of
 the original image's layers (their gzip size), measured in the background while the build goes on.
 
-The compressed size of the original is a figure for the report, never worth waiting for: a thread first
-estimates it from evenly spread samples (a second or so), then, for layers up to EXACT_LIMIT, compresses
-them whole. The report takes the exact figure if it is ready when asked, the estimate otherwise, and says
-which.
+The compressed size of the original is a figure for the report, never worth waiting for: a thread
+estimates it from evenly spread samples (a second of CPU), or compresses layers no bigger than the samples
+whole. Compressing every byte of a 200 MB image would cost ten seconds of CPU that the build's own stages
+compete for on a small machine, to change the figure by a fraction of a percent. The report says which.
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ UNITS = {
     "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
     "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
 }
-EXACT_LIMIT = 256 * 1024**2  # layer bytes compressed whole; above it, estimated
 SAMPLES = 128  # samples spread evenly over all the layers, SAMPLE bytes each: 32 MiB compressed to estimate
 SAMPLE = 256 * 1024
 MEASURED = "measured"
@@ -52,36 +51,24 @@ class LayerSizes:
 
 
 class BackgroundGzip:
-    """Estimate, then (up to EXACT_LIMIT) measure the gzip size of layer tars on a thread while the build
-    goes on (zlib releases the GIL, so the index, trace and verify stages keep their CPU). `close()` stops
-    it early and waits, so the tars can be deleted right after; the pipeline's ExitStack calls it on every
-    way out."""
+    """Estimate (or, for layers no bigger than the samples, measure) the gzip size of layer tars on a thread
+    while the build goes on (zlib releases the GIL). `close()` stops it early and waits, so the tars can be
+    deleted right after; the pipeline's ExitStack calls it on every way out."""
 
     def __init__(self, tars: Sequence[LayerTar]):
         self._tars = tuple(tars)
         self._sizes = tuple(tar.size for tar in self._tars)
         self._stop = threading.Event()
-        self._first_figure = threading.Event()
-        self._estimated: LayerSizes | None = None
-        self._measured: LayerSizes | None = None
+        self._figure: LayerSizes | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="slimtrace-gzip-size", daemon=True)
         self._thread.start()
 
-    def result(self, exact: bool = False) -> LayerSizes:
-        """The measured size if it is ready, else the estimate (and measuring stops); `exact` waits for
-        the measurement where there is one."""
-        if exact:
-            self._thread.join()
-        else:
-            self._first_figure.wait()
-        measured = self._measured
-        if measured is None:
-            self.close()
-        figure = measured or self._estimated
-        if figure is None:
+    def result(self) -> LayerSizes:
+        self._thread.join()
+        if self._figure is None:
             raise self._error or RuntimeError("no compressed size was measured")
-        return figure
+        return self._figure
 
     def close(self) -> None:
         self._stop.set()
@@ -89,17 +76,10 @@ class BackgroundGzip:
 
     def _run(self) -> None:
         try:
-            if sum(self._sizes) <= SAMPLES * SAMPLE:  # no bigger than the samples: measured whole at once
-                self._measured = self._measure()
-                return
-            self._estimated = self._estimate()
-            self._first_figure.set()
-            if sum(self._sizes) <= EXACT_LIMIT:
-                self._measured = self._measure()
+            # No bigger than the samples: measured whole, at the same cost.
+            self._figure = self._measure() if sum(self._sizes) <= SAMPLES * SAMPLE else self._estimate()
         except BaseException as e:  # handed to the thread that asks for the result
             self._error = e
-        finally:
-            self._first_figure.set()
 
     def _measure(self) -> LayerSizes | None:
         compressed = 0
