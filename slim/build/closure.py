@@ -33,7 +33,7 @@ from slim.model import (
     Trace,
     TracedPath,
 )
-from slim.image.package_db import database_manager, trim_databases
+from slim.image.package_db import database_manager, trim_databases, under_any
 from slim.image.rootfs import Resolved, RootFS
 from slim.rules.base import RuleContext
 from slim.rules.app_files import APP_FILES_MODES
@@ -142,14 +142,14 @@ def _keep_package_databases(
     files, then their database entries with file lists naming exactly what is kept (copyrights included)."""
     rootfs = kept.rootfs
     before = len(kept.reasons)
-    trimmed = trim_databases(rootfs, {path for path in kept.reasons if not _under_any(path, excluded)})
+    trimmed = trim_databases(rootfs, {path for path in kept.reasons if not under_any(path, excluded)})
     for path, package in trimmed.licenses.items():
         kept.add_resolved(rootfs.resolve(path), Reason(ReasonKind.LICENSE, source=package))
     for path in trimmed.support:
         kept.add(path, Reason(ReasonKind.PACKAGE_DB, source=database_manager(path)))
     for path in list(kept.reasons)[before:]:
         _keep_parents(kept, path)
-    final = {path for path in kept.reasons if not _under_any(path, excluded)}
+    final = {path for path in kept.reasons if not under_any(path, excluded)}
     rewritten = trimmed.rewritten | trimmed.file_lists(rootfs, final)
     for path in rewritten:
         kept.add(path, Reason(ReasonKind.PACKAGE_DB, source=database_manager(path)))
@@ -290,18 +290,16 @@ def _keep_state_directories(kept: _Kept) -> None:
     see which parent it needed; a missing parent is a crash at start. Empty directories cost no bytes.
     """
     for entry in kept.rootfs.walk(ROOT):
+        if entry.kind is not EntryKind.DIR:
+            continue
         wanted = entry.uid != 0 or _is_state_path(entry.path)
         # The package managers' state stays out even where a non-root user owns it (apt's _apt).
-        if entry.kind is EntryKind.DIR and wanted and not _under_any(entry.path, PACKAGE_MANAGER_STATE):
+        if wanted and not under_any(entry.path, PACKAGE_MANAGER_STATE):
             kept.add(entry.path, Reason(ReasonKind.STATE_DIR))
 
 
 def _is_state_path(path: PurePosixPath) -> bool:
-    return _under_any(path, STATE_TOPS)
-
-
-def _under_any(path: PurePosixPath, tops: Iterable[PurePosixPath]) -> bool:
-    return any(path == top or top in path.parents for top in tops)
+    return under_any(path, STATE_TOPS)
 
 
 def _keep_seeds(kept: _Kept, options: ClosureOptions, volumes: tuple[PurePosixPath, ...]) -> None:

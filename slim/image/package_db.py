@@ -73,7 +73,7 @@ class TrimmedDatabases:
 
 def database_manager(path: PurePosixPath) -> str:
     """The package manager a database path belongs to."""
-    return "apk" if _under_any(path, (APK_INSTALLED.parent,)) else "dpkg"
+    return "apk" if under_any(path, (APK_INSTALLED.parent,)) else "dpkg"
 
 
 def trim_databases(rootfs: RootFS, kept: Collection[PurePosixPath]) -> TrimmedDatabases:
@@ -128,7 +128,7 @@ class _KeptFiles:
 
     def payload(self, line: str) -> bool:
         path = self.where(P(line)) if line.startswith("/") else None
-        if path is None or path not in self.kept or _under_any(path, DOC_TREES):
+        if path is None or path not in self.kept or under_any(path, DOC_TREES):
             return False
         # Directories are shared by packages, also where a merged /usr made them symlinks (/bin -> usr/bin).
         return not _is_dir(self.rootfs, self.rootfs.resolve(path).path)
@@ -146,8 +146,11 @@ def _keeps_payload(rootfs: RootFS, stanza: _Stanza, is_kept: _KeptFiles) -> bool
     return True  # no file list to judge by: claiming the package is the side that never hides a finding
 
 
-def _under_any(path: PurePosixPath, tops: Iterable[PurePosixPath]) -> bool:
-    return any(path == top or top in path.parents for top in tops)
+def under_any(path: PurePosixPath, tops: Iterable[PurePosixPath]) -> bool:
+    """`path` is one of `tops` or below one. Compared as text: the closure asks for every directory of the
+    image, and `path.parents` is slow to search."""
+    text = str(path)
+    return any(text == str(top) or text.startswith(str(top).rstrip("/") + "/") for top in tops)
 
 
 def _is_dir(rootfs: RootFS, path: PurePosixPath) -> bool:
