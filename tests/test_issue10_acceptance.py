@@ -4,7 +4,9 @@ The reachapp fixture (Flask) is slimmed by the real CLI with the default probe o
 links nowhere). Then the original and the slimmed image run side by side with deploy-time settings the
 build never used, and answer the routes nobody probed: the entrypoint's optional gzip / tr | sort steps,
 `zip` run through subprocess, a credentials file a RUN step wrote under /etc, a standard-library module
-imported only on an error path and one imported through importlib.
+imported only on an error path and one imported through importlib. The same for Node (a declared package
+required in a handler) and Ruby (standard libraries required lazily, by the app and by its own lazily
+required file).
 """
 from __future__ import annotations
 
@@ -88,3 +90,22 @@ def test_node_routes_requiring_a_declared_package_and_running_zip_work_after_sli
     semver = next(path for path in kept if path.startswith("/usr/share/nodejs/semver/") and path.endswith(".js"))
     assert kept[semver][0] == {"kind": "declared-dependency", "source": "/app/package.json", "detail": "semver"}
     assert kept["/usr/bin/zip"][0] == {"kind": "named-program", "source": "/app/server.js", "detail": "18"}
+
+
+def test_ruby_routes_requiring_standard_libraries_lazily_work_after_slimming(built, fixture_image, docker_client):
+    report, tag = built("reachruby")
+    print(f"reachruby slimmed: {cost(report)}")
+    assert report["verification"]["status"] == "passed"
+    routes = ("/json", "/digest", "/report")
+    with (Running(docker_client, fixture_image("reachruby"), 4000) as original,
+          Running(docker_client, tag, 4000) as slimmed):
+        expected = {route: original.get(route) for route in routes}
+        answered = {route: slimmed.get(route) for route in routes}
+    assert answered == expected
+    assert expected["/report"] == (200, b"word,length\napple,5\nslim,4\n")  # csv, required by a lazily required file
+
+    kept = {item["path"]: item["reasons"] for item in report["kept"]}
+    assert {"kind": "import", "source": "/app/lib/report.rb", "detail": "2"} in kept["/usr/lib/ruby/3.1.0/csv.rb"]
+    assert {"kind": "import", "source": "/app/server.rb", "detail": "9"} in kept["/usr/lib/ruby/3.1.0/json.rb"]
+    assert "/usr/lib/x86_64-linux-gnu/ruby/3.1.0/digest/sha2.so" in kept
+    assert "/usr/lib/ruby/3.1.0/getoptlong.rb" not in kept  # the standard library is no longer kept whole

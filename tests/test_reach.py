@@ -24,6 +24,7 @@ from slim.static_analysis.manifests import (
 )
 from slim.static_analysis.programs import first_word, language_of, programs_in
 from slim.static_analysis.pyimports import codec_module, scan_imports
+from slim.static_analysis.rbrequires import scan_requires
 from slim.static_analysis.shellscripts import is_shell_script, scan_script
 
 REACHAPP = Path(__file__).parent.parent / "fixtures" / "images" / "reachapp"
@@ -177,6 +178,26 @@ except Exception:
     found = {name.name: name for name in scan_imports(source).names}
     assert [tried.name for tried in found["_pydecimal"].fallback_for] == ["_decimal"]
     assert found["simplejson"].fallback_for == ()  # a broad handler also runs when json itself fails
+
+
+def test_ruby_requires_with_literal_names_and_computed_ones():
+    source = b"""require "socket"
+require_relative 'lib/greeting'
+autoload :Set, "set"
+def require(path)  # rubygems' own Kernel#require, not a call
+  begin; require "json" rescue LoadError; end if path
+end
+=begin
+require "documented_only"
+=end
+# require "commented_out"
+require "rubygems/defaults/#{RUBY_ENGINE}"
+require name
+"""
+    found = scan_requires(source)
+    assert [(r.name, r.line, r.relative) for r in found.requires] == [
+        ("socket", 1, False), ("lib/greeting", 2, True), ("set", 3, False), ("json", 5, False)]
+    assert found.dynamic_lines == (11, 12)
 
 
 def test_codec_names_are_normalised_as_the_codec_registry_does():

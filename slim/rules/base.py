@@ -46,6 +46,13 @@ class RuleContext:
         entries = (self.rootfs.get(path) for path in list(self.kept))
         return [e for e in entries if e is not None and e.kind is EntryKind.FILE]
 
+    def kept_files_new_to(self, reader: str) -> list[FileEntry]:
+        """The kept files `reader` (a rule's scanner) has not been given in an earlier round."""
+        seen = self.memo.setdefault(("read-by", reader), set())
+        fresh = [entry for entry in self.kept_files() if entry.path not in seen]
+        seen.update(entry.path for entry in fresh)
+        return fresh
+
     def once(self, key: object) -> bool:
         """True the first time `key` is asked about: work a rule need not redo in a later round."""
         done = self.memo.setdefault("once", set())

@@ -27,6 +27,7 @@ from slim.static_analysis.manifests import (
 )
 from slim.image.package_db import dpkg_owned_paths
 from slim.static_analysis.programs import language_of, programs_in
+from .ruby_requires import keep_ruby_requires
 from slim.static_analysis.pyimports import (
     ModuleFinder,
     codec_aliases,
@@ -104,6 +105,12 @@ def _named_scripts(ctx: RuleContext) -> list[PurePosixPath]:
     return scripts
 
 
+def keep_imports(ctx: RuleContext) -> Iterator[Keep]:
+    """What kept Python modules can import and kept Ruby files can require."""
+    yield from keep_python_imports(ctx)
+    yield from keep_ruby_requires(ctx)
+
+
 def keep_python_imports(ctx: RuleContext) -> Iterator[Keep]:
     """Every module a kept Python module can import, at any depth, resolved over the image's sys.path;
     for an import call with a computed name, the caller's whole package; for interpreters and extension
@@ -113,11 +120,7 @@ def keep_python_imports(ctx: RuleContext) -> Iterator[Keep]:
         return
     stdlib = [d for d in search_path if d.name.startswith("python") and d.parent.name == "lib"]
     finder = ModuleFinder(ctx.rootfs, search_path, frozenset(d / name for d in stdlib for name in STDLIB_HIDDEN))
-    scanned = ctx.memo.setdefault("python-scanned", set())
-    for entry in ctx.kept_files():
-        if entry.path in scanned:
-            continue
-        scanned.add(entry.path)
+    for entry in ctx.kept_files_new_to("python-imports"):
         if entry.path.suffix == ".py" or _is_python_script(ctx, entry.path):
             yield from _module_imports(ctx, finder, entry.path)
         elif _PYTHON_PROGRAM.fullmatch(entry.path.name):

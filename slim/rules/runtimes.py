@@ -28,8 +28,8 @@ _NODE_PACKAGE_PATH = re.compile(rb"/usr/(?:share|lib)/nodejs/((?:@[\w.-]+/)?[\w.
 def keep_runtimes(ctx: RuleContext) -> Iterator[Keep]:
     """When an interpreter or VM is kept, what of its standard library and native helpers no import graph
     sees, because error paths and rarely used features load lazily: Python's codecs, site, sysconfig's
-    data and the prefix landmark (slim/rules/reach.py follows the rest of its imports); Ruby's stdlib and its native
-    extensions; a JDK's lib/ (module image and native libraries) and conf/; the node packages Debian's
+    data and the prefix landmark (slim/rules/reach.py follows the rest of its imports); Ruby's native encodings
+    (slim/rules/ruby_requires.py follows its requires); a JDK's lib/ (module image and native libraries) and conf/; the node packages Debian's
     node loads from /usr/share/nodejs (named inside its binary)."""
     for entry in ctx.kept_files():
         name = entry.path.name
@@ -62,16 +62,17 @@ def _python_stdlib(ctx: RuleContext, program: PurePosixPath, version: str) -> It
 
 
 def _ruby_stdlib(ctx: RuleContext, program: PurePosixPath, version: str | None) -> Iterator[Keep]:
-    """<prefix>/lib/ruby/X.Y.0 and the native extensions in <prefix>/lib/<arch>/ruby/X.Y.0 (Debian)."""
-    reason = Reason(ReasonKind.RUNTIME, source=str(program), detail="Ruby standard library")
+    """The native encodings and transcoders in <prefix>/lib[/<arch>]/ruby/X.Y.0/enc, which the VM loads by
+    an encoding's name (a string's, a file's); slim/rules/ruby_requires.py follows the requires."""
+    reason = Reason(ReasonKind.RUNTIME, source=str(program), detail="Ruby's encodings, loaded by name")
     wanted = re.compile(re.escape(version) + r"\.\d+" if version else r"\d+\.\d+\.\d+")
     for prefix in dict.fromkeys([program.parent.parent, P("/usr"), P("/usr/local")]):
         lib = prefix / "lib"
         homes = [lib / "ruby"] + [c / "ruby" for c in ctx.rootfs.children(lib) if ctx.is_dir(c / "ruby")]
         for home in homes:
             for stdlib in ctx.rootfs.children(home):
-                if wanted.fullmatch(stdlib.name) and ctx.is_dir(stdlib) and ctx.once(("ruby", stdlib)):
-                    for entry in walk(ctx.rootfs, stdlib, _skip_developer_dirs):
+                if wanted.fullmatch(stdlib.name) and ctx.is_dir(stdlib / "enc") and ctx.once(("ruby", stdlib)):
+                    for entry in walk(ctx.rootfs, stdlib / "enc", _skip_developer_dirs):
                         yield entry.path, reason
 
 
