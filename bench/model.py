@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from .stats import Stats, ratio
+from .stats import Stats, linear_fit, ratio
 
 # The stages `slim build` reports timings for, in pipeline order (loading the image into the engine is part
 # of "assemble"). A stage the report lacks shows as a dash; one it adds gets a column after these.
@@ -106,6 +106,27 @@ class ScalingPoint:
     wall_seconds: float | None = None
     peak_rss: int | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class SizeFit:
+    """Least-squares fit of a build's wall time over image size, across the points with the fewest files
+    (so the size, not the file count, varies)."""
+
+    seconds_per_gb: float
+    intercept: float
+    points: int
+    files: int
+
+
+def size_fit(points: Iterable[ScalingPoint]) -> SizeFit | None:
+    measured = [p for p in points if p.image_size and p.wall_seconds and not p.error]
+    if not measured:
+        return None
+    fewest = min(p.files for p in measured)
+    by_size = [(p.image_size / 1e9, p.wall_seconds) for p in measured if p.files == fewest]
+    fit = linear_fit([x for x, _ in by_size], [y for _, y in by_size])
+    return SizeFit(fit[0], fit[1], len(by_size), fewest) if fit else None
 
 
 @dataclass(frozen=True)

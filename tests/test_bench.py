@@ -1,5 +1,6 @@
 """bench's pure logic: stats, the floor, wrk parsing, tables, targets. No engine, no timing assertions."""
 
+import dataclasses
 import json
 
 import pytest
@@ -138,6 +139,23 @@ def test_targets_compare_measured_with_the_goals():
     assert rows[("traced/untraced", "nginx under wrk")].status == MISSED  # 0.94 < 0.95
     memory = [row for row in evaluate(sample_run()) if row.goal.startswith("peak RSS")]
     assert [row.status for row in memory] == [MISSED]  # 310 MB, only the 5 GB point counts
+
+
+def test_speed_targets_compare_wall_times_with_the_issues_goals_and_dockerslims_figures():
+    rows = {(row.goal, row.subject): row for row in evaluate(sample_run())}
+    assert rows[("nginx with verification <= 4 s wall", "nginx")].measured == "10.50 s, passed"
+    assert rows[("nginx with verification <= 4 s wall", "nginx")].status == MISSED
+    dockerslim = "wall <= 0.5x DockerSlim 1.40.11 (the issue's figure)"
+    assert rows[(dockerslim, "nginx")].measured == "10.5 s vs 11.8 s: 0.89x"
+    assert rows[(dockerslim, "nginx")].status == MISSED
+    assert rows[(dockerslim, "redis")].status == NOT_MEASURED  # no wall time in the sample
+    assert rows[("<= 20 s wall", "synthetic 5 GB")].status == MISSED  # 120 s
+    assert rows[("<= 8 s wall", "synthetic 100k files")].status == NOT_MEASURED
+    slope = rows[("build time over image size <= 3 s per GB", "synthetic 1,000 files")]
+    assert slope.measured == "22.9 s per GB (2 sizes)" and slope.status == MISSED
+    fast = sample_run(images=(dataclasses.replace(sample_run().images[0], wall_seconds=3.9),))
+    assert {row.status for row in evaluate(fast) if row.subject == "nginx" and "wall" in row.goal} == {MET}
+    assert "| nginx | 3.90 | nginx | 11.8 | 0.33x |" in markdown(fast)
 
 
 def test_targets_without_overhead_or_scaling_are_not_measured():
