@@ -75,7 +75,7 @@ def test_node_routes_requiring_a_declared_package_and_running_zip_work_after_sli
     report, tag = built("reachnode")
     print(f"reachnode slimmed: {cost(report)}")
     assert report["verification"]["status"] == "passed"
-    routes = ("/check?version=1.4.2", "/check?version=2.0.0", "/check?version=next")
+    routes = ("/check?version=1.4.2", "/check?version=2.0.0", "/check?version=next", "/slug?title=Slim%20Trace")
     with (Running(docker_client, fixture_image("reachnode"), 3000) as original,
           Running(docker_client, tag, 3000) as slimmed):
         expected = {route: original.get(route) for route in routes}
@@ -89,7 +89,10 @@ def test_node_routes_requiring_a_declared_package_and_running_zip_work_after_sli
     kept = {item["path"]: item["reasons"] for item in report["kept"]}
     semver = next(path for path in kept if path.startswith("/usr/share/nodejs/semver/") and path.endswith(".js"))
     assert kept[semver][0] == {"kind": "declared-dependency", "source": "/app/package.json", "detail": "semver"}
-    assert kept["/usr/bin/zip"][0] == {"kind": "named-program", "source": "/app/server.js", "detail": "18"}
+    assert expected["/slug?title=Slim%20Trace"] == (200, b"slim-trace\n")
+    assert kept["/usr/bin/zip"][0] == {"kind": "named-program", "source": "/app/server.js", "detail": "23"}
+    kebab = "/usr/share/nodejs/lodash.kebabcase/index.js"
+    assert kept[kebab][0] == {"kind": "import", "source": "/app/server.js", "detail": "18"}  # no manifest names it
 
 
 def test_ruby_routes_requiring_standard_libraries_lazily_work_after_slimming(built, fixture_image, docker_client):

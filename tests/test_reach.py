@@ -24,6 +24,7 @@ from slim.static_analysis.manifests import (
 )
 from slim.static_analysis.programs import first_word, language_of, programs_in
 from slim.static_analysis.pyimports import codec_module, scan_imports
+from slim.static_analysis.jsrequires import is_builtin, package_name, scan_js
 from slim.static_analysis.rbrequires import scan_requires
 from slim.static_analysis.shellscripts import is_shell_script, scan_script
 
@@ -198,6 +199,25 @@ require name
     assert [(r.name, r.line, r.relative) for r in found.requires] == [
         ("socket", 1, False), ("lib/greeting", 2, True), ("set", 3, False), ("json", 5, False)]
     assert found.dynamic_lines == (11, 12)
+
+
+def test_javascript_requires_and_imports_with_literal_names():
+    source = b"""import express, { Router } from "express";
+import "./polyfill.js";
+import {
+  a,
+} from "@scope/pkg/sub";
+export * from './lib';
+const fs = require("node:fs");
+/* require("in_a_comment") */
+app.get("/x", async () => { const m = await import("lazy"); require(name); });
+"""
+    found = scan_js(source)
+    assert found.specifiers == (("express", 1), ("./polyfill.js", 2), ("@scope/pkg/sub", 5), ("./lib", 6),
+                                ("node:fs", 7), ("lazy", 9))
+    assert found.dynamic_lines == (9,)
+    assert [package_name(s) for s, _ in found.specifiers] == ["express", None, "@scope/pkg", None, "node:fs", "lazy"]
+    assert is_builtin("node:fs") and is_builtin("fs/promises") and not is_builtin("express")
 
 
 def test_codec_names_are_normalised_as_the_codec_registry_does():

@@ -27,6 +27,7 @@ from slim.static_analysis.manifests import (
 )
 from slim.image.package_db import dpkg_owned_paths
 from slim.static_analysis.programs import language_of, programs_in
+from .node_requires import keep_node_requires, node_resolve
 from .ruby_requires import keep_ruby_requires
 from slim.static_analysis.pyimports import (
     ModuleFinder,
@@ -106,9 +107,10 @@ def _named_scripts(ctx: RuleContext) -> list[PurePosixPath]:
 
 
 def keep_imports(ctx: RuleContext) -> Iterator[Keep]:
-    """What kept Python modules can import and kept Ruby files can require."""
+    """What kept Python modules can import, and kept Ruby and JavaScript files can require."""
     yield from keep_python_imports(ctx)
     yield from keep_ruby_requires(ctx)
+    yield from keep_node_requires(ctx)
 
 
 def keep_python_imports(ctx: RuleContext) -> Iterator[Keep]:
@@ -340,7 +342,6 @@ def _short(step: str, limit: int = 60) -> str:
 # ---------------------------------------------------------------- declared dependencies
 
 
-NODE_GLOBAL_MODULES = tuple(P(p) for p in ("/usr/share/nodejs", "/usr/lib/nodejs", "/usr/local/lib/node_modules"))
 GEM_HOMES = tuple(P(p) for p in ("/usr/local/bundle", "/usr/local/lib/ruby/gems", "/usr/lib/ruby/gems", "/var/lib/gems",
                                  "/usr/share/rubygems-integration/all"))
 
@@ -366,7 +367,7 @@ _REQUIREMENTS = re.compile(r"requirements[\w.-]*\.txt")
 def _package_json(ctx: RuleContext, manifest: PurePosixPath) -> Iterator[Keep]:
     required, optional, workspaces = node_manifest(ctx.rootfs.read(manifest))
     for name in required + optional:
-        package = _node_resolve(ctx, manifest.parent, name)
+        package = node_resolve(ctx, manifest.parent, name)
         if package is None:
             if name in required:
                 ctx.notes[f"{name} (a dependency in {manifest}) is not installed in the image"] = None
@@ -377,14 +378,6 @@ def _package_json(ctx: RuleContext, manifest: PurePosixPath) -> Iterator[Keep]:
         for workspace in _simple_glob(ctx, manifest.parent, pattern):
             if ctx.is_file(workspace / "package.json"):
                 yield workspace / "package.json", Reason(ReasonKind.DECLARED, source=str(manifest), detail=pattern)
-
-
-def _node_resolve(ctx: RuleContext, base: PurePosixPath, name: str) -> PurePosixPath | None:
-    """require(name) from a file in `base`: node_modules in it and every directory above, NODE_PATH, then
-    the global folders."""
-    nested = [d / "node_modules" / name for d in (base, *base.parents) if d.name != "node_modules"]
-    node_path = [P(d) / name for d in ctx.facts.env.get("NODE_PATH", "").split(":") if d.startswith("/")]
-    return next((c for c in nested + node_path + [g / name for g in NODE_GLOBAL_MODULES] if ctx.is_dir(c)), None)
 
 
 def _simple_glob(ctx: RuleContext, base: PurePosixPath, pattern: str) -> list[PurePosixPath]:

@@ -38,7 +38,7 @@ RULES = (
          "files under /etc the image's own layers added or changed",
          reach.keep_own_configuration),
     Rule("imports", ReasonKind.IMPORT,
-         "modules kept Python and Ruby code can import or require (static graphs)",
+         "modules kept Python, Ruby and JavaScript code can import or require (static graphs)",
          reach.keep_imports),
     Rule("runtimes", ReasonKind.RUNTIME,
          "an interpreter's stdlib and native helpers (Python, Ruby, JDK, node)",

@@ -8,6 +8,7 @@ load path, `x.rb` then the native extension `x.so`.
 """
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -98,7 +99,7 @@ def resolve_require(rootfs: RootFS, load_path: tuple[PurePosixPath, ...], requir
     found = []
     for candidate in candidates:
         for directory in directories:
-            path = _normal(directory / candidate)
+            path = PurePosixPath(posixpath.normpath(directory / candidate))  # require_relative "../x"
             entry = rootfs.get(path)
             if entry is not None and entry.kind is EntryKind.FILE:
                 found.append(path)
@@ -114,18 +115,6 @@ def library_of(load_path: tuple[PurePosixPath, ...], path: PurePosixPath) -> Pur
         return None
     first = path.relative_to(top).parts[0]
     return top / (first.rsplit(".", 1)[0] if len(path.relative_to(top).parts) == 1 else first)
-
-
-def _normal(path: PurePosixPath) -> PurePosixPath:
-    """`a/b/../c` -> `a/c`, as the kernel would walk it (the files named are regular, no symlink games)."""
-    parts: list[str] = []
-    for part in path.parts:
-        if part == "..":
-            if len(parts) > 1:
-                parts.pop()
-        elif part != ".":
-            parts.append(part)
-    return PurePosixPath(*parts)
 
 
 def _is_dir(rootfs: RootFS, path: PurePosixPath) -> bool:
