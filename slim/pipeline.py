@@ -1,6 +1,6 @@
 """`slim build` and `slim verify`: the one place that calls the stages in order.
 
-    build:  inspect -> index rootfs -> run and trace -> closure -> assemble -> verify -> report
+    build:  inspect -> index rootfs (beside the trace) -> run and trace -> closure -> assemble -> verify -> report
     verify: inspect both -> index both -> run the original -> verify the other against it
 
 An ExitStack owns every resource we create (temp dirs, containers, the unverified image), so an error or
@@ -8,6 +8,7 @@ Ctrl-C at any point leaves nothing of ours behind. Stages never print: progress 
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import errno
@@ -30,7 +31,7 @@ from .ownership import deferred_interrupts, temp_dir, work_tag
 from .references import normalised_tag, same_name
 from .tracer import Tracer
 from .reporting.report import Report, build_report
-from .image.rootfs import RootFS, layer_steps, source_image
+from .image.rootfs import RootFS, SourceImage, layer_steps, source_image
 from .build.sbom import SBOM_PATH, Subject, kept_files, package_purls, sbom_json
 from .build.sizes import BackgroundGzip
 from .build.tracing import GATE_MOUNT, run_traced
@@ -123,6 +124,20 @@ class _Timer:
             self.seconds[name] = round(time.monotonic() - started, 3)
 
 
+@dataclass(frozen=True)
+class _Indexed:
+    source: SourceImage
+    rootfs: RootFS
+    seconds: float
+
+
+def _index_original(engine: Engine, image_id: str, workdir: Path) -> _Indexed:
+    started = time.monotonic()
+    source = source_image(engine, image_id, workdir)
+    rootfs = RootFS.from_layers(source.layers)
+    return _Indexed(source, rootfs, round(time.monotonic() - started, 3))
+
+
 def default_tag(facts: ImageFacts) -> str:
     """`repo.slim:tag`, the convention users of image slimmers know; an untagged source gets `slim-<id>`."""
     if facts.repo_tags:
@@ -159,18 +174,27 @@ def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: Stag
             plan = exercise_plan(facts, options.run)
             spec = container_spec(facts.id, facts, options.run, plan)
         with timer.stage("index"):
-            source = source_image(engine, facts.id, workdir / "source")
-            steps = layer_steps(source.config, len(source.layers))
-            rootfs = RootFS.from_layers(source.layers)
-            # What a registry would store of the original, measured on a thread while the build goes on
-            # (from here: the trace mostly waits on the application, the index would wait on this thread).
-            source_gzip = BackgroundGzip(source.layers)
-            cleanup.callback(source_gzip.close)
+            # The index is read on a thread while the traced container starts and runs: the trace mostly
+            # waits on the application and the engine, the index only on the CPU. Its seconds overlap the trace's.
+            indexer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="slimtrace-index")
+            cleanup.callback(indexer.shutdown)
+            indexing = indexer.submit(_index_original, engine, facts.id, workdir / "source")
         with timer.stage("trace"):
-            _require_free_gate_mount(rootfs)
-            trace = run_traced(engine, tracer, spec, lambda cid, mark: exercise(engine, cid, plan, mark),
-                               lookups=options.trace_lookups)
+            try:
+                trace = run_traced(engine, tracer, spec, lambda cid, mark: exercise(engine, cid, plan, mark),
+                                   lookups=options.trace_lookups)
+            except SlimError:
+                _require_free_gate_mount(indexing.result().rootfs)  # the image's own gate mount point is why, then
+                raise
+            original = indexing.result()
+            _require_free_gate_mount(original.rootfs)
             _require_healthy_original(trace.run, options.run)
+        timer.seconds["index"] = original.seconds
+        source, rootfs = original.source, original.rootfs
+        steps = layer_steps(source.config, len(source.layers))
+        # What a registry would store of the original, measured on a thread while the build goes on.
+        source_gzip = BackgroundGzip(source.layers)
+        cleanup.callback(source_gzip.close)
         with timer.stage("closure"):
             closure = compute_closure(
                 trace, rootfs, facts,
