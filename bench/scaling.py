@@ -32,13 +32,13 @@ FILES_PER_DIRECTORY = 1000
 DISK_COPIES = 3
 DISK_MARGIN = 2_000_000_000
 
-GENERATE = """#!/bin/sh
-# generate-data FILES BYTES: FILES files of random bytes, BYTES in all, 1000 a directory under /data.
+GENERATE = f"""#!/bin/sh
+# generate-data FILES BYTES: FILES files of random bytes, BYTES in all, {FILES_PER_DIRECTORY} a directory under /data.
 set -eu
 files=$1
 bytes=$2
 size=$((bytes / files))
-dirs=$(((files + 999) / 1000))
+dirs=$(((files + {FILES_PER_DIRECTORY - 1}) / {FILES_PER_DIRECTORY}))
 per_dir=$((files / dirs))
 d=0
 while [ "$d" -lt "$dirs" ]; do

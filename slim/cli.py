@@ -12,10 +12,28 @@ from pathlib import Path, PurePosixPath
 import click
 from rich.console import Console
 
+from probes.openapi import METHODS
+
 from . import __version__
+from .adapters.docker_engine import DockerEngine
+from .adapters.fanotify_tracer import FanotifyTracer
+from .build.sbom import image_sbom
+from .build.sizes import parse_size
 from .engine import ULIMIT_NAMES, BindMount, Ulimit
-from .errors import ExitCode
-from .pipeline import BuildOptions, RunOptions
+from .errors import ExitCode, PolicyFailed, SlimError, VerificationFailed
+from .ownership import collect_garbage
+from .pipeline import BuildOptions, RunOptions, VerifyOptions, build as run_build, verify_images
+from .references import normalised_tag
+from .reporting.ci_gates import evaluate, gates_from_options
+from .reporting.comparison import compare
+from .reporting.explanation import explain as explain_path
+from .reporting.render_explain import render_explanation
+from .reporting.render_html import render_html
+from .reporting.render_report import gate_lines, render_markdown, render_text
+from .reporting.render_summary import render_summary
+from .reporting.render_xray import render_xray
+from .reporting.report import InvalidReport, Report
+from .reporting.xray import xray as analyse_image
 from .rules.app_files import APP_FILES_MODES
 from .rules.table import RULE_NAMES, RULES
 from .safe_text import console as safe
@@ -116,7 +134,6 @@ class MethodList(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, tuple):
             return value
-        from probes.openapi import METHODS
 
         methods = tuple(dict.fromkeys(method.strip().upper() for method in value.split(",") if method.strip()))
         unknown = [method for method in methods if method not in METHODS]
@@ -144,7 +161,6 @@ class Size(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, int):
             return value
-        from .build.sizes import parse_size
 
         try:
             return parse_size(value)
@@ -158,7 +174,6 @@ class ImageTag(click.ParamType):
     name = "TAG"
 
     def convert(self, value, param, ctx):
-        from .references import normalised_tag
 
         try:
             normalised_tag(value)
@@ -173,7 +188,6 @@ class ReportFile(click.ParamType):
     name = "REPORT.json"
 
     def convert(self, value, param, ctx):
-        from .reporting.report import InvalidReport, Report
 
         if isinstance(value, tuple):
             return value
@@ -318,10 +332,6 @@ def build(image, tag, include_paths, exclude_paths, app_files, no_rules, no_veri
 
     Example: slim build nginx:latest --tag nginx:slim
     """
-    from .adapters.docker_engine import DockerEngine
-    from .adapters.fanotify_tracer import FanotifyTracer
-    from .pipeline import build as run_build
-    from .reporting.render_summary import render_summary
 
     options = BuildOptions(
         image=image,
@@ -338,7 +348,6 @@ def build(image, tag, include_paths, exclude_paths, app_files, no_rules, no_veri
         sbom_path=sbom_path,
         trace_lookups=not no_lookups,
     )
-    from .reporting.ci_gates import evaluate, gates_from_options
 
     gates = gates_from_options(min_ratio, max_size, require_verified)
     engine = DockerEngine()
@@ -365,8 +374,6 @@ def sbom(image, output):
 
     Example: slim sbom nginx.slim:1.25 -o nginx.slim.cdx.json
     """
-    from .adapters.docker_engine import DockerEngine
-    from .build.sbom import image_sbom
 
     document = image_sbom(DockerEngine(), image)
     if output:
@@ -387,9 +394,6 @@ def verify(original, slimmed, as_json, **kwargs):
 
     Example: slim verify nginx:latest nginx.slim:latest --exec "nginx -t"
     """
-    from .adapters.docker_engine import DockerEngine
-    from .errors import VerificationFailed
-    from .pipeline import VerifyOptions, verify_images
 
     options = VerifyOptions(original=original, slimmed=slimmed, run=_run_options(kwargs))
     engine = DockerEngine()
@@ -446,9 +450,6 @@ def xray(image, top, as_json):
 
     Example: slim xray nginx:latest --top 20
     """
-    from .adapters.docker_engine import DockerEngine
-    from .reporting.render_xray import render_xray
-    from .reporting.xray import xray as analyse_image
 
     with _progress() as on_stage:
         result = analyse_image(DockerEngine(), image, on_stage)
@@ -470,10 +471,6 @@ def report(reports, output_format, output, as_json, min_ratio, max_size, require
 
     Example: slim report *.slim-report.json --format html -o slim-report.html --max-size 50MB
     """
-    from .reporting.comparison import compare
-    from .reporting.ci_gates import evaluate, gates_from_options
-    from .reporting.render_html import render_html
-    from .reporting.render_report import render_markdown, render_text
 
     gates = gates_from_options(min_ratio, max_size, require_verified)
     comparison = compare(reports, [evaluate(gates, data.data) for _, data in reports] if gates else [])
@@ -507,8 +504,6 @@ def explain(report_file, path, as_json):
 
     Example: slim explain nginx.slim-report.json /usr/lib/x86_64-linux-gnu/libssl.so.3
     """
-    from .reporting.explanation import explain as explain_path
-    from .reporting.render_explain import render_explanation
 
     _, loaded = report_file
     result = explain_path(loaded.data, path)
@@ -522,7 +517,6 @@ def gc():
 
     Example: slim gc
     """
-    from .adapters.docker_engine import DockerEngine
 
     if not _remove_leftovers(DockerEngine()):
         err_console.print("nothing left behind by dead slimtrace runs")
@@ -530,7 +524,6 @@ def gc():
 
 def _remove_leftovers(engine) -> bool:
     """Every build and verify starts by cleaning up after dead runs, and says what it removed."""
-    from .ownership import collect_garbage
 
     leftovers = collect_garbage(engine)
     if leftovers:
@@ -543,8 +536,6 @@ def _remove_leftovers(engine) -> bool:
 
 def _show_gates(outcomes, err: bool, quiet: bool = False) -> None:
     """Print each gate as dive's CI does, then fail with exit code 7 if any gate failed."""
-    from .errors import PolicyFailed
-    from .reporting.render_report import gate_lines
 
     colours = {"PASS": "green", "FAIL": "red", "SKIP": "yellow"}
     for outcome in outcomes if not quiet else ():
@@ -559,7 +550,6 @@ def _show_gates(outcomes, err: bool, quiet: bool = False) -> None:
 
 
 def _write(path: Path, text: str, append: bool = False) -> None:
-    from .errors import SlimError
 
     try:
         with path.open("a" if append else "w", encoding="utf-8") as out:

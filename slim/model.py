@@ -322,7 +322,6 @@ class ImagePlan:
 @dataclass(frozen=True)
 class BuiltImage:
     id: str
-    tag: str | None  # None until verification allowed tagging
     layer_diff_id: str
     layer_size: int  # uncompressed tar bytes
     compressed_size: int  # gzip size of the layer, what a registry would store

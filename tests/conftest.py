@@ -1,25 +1,21 @@
 """Shared by the whole suite: the engine client, the fixture images, and a check that no test leaks
 containers, volumes or networks."""
 
-import contextlib
-import json
-import subprocess
-import sys
-import uuid
-import fcntl
 import functools
-import tempfile
+import json
+import shutil
+import subprocess
 import time
+import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 
 import docker
 import pytest
 
 import fixtures
+from bench.engine_turns import engine_turn
+from tests.helpers import Images, slim
 
-# Several developers' test runs can share this machine's engine; this lock makes them take turns.
-ENGINE_LOCK_PATH = Path(tempfile.gettempdir()) / "slimtrace-engine-tests.lock"
 LEAK_GRACE_SECONDS = 5
 
 
@@ -46,12 +42,8 @@ def built(fixture_image, docker_client, tmp_path):
         tag = f"slimtrace-test/{uuid.uuid4().hex[:12]}:slim"
         report = tmp_path / f"{uuid.uuid4().hex[:8]}.json"
         tags.append(tag)
-        result = subprocess.run(
-            [sys.executable, "-m", "slim", "build", fixture_image(name), "--tag", tag, "--report", str(report), *args],
-            capture_output=True, text=True, timeout=1800,
-        )
+        result = slim("build", fixture_image(name), "--tag", tag, "--report", report, *args)
         assert result.returncode == 0, result.stderr
-        assert "Traceback" not in result.stderr
         return json.loads(report.read_text()), tag
 
     yield build
@@ -98,7 +90,9 @@ def no_leaked_engine_objects(request, leak_check_client):
     if leak_check_client is None or not may_use_engine(request):
         yield
         return
-    with engine_to_ourselves():
+    # A machine-wide lock for one test, so that another test run (or bench) on the same engine can't create
+    # objects meanwhile that would look like this test's leaks.
+    with engine_turn():
         # Whole seconds: volume creation times have no fraction.
         started = datetime.now(timezone.utc).replace(microsecond=0)
         before = set(engine_objects(leak_check_client))
@@ -110,15 +104,6 @@ def no_leaked_engine_objects(request, leak_check_client):
         leaked &= created_since(leak_check_client, before, started)
     if leaked:
         pytest.fail(f"test left behind: {', '.join(sorted(leaked))}")
-
-
-@contextlib.contextmanager
-def engine_to_ourselves():
-    """Hold a machine-wide lock for one test, so that another test run on the same engine can't
-    create objects meanwhile that would look like this test's leaks."""
-    with open(ENGINE_LOCK_PATH, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield  # closing the file releases the lock
 
 
 def created_since(client, before: set[str], started: datetime) -> set[str]:
@@ -138,3 +123,27 @@ def engine_objects(client) -> dict[str, datetime]:
         created[f"network {network.name} ({network.short_id})"] = network.attrs["Created"]
     # The engine writes RFC 3339 times, which fromisoformat reads since Python 3.11.
     return {name: datetime.fromisoformat(stamp) for name, stamp in created.items()}
+
+
+@pytest.fixture
+def images(docker_client):
+    """An Images for the test: every tag it hands out is removed afterwards."""
+    made = Images(docker_client)
+    try:
+        yield made
+    finally:
+        made.remove_all()
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A fresh filesystem of our own, so a FAN_MARK_FILESYSTEM mark sees only what the test does."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "slimtrace-test", str(mount)], check=True)
+    (mount / "data.txt").write_text("data\n")
+    (mount / "unread.txt").write_text("never opened\n")
+    (mount / "dir").mkdir()
+    shutil.copy("/bin/true", mount / "prog")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)

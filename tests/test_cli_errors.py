@@ -1,23 +1,12 @@
 """Bad input gets one `Error:` line and its documented exit code, never a traceback."""
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 import pytest
 
 from slim.errors import ExitCode
-
-
-def slim(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "slim", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-    )
+from tests.helpers import slim
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, code: int, words: str) -> None:

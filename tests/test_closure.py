@@ -1,11 +1,9 @@
 """compute_closure on small images made here from real host ELF files, plus one comparison with `ldd`
 run inside the fixture images; and each keep rule of slim/rules/ on a hand-built image."""
 import dataclasses
-import io
 import subprocess
-import tarfile
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pytest
 
@@ -27,109 +25,31 @@ from slim.image.rootfs import RootFS, spool_image
 from slim.rules.app_files import step_kind, StepKind
 from slim.rules.glibc import locale_candidates, nss_services
 from slim.rules.table import RULE_NAMES, RULES
-from test_elf import TINY_APP_C, build_tiny_app, build_tiny_lib, fake_elf32, gcc
+from tests.helpers import (
+    IMAGE_LIBS,
+    LIBC,
+    LOADER,
+    NO_ALWAYS,
+    P,
+    TINY_APP_C,
+    Layer,
+    build_tiny_app,
+    build_tiny_lib,
+    closure_of,
+    debian_like,
+    facts_with,
+    fake_elf32,
+    gcc,
+    trace_of,
+)
 
-P = PurePosixPath
-HOST_LIBS = Path("/usr/lib/x86_64-linux-gnu")
-IMAGE_LIBS = "/usr/lib/x86_64-linux-gnu"
-LOADER = f"{IMAGE_LIBS}/ld-linux-x86-64.so.2"
-LIBC = f"{IMAGE_LIBS}/libc-2.36.so"  # the real file; libc.so.6 is a symlink to it, as in older glibcs
-NO_ALWAYS = ClosureOptions(always_keep=())
 # The loader's rules alone (no keep rule, no package database or licenses).
 NO_RULES = ClosureOptions(always_keep=(), disabled_rules=frozenset(RULE_NAMES), package_db=False)
-
-
-class Layer:
-    """A layer tar under construction: host files and literal bytes at chosen image paths."""
-
-    def __init__(self) -> None:
-        self.members: list[tuple[tarfile.TarInfo, bytes | None]] = []
-
-    def add(
-        self, path: str, kind: bytes, *, data: bytes | None = None, link: str = "", mode: int = 0o755, uid: int = 0
-    ) -> None:
-        info = tarfile.TarInfo(path.lstrip("/"))
-        info.type, info.mode, info.linkname, info.mtime = kind, mode, link, 1700000000
-        info.uid = info.gid = uid
-        if data is not None:
-            info.size = len(data)
-        self.members.append((info, data))
-
-    def file(self, path: str, data: bytes, mode: int = 0o755, uid: int = 0) -> None:
-        self.add(path, tarfile.REGTYPE, data=data, mode=mode, uid=uid)
-
-    def host(self, path: str, source: Path | str) -> None:
-        self.file(path, Path(source).read_bytes())
-
-    def symlink(self, path: str, target: str) -> None:
-        self.add(path, tarfile.SYMTYPE, link=target, mode=0o777)
-
-    def hardlink(self, path: str, target: str) -> None:
-        self.add(path, tarfile.LNKTYPE, link=target.lstrip("/"))
-
-    def directory(self, path: str, mode: int = 0o755, uid: int = 0) -> None:
-        self.add(path, tarfile.DIRTYPE, mode=mode, uid=uid)
-
-    def tar(self, tmp_path: Path) -> Path:
-        tar_path = tmp_path / f"layer-{len(list(tmp_path.glob('layer-*.tar')))}.tar"
-        with tarfile.open(tar_path, "w") as tar:
-            for info, data in self.members:
-                tar.addfile(info, io.BytesIO(data) if data is not None else None)
-        return tar_path
-
-    def rootfs(self, tmp_path: Path) -> RootFS:
-        return RootFS.from_layers([self.tar(tmp_path)])
 
 
 def stacked(tmp_path: Path, *layers: Layer) -> RootFS:
     """An image of several layers, the first at the bottom."""
     return RootFS.from_layers([layer.tar(tmp_path) for layer in layers])
-
-
-def debian_like() -> Layer:
-    """A usr-merged Debian-style root: /lib -> usr/lib, /lib64 -> usr/lib64, ld.so.conf.d, libc via a
-    symlink, and a loader reached through two symlinks, with ls, bash and env from the host."""
-    layer = Layer()
-    for d in ("/usr/bin", "/usr/sbin", IMAGE_LIBS, "/usr/lib64", "/etc/ld.so.conf.d", "/opt", "/var"):
-        layer.directory(d)
-    for link, target in (("/bin", "usr/bin"), ("/sbin", "usr/sbin"), ("/lib", "usr/lib"), ("/lib64", "usr/lib64")):
-        layer.symlink(link, target)
-    layer.symlink("/usr/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
-    layer.host(LOADER, HOST_LIBS / "ld-linux-x86-64.so.2")
-    layer.host(LIBC, HOST_LIBS / "libc.so.6")
-    layer.symlink(f"{IMAGE_LIBS}/libc.so.6", "libc-2.36.so")
-    for lib in ("libselinux.so.1", "libpcre2-8.so.0", "libtinfo.so.6"):
-        layer.host(f"{IMAGE_LIBS}/{lib}", (HOST_LIBS / lib).resolve())
-    for tool in ("ls", "bash", "env"):
-        layer.host(f"/usr/bin/{tool}", f"/usr/bin/{tool}")
-    layer.file("/etc/ld.so.conf", b"include /etc/ld.so.conf.d/*.conf\n", mode=0o644)
-    layer.file(
-        "/etc/ld.so.conf.d/x86_64-linux-gnu.conf",
-        b"# Multiarch support\n/usr/local/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu\n/usr/lib/x86_64-linux-gnu\n",
-        mode=0o644,
-    )
-    layer.file("/etc/passwd", b"root:x:0:0:root:/root:/bin/bash\n", mode=0o644)
-    layer.file("/etc/group", b"root:x:0:\n", mode=0o644)
-    layer.file("/usr/lib/os-release", b'ID=debian\n', mode=0o644)
-    layer.symlink("/etc/os-release", "../usr/lib/os-release")
-    return layer
-
-
-def facts_with(**config) -> ImageFacts:
-    return ImageFacts(
-        ref="test", id="sha256:test", repo_tags=(), size=0, os="linux", architecture="amd64",
-        created="", layer_diff_ids=(), config=config,
-    )
-
-
-def trace_of(*paths: str, access: Access = Access.OPEN) -> Trace:
-    traced = tuple(TracedPath(P(p), frozenset({access}), "/usr/bin/prog", "startup") for p in paths)
-    return Trace(traced, TraceHealth(events=len(paths), overflow=False), RunOutcome("batch", 0, False, ()))
-
-
-def closure_of(rootfs: RootFS, *paths: str, facts: ImageFacts | None = None, **options) -> Closure:
-    merged = dataclasses.asdict(NO_ALWAYS) | options
-    return compute_closure(trace_of(*paths), rootfs, facts or facts_with(), ClosureOptions(**merged))
 
 
 def kinds(closure: Closure, path: str) -> list[ReasonKind]:
@@ -1031,7 +951,7 @@ def test_the_report_says_what_each_rule_kept_and_which_were_off(tmp_path):
     rootfs = layer.rootfs(tmp_path)
     facts = facts_with(Volumes={"/var/lib/app": {}})
     closure = rule_closure(rootfs, "/usr/share/zoneinfo/Etc/UTC", facts=facts, disabled_rules=frozenset({"nss"}))
-    built = BuiltImage(id="sha256:x", tag=None, layer_diff_id="sha256:y", layer_size=0, compressed_size=0, size=1,
+    built = BuiltImage(id="sha256:x", layer_diff_id="sha256:y", layer_size=0, compressed_size=0, size=1,
                        files=len(closure.kept))
     data = build_report(facts, rootfs, trace_of(), closure, built, None, None, {}, disabled_rules=("nss",),
                         app_files="touched").data

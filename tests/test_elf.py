@@ -10,15 +10,12 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from slim.image.elf import ELF_MAGIC, ElfInfo, MalformedElf, read_elf
+from tests.helpers import build_tiny_app, fake_elf32, gcc
 
 SAMPLE_PER_DIRECTORY = 60
 # Host binaries known to carry DT_RUNPATH on Debian (systemd tools, man-db), so the comparison with
 # readelf covers search paths too when they are installed.
 WITH_RUNPATH = ("/usr/bin/man", "/usr/bin/busctl")
-TINY_LIB_C = "int tiny(void) { return 42; }\n"
-TINY_APP_C = "int tiny(void);\nint main(void) { return tiny() == 42 ? 0 : 1; }\n"
-
-
 def host_elfs() -> list[str]:
     """An evenly spread sample of the host's executables and libraries (real files, not symlinks)."""
     sample = []
@@ -70,33 +67,6 @@ def read_path(path: Path | str) -> ElfInfo | None:
 def as_readelf_sees_it(info: ElfInfo) -> dict:
     fields = ("interp", "needed", "rpath", "runpath", "soname", "elf_class")
     return {name: getattr(info, name) for name in fields}
-
-
-def gcc(output: Path, source: str, *flags: str) -> Path:
-    """Compile the C `source` text into `output` (flags go after the source, as libraries must)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    source_file = output.parent / f"{output.name}.c"
-    source_file.write_text(source)
-    subprocess.run(["gcc", "-O1", "-o", str(output), str(source_file), *flags], check=True)
-    return output
-
-
-def build_tiny_lib(directory: Path, *flags: str) -> Path:
-    return gcc(directory / "libtiny.so.1", TINY_LIB_C, "-shared", "-fPIC", "-Wl,-soname,libtiny.so.1", *flags)
-
-
-def build_tiny_app(directory: Path, *link_flags: str) -> tuple[Path, Path]:
-    """gcc-built `app` linking `lib/libtiny.so.1`; returns (app, lib)."""
-    lib = build_tiny_lib(directory / "lib")
-    return gcc(directory / "app", TINY_APP_C, f"-L{lib.parent}", "-l:libtiny.so.1", *link_flags), lib
-
-
-def fake_elf32() -> bytes:
-    """A bare 32-bit little-endian i386 ELF header with no segments: enough for ld.so to read its class
-    and machine and reject it for a 64-bit program (the host has no 32-bit libraries to borrow)."""
-    ident = ELF_MAGIC + bytes([1, 1, 1]) + bytes(9)  # ELFCLASS32, little endian, version 1
-    e_type, e_machine = 3, 3  # ET_DYN, EM_386
-    return ident + struct.pack("<HHIIIIIHHHHHH", e_type, e_machine, 1, 0, 0, 0, 0, 52, 32, 0, 40, 0, 0)
 
 
 @pytest.mark.parametrize("path", host_elfs())

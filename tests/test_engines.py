@@ -7,8 +7,6 @@ import dataclasses
 import io
 import os
 import socket
-import subprocess
-import sys
 import threading
 import uuid
 from pathlib import Path, PurePosixPath
@@ -22,11 +20,7 @@ from slim.enginehost import OVERLAY_DRIVERS, EngineHost, require_local, require_
 from slim.errors import ExitCode, TracingUnavailable
 from slim.image.rootfs import RootFS, layer_steps, saved_config, spool_image
 from slim.adapters.fanotify_tracer import require_own_overlay
-
-
-def slim(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "slim", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=900)
+from tests.helpers import slim
 
 
 # ---------------------------------------------------------------- deciding up front (pure)

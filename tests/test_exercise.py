@@ -15,7 +15,7 @@ from probes.interface import ProbeOutcome
 from probes.listening import Listener, listeners
 from slim.engine import ContainerSpec
 from slim.errors import UsageError
-from slim.build.exercise import AFTER_PROBES, BATCH_RUN, ExercisePlan, exercise
+from slim.build.exercise import AFTER_PROBES, BATCH_RUN, SETTLE, ExercisePlan, exercise
 
 
 class ScriptedEngine:
@@ -110,14 +110,14 @@ def test_batch_mode_skips_probes_and_says_so():
 def test_server_runs_probes_in_order_with_phases_and_ports():
     seen: list = []
     probes = (StubProbe("http :80", (80,), seen=seen), StubProbe("host ./t.sh", seen=seen))
-    plan = ExercisePlan(probes, "server", timeout=30, settle=0.5, publish=(6379,))
+    plan = ExercisePlan(probes, "server", timeout=30, publish=(6379,))
     engine = ScriptedEngine()
     run, phases = run_plan(engine, plan)
     assert phases == ["http :80", "host ./t.sh", AFTER_PROBES]
     assert [outcome.probe for outcome in run.probes] == ["http :80", "host ./t.sh"]
     assert (run.mode, run.exit_code, run.running_after_probes, run.output_tail) == ("server", None, True, "")
     assert dict(seen[0].ports) == {80: 40080, 6379: 46379} and seen[0].host == "127.0.0.1"
-    assert engine.waits == [0.5]
+    assert engine.waits == [SETTLE]
 
 
 def test_server_that_exited_skips_the_remaining_probes():

@@ -18,11 +18,7 @@ import pytest
 
 from slim.engine import OWNER_LABEL
 from slim.errors import ExitCode
-
-
-def slim(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "slim", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "GITHUB_STEP_SUMMARY": "", **(env or {})}, timeout=600)
+from tests.helpers import slim
 
 
 def assert_exit(result: subprocess.CompletedProcess, code: int, words: str = "") -> None:

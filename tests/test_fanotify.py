@@ -1,6 +1,5 @@
 """The cffi fanotify binding: the pure parser on hand-built buffers, then the real kernel on a tmpfs."""
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -19,9 +18,9 @@ from slim.adapters.fanotify import (
     parse_events,
 )
 from slim.errors import TracingUnavailable
+from tests.helpers import fanotify_queue_limit
 
 WATCH = FAN_OPEN | FAN_OPEN_EXEC | FAN_ONDIR
-QUEUE_LIMIT = int(Path("/proc/sys/fs/fanotify/max_queued_events").read_text())
 
 
 def metadata(mask: int, fd: int, pid: int, event_len: int = 24, vers: int = 3) -> bytes:
@@ -72,20 +71,6 @@ def test_garbage_is_a_clear_error(buf, message):
 
 
 # ---------------------------------------------------------------- the real kernel (root)
-
-
-@pytest.fixture
-def tmpfs(tmp_path):
-    """A fresh filesystem of our own, so a FAN_MARK_FILESYSTEM mark sees only what the test does."""
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "slimtrace-test", str(mount)], check=True)
-    (mount / "data.txt").write_text("data\n")
-    (mount / "unread.txt").write_text("never opened\n")
-    (mount / "dir").mkdir()
-    shutil.copy("/bin/true", mount / "prog")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
 
 
 def drain(notifier: Fanotify) -> dict[Path, int]:
@@ -152,7 +137,7 @@ def test_ignoring_open_keeps_a_later_exec_visible(tmpfs):
 @pytest.mark.engine
 @pytest.mark.parametrize("bounded_queue", [True, False])
 def test_queue_overflow_is_reported_only_with_the_bounded_queue(tmpfs, bounded_queue):
-    files = QUEUE_LIMIT + 100
+    files = fanotify_queue_limit() + 100
     with Fanotify(bounded_queue=bounded_queue) as notifier:
         notifier.mark_filesystem(tmpfs, WATCH)
         for number in range(files):
@@ -166,7 +151,7 @@ def test_queue_overflow_is_reported_only_with_the_bounded_queue(tmpfs, bounded_q
     overflows = [event for event in events if event.overflow]
     if bounded_queue:
         assert len(overflows) == 1 and overflows[0].fd == FAN_NOFD
-        assert len(events) - 1 == QUEUE_LIMIT
+        assert len(events) - 1 == fanotify_queue_limit()
     else:
         assert overflows == [] and len(events) == files
 

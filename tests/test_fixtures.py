@@ -1,6 +1,5 @@
 """Each fixture image builds and does its one job. Traffic only ever goes to 127.0.0.1."""
 
-import contextlib
 import hashlib
 import json
 import time
@@ -10,6 +9,7 @@ import urllib.request
 import pytest
 
 from fixtures.catalog import IMAGES_DIR
+from tests.helpers import Running
 
 pytestmark = pytest.mark.engine
 
@@ -23,19 +23,6 @@ def run_to_exit(client, tag, **options) -> tuple[int, str]:
         container.start()
         status = container.wait(timeout=STARTUP_SECONDS)
         return status["StatusCode"], container.logs().decode()
-    finally:
-        container.remove(force=True, v=True)
-
-
-@contextlib.contextmanager
-def serving(client, tag, port):
-    """Run a server container with `port` published on 127.0.0.1; yield (container, host port)."""
-    container = client.containers.run(tag, detach=True, ports={f"{port}/tcp": ("127.0.0.1", None)})
-    try:
-        container.reload()
-        binding = container.attrs["NetworkSettings"]["Ports"][f"{port}/tcp"][0]
-        assert binding["HostIp"] == "127.0.0.1"
-        yield container, int(binding["HostPort"])
     finally:
         container.remove(force=True, v=True)
 
@@ -68,7 +55,8 @@ def exec_until_ok(container, command) -> str:
 
 
 def test_nginx_serves_the_static_site(docker_client, fixture_image):
-    with serving(docker_client, fixture_image("nginx"), 80) as (_, port):
+    with Running(docker_client, fixture_image("nginx"), 80) as app:
+        port = app.host_port
         assert b'href="/about.html"' in http_get(port, "/")
         assert b"only reachable by following a link" in http_get(port, "/docs/guide.html")
         assert http_get(port, "/logo.png").startswith(b"\x89PNG")
@@ -79,7 +67,8 @@ def test_jq_counts_high_scores(docker_client, fixture_image):
 
 
 def test_pyapp_serves_all_routes(docker_client, fixture_image):
-    with serving(docker_client, fixture_image("pyapp"), 8000) as (_, port):
+    with Running(docker_client, fixture_image("pyapp"), 8000) as app:
+        port = app.host_port
         assert b'href="/items"' in http_get(port, "/")
         assert b"Hello, slimtrace!" in http_get(port, "/hello")
         assert [item["name"] for item in json.loads(http_get(port, "/items"))] == ["kettle", "teapot", "mug"]
@@ -127,13 +116,15 @@ def test_jdkapp_counts_words(docker_client, fixture_image):
 
 
 def test_redis_answers_ping_as_redis_user(docker_client, fixture_image):
-    with serving(docker_client, fixture_image("redis"), 6379) as (container, _):
+    with Running(docker_client, fixture_image("redis"), 6379) as app:
+        container = app.container
         assert exec_until_ok(container, ["redis-cli", "ping"]) == "PONG\n"
         assert container.exec_run(["id", "-un"]).output == b"redis\n"
 
 
 def test_nodeapp_serves_linked_pages_and_lazy_report(docker_client, fixture_image):
-    with serving(docker_client, fixture_image("nodeapp"), 3000) as (_, port):
+    with Running(docker_client, fixture_image("nodeapp"), 3000) as app:
+        port = app.host_port
         assert b'href="/a.html"' in http_get(port, "/")
         assert b'href="/deep/b.html"' in http_get(port, "/a.html")
         assert b"Page B" in http_get(port, "/deep/b.html")
@@ -141,6 +132,7 @@ def test_nodeapp_serves_linked_pages_and_lazy_report(docker_client, fixture_imag
 
 
 def test_postgres_has_the_seeded_table(docker_client, fixture_image):
-    with serving(docker_client, fixture_image("postgres"), 5432) as (container, _):
+    with Running(docker_client, fixture_image("postgres"), 5432) as app:
+        container = app.container
         query = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-At", "-c", "select count(*) from fruits"]
         assert exec_until_ok(container, query) == "3\n"

@@ -24,14 +24,11 @@ import pytest
 
 from slim.errors import ExitCode
 from slim.ownership import RUN_LABEL, WORK_REPOSITORY, RunId
+from fixtures.catalog import has_image
+from tests.helpers import slim
 
 STAGES = ("inspect", "index", "trace", "closure", "assemble", "verify", "measure")
 APPEARS_WITHIN = 120  # seconds a started build may take to create what a test then looks at
-
-
-def slim(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "slim", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "GITHUB_STEP_SUMMARY": "", **(env or {})}, timeout=900)
 
 
 class Running:
@@ -75,14 +72,6 @@ def remove_tags(client: docker.DockerClient, *tags: str) -> None:
             pass
 
 
-def tag_exists(client: docker.DockerClient, tag: str) -> bool:
-    try:
-        client.images.get(tag)
-    except docker.errors.ImageNotFound:
-        return False
-    return True
-
-
 def new_tag(name: str = "app") -> str:
     return f"slimtrace-hardening/{name}-{uuid.uuid4().hex[:10]}:slim"
 
@@ -122,7 +111,7 @@ def test_serious_1_concurrent_builds_never_remove_each_others_image(stage, fixtu
         assert runs_like_jq(docker_client, tag_a)
         # B either stopped and kept nothing, or had already handed over: then its image and report both exist.
         assert code_b in (0, 130), stderr_b
-        assert tag_exists(docker_client, tag_b) == report_b.exists() == (code_b == 0)
+        assert has_image(docker_client, tag_b) == report_b.exists() == (code_b == 0)
         assert leftovers(docker_client, b.run) == []
     finally:
         remove_tags(docker_client, tag_a, tag_b)
@@ -186,7 +175,7 @@ def test_serious_3_report_to_a_device_writes_through_and_never_replaces_it(fixtu
         assert_clean_exit(full, 2)
         assert "/dev/full" in full.stderr and "no space left" in full.stderr
         assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
-        assert not tag_exists(docker_client, tag + "-full")  # no report, no tag
+        assert not has_image(docker_client, tag + "-full")  # no report, no tag
     finally:
         remove_tags(docker_client, tag, tag + "-full")
 
@@ -231,7 +220,7 @@ def test_serious_3_unwritable_report_path_is_refused_before_building(name, read_
     result = slim("build", fixture_image("jq"), "--tag", tag, "--report", read_only_dir / name)
     assert_clean_exit(result, 2)
     assert "Read-only file system" in result.stderr and "==> inspect" not in result.stderr
-    assert not tag_exists(docker_client, tag)
+    assert not has_image(docker_client, tag)
 
 
 @pytest.mark.engine

@@ -18,8 +18,8 @@ import sys
 import zipfile
 
 import pytest
+from tests.helpers import Running, cost
 
-from tests.test_issue6_acceptance import Running, cost
 
 pytestmark = pytest.mark.engine
 

@@ -15,8 +15,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from tests.helpers import Running, comparisons, slim
 
-from tests.test_issue3_acceptance import comparisons, images, running, slim  # noqa: F401 (images: a fixture)
 
 pytestmark = pytest.mark.engine
 
@@ -56,11 +56,8 @@ def get(url: str, attempts: int = 150) -> tuple[int, bytes]:
 
 
 def served(client, image: str, paths) -> dict[str, int]:
-    container, port = running(client, image, 8080)
-    try:
-        return {path: get(f"http://127.0.0.1:{port}{path}")[0] for path in paths}
-    finally:
-        container.remove(force=True, v=True)
+    with Running(client, image, 8080) as app:
+        return {path: get(app.url(path))[0] for path in paths}
 
 
 @pytest.fixture
@@ -134,9 +131,6 @@ def test_openapi_probes_every_get_operation_and_a_route_only_the_spec_names_work
     assert result.returncode == 0, result.stderr
     checked = comparisons(report)["http :8080"]["checked"]
     assert {operation.replace("{item_id}", "lamp") for operation in operations} <= set(checked)
-    container, port = running(docker_client, tag, 8080)
-    try:
-        status, body = get(f"http://127.0.0.1:{port}{NOTES}")
-    finally:
-        container.remove(force=True, v=True)
+    with Running(docker_client, tag, 8080) as app:
+        status, body = get(app.url(NOTES))
     assert (status, b"<em>warm</em>" in body) == (200, True)

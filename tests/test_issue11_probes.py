@@ -6,9 +6,7 @@ import itertools
 import json
 import threading
 import time
-from contextlib import contextmanager
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,35 +20,9 @@ from slim.build import volatility
 from slim.engine import ExecResult
 from slim.build.verify import compare_runs
 from slim.model import RunOutcome
-from tests.test_probes import FakeEngine, sockets, target
+from tests.helpers import FakeEngine, serving, sockets, target
 
 HTML = "text/html; charset=utf-8"
-
-
-@contextmanager
-def site(routes: dict):
-    """A real HTTP server: path -> (status, content type, body); a callable status or body is called."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            status, kind, body = routes.get(self.path, (404, "text/plain", "not found"))
-            body = (body() if callable(body) else body).encode()
-            self.send_response(status() if callable(status) else status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # ---------------------------------------------------------------- what a browser loads
@@ -116,7 +88,7 @@ UI = {
 
 
 def test_the_crawl_fetches_what_pages_load_at_their_own_depth_and_stylesheet_urls():
-    with site(UI) as port:
+    with serving(UI) as port:
         outcome = HttpProbe(80, crawl_depth=2).run(target(port))
     assert outcome.ok, outcome.detail
     assert list(outcome.fingerprint) == [
@@ -132,7 +104,7 @@ def test_the_crawl_fetches_what_pages_load_at_their_own_depth_and_stylesheet_url
      ({"crawl_seconds": 0}, "its 0 s budget")],
 )
 def test_the_crawl_is_bounded_and_says_which_bound_stopped_it(budget, reason):
-    with site(UI) as port:
+    with serving(UI) as port:
         outcome = HttpProbe(80, **budget).run(target(port))
     assert f"crawl stopped at {reason} with " in outcome.detail
     assert len(outcome.fingerprint) < len(UI) - 1
@@ -155,7 +127,7 @@ def answers(*statuses: int, then: int = 200):
 
 def gated_site(status):
     """/ is served at once (a proxy's own page); /api answers what `status()` says (its backend warming up)."""
-    return site({"/": (200, HTML, '<a href="/api">api</a>'), "/api": (status, "application/json", "{}")})
+    return serving({"/": (200, HTML, '<a href="/api">api</a>'), "/api": (status, "application/json", "{}")})
 
 
 def test_502_503_504_during_the_warm_up_mean_not_ready_yet():
@@ -204,13 +176,13 @@ def status_site(version: str = "1.0", stylesheet: str = "/s.css"):
 def original_run(routes: dict) -> RunOutcome:
     """Two passes of the probe against the original, as `slim build` makes them."""
     probe = HttpProbe(80, requests=(HttpRequest("/stats"),))
-    with site(routes) as port:
+    with serving(routes) as port:
         learned = volatility.learn(probe.run(target(port)), probe.run(target(port)))
     return RunOutcome("server", None, True, (learned,))
 
 
 def slimmed_run(routes: dict) -> RunOutcome:
-    with site(routes) as port:
+    with serving(routes) as port:
         return RunOutcome("server", None, True, (HttpProbe(80, requests=(HttpRequest("/stats"),)).run(target(port)),))
 
 

@@ -9,14 +9,13 @@ import hashlib
 import json
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
 from pathlib import Path
 
-import docker
 import pytest
+from tests.helpers import Running, comparisons, slim
 
 pytestmark = pytest.mark.engine
 
@@ -37,66 +36,10 @@ http:
 """
 
 
-def slim(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "slim", *args], capture_output=True, text=True, timeout=900, cwd=cwd
-    )
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
-
-
-class Images:
-    """Tags handed out to one test; every one of them, and every image id noted, is removed at the end."""
-
-    def __init__(self, client: docker.DockerClient):
-        self.client = client
-        self.tags: list[str] = []
-        self.ids: list[str] = []
-
-    def tag(self, name: str) -> str:
-        tag = f"slimtrace-issue3/{name}:{uuid.uuid4().hex[:10]}"
-        self.tags.append(tag)
-        return tag
-
-    def exists(self, ref: str) -> bool:
-        try:
-            self.client.images.get(ref)
-            return True
-        except docker.errors.ImageNotFound:
-            return False
-
-    def remove_all(self) -> None:
-        for ref in self.tags + self.ids:
-            try:
-                self.client.images.remove(ref, force=True)
-            except docker.errors.ImageNotFound:
-                pass
-
-
-@pytest.fixture
-def images(docker_client):
-    made = Images(docker_client)
-    try:
-        yield made
-    finally:
-        made.remove_all()
-
-
 def build(image: str, tag: str, tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
     report = tmp_path / f"{uuid.uuid4().hex[:8]}.json"
     result = slim("build", image, "--tag", tag, "--report", str(report), *args, cwd=tmp_path)
     return result, json.loads(report.read_text()) if report.exists() else {}
-
-
-def comparisons(report: dict) -> dict[str, dict]:
-    return {comparison["probe"]: comparison for comparison in report["verification"]["comparisons"]}
-
-
-def running(client, image: str, port: int):
-    """A fresh container of `image` with `port` published on 127.0.0.1; yields (container, host port)."""
-    container = client.containers.run(image, detach=True, ports={f"{port}/tcp": ("127.0.0.1", None)})
-    container.reload()
-    return container, int(container.attrs["NetworkSettings"]["Ports"][f"{port}/tcp"][0]["HostPort"])
 
 
 def redis_command(port: int, command: bytes, attempts: int = 100) -> bytes:
@@ -114,11 +57,8 @@ def redis_command(port: int, command: bytes, attempts: int = 100) -> bytes:
 
 
 def fetch_all(client, image: str, port: int, paths) -> dict[str, tuple[int, str]]:
-    container, host_port = running(client, image, port)
-    try:
-        return {path: fetch(f"http://127.0.0.1:{host_port}{path}") for path in paths}
-    finally:
-        container.remove(force=True, v=True)
+    with Running(client, image, port) as app:
+        return {path: fetch(app.url(path)) for path in paths}
 
 
 def fetch(url: str, attempts: int = 100) -> tuple[int, str]:
@@ -150,13 +90,11 @@ def test_redis_with_exec_and_host_probes_verifies_and_answers(images, fixture_im
     assert compared[f"host python3 {script}"]["slimmed"] == "exit 0: probe-value"
     assert all(comparison["same"] for comparison in compared.values())
 
-    container, port = running(docker_client, tag, 6379)
-    try:
+    with Running(docker_client, tag, 6379) as redis:
+        port = redis.host_port
         assert redis_command(port, b"PING") == b"+PONG\r\n"
         assert redis_command(port, b"SET fresh yes") == b"+OK\r\n"
         assert redis_command(port, b"GET fresh") == b"$3\r\nyes\r\n"
-    finally:
-        container.remove(force=True, v=True)
     assert report["result"]["size"] * 3 < report["source"]["size"]
 
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
-import urllib.request
 from pathlib import Path, PurePosixPath
-from typing import Self
 
 import docker
 import pytest
@@ -20,6 +18,7 @@ from slim.adapters.docker_engine import DockerEngine
 from slim.model import EntryKind
 from slim.image.rootfs import RootFS, spool_image
 from slim.rules.table import RULE_NAMES
+from tests.helpers import Running, cost
 
 pytestmark = pytest.mark.engine
 
@@ -29,49 +28,7 @@ PG_QUERY = "select count(*) from fruits"
 RECOVERY_SIGNS = ("database system was not properly shut down", "automatic recovery")
 
 
-def cost(report: dict) -> str:
-    """One line for the test log: the size and what each reason keeps."""
-    reasons = ", ".join(f"{kind} {size:,}" for kind, size in report["bytes_by_reason"].items() if size)
-    return f"{report['result']['size']:,} bytes ({reasons})"
-
-
 # ---------------------------------------------------------------- running both images
-
-
-class Running:
-    """A detached container with its port published on 127.0.0.1; removed on exit."""
-
-    def __init__(self, client: docker.DockerClient, image: str, port: int | None = None,
-                 environment: dict[str, str] | None = None):
-        ports = {f"{port}/tcp": ("127.0.0.1", None)} if port else {}
-        self.container = client.containers.run(image, detach=True, ports=ports, environment=environment)
-        self.port = port
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.container.remove(force=True, v=True)
-
-    def url(self, path: str) -> str:
-        self.container.reload()
-        host_port = self.container.attrs["NetworkSettings"]["Ports"][f"{self.port}/tcp"][0]["HostPort"]
-        return f"http://127.0.0.1:{host_port}{path}"
-
-    def get(self, path: str, attempts: int = 150, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-        for _ in range(attempts):
-            try:
-                request = urllib.request.Request(self.url(path), headers=headers or {})
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    return response.status, response.read()
-            except urllib.error.HTTPError as e:
-                return e.code, e.read()
-            except OSError:  # not listening yet
-                time.sleep(0.2)
-        raise AssertionError(f"{path} never answered: {self.container.logs().decode(errors='replace')[-2000:]}")
-
-    def logs(self) -> str:
-        return self.container.logs().decode(errors="replace")
 
 
 def image_rootfs(image: str, workdir: Path) -> RootFS:

@@ -15,7 +15,6 @@ from pathlib import Path, PurePosixPath
 import jsonschema
 import pytest
 
-from test_closure import NO_ALWAYS, Layer, facts_with, trace_of
 
 from slim.adapters.docker_engine import DockerEngine
 from slim.adapters.seccomp import LookupRecord, LookupsUnavailable, check_kernel, parse_records
@@ -24,6 +23,7 @@ from slim.engine import ContainerSpec
 from slim.model import Lookup, LookupHealth, ReasonKind, RunOutcome
 from slim.adapters.fanotify_tracer import FanotifyTracer
 from slim.build.tracing import run_traced
+from tests.helpers import NO_ALWAYS, Layer, facts_with, trace_of
 
 P = PurePosixPath
 SCHEMA = Path(__file__).parent.parent / "slim" / "schema" / "report.schema.json"

@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 
 from slim.image.package_db import APK_INSTALLED, DPKG_STATUS_DIR, installed_packages, trim_databases
 from slim.build.sbom import ImageFiles, Subject, package_purls, sbom_json, validation_errors
-from test_closure import Layer, closure_of, debian_like
+from tests.helpers import Layer, closure_of, debian_like
 
 P = PurePosixPath
 

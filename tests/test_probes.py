@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from probes.http import NOT_HTTP, Origin, page_links, without_ignored
 from probes.interface import ProbeInputError
 from probes.listening import Listener, Readiness, await_listening, listeners, parse_listeners
 from slim.engine import ExecResult
+from tests.helpers import FakeEngine, serving, sockets, target
 
 SITE = {
     "/": '<a href="/a.html">a</a> <a href="b.html#top">b</a> <img src="/img/logo.png">'
@@ -33,89 +33,6 @@ SITE = {
     "/deep/d.html": '<a href="../e.html">e</a>',
     "/e.html": "<p>only at depth 3</p>",
 }
-
-
-class FakeEngine:
-    """The engine calls probes make, answered without a container. `exec_result` may be a list: one result
-    per attempt, the last one repeated."""
-
-    def __init__(
-        self, running: bool = True, exit_code: int = 0, exec_result: ExecResult | list[ExecResult] | None = None
-    ):
-        self.running = running
-        self.exit_code = exit_code
-        self.exec_results = exec_result if isinstance(exec_result, list) else [exec_result]
-        self.execs: list[tuple[tuple[str, ...], str | None]] = []
-        self.exec_timeouts: list[float | None] = []
-
-    def pid(self, container_id: str) -> int | None:
-        return 4242 if self.running else None
-
-    def is_running(self, container_id: str) -> bool:
-        return self.running
-
-    def wait(self, container_id: str, timeout: float) -> int | None:
-        return None if self.running else self.exit_code
-
-    def exec(
-        self, container_id: str, argv: tuple[str, ...], user: str | None = None, timeout: float | None = None
-    ) -> ExecResult:
-        self.execs.append((argv, user))
-        self.exec_timeouts.append(timeout)
-        return self.exec_results[min(len(self.execs), len(self.exec_results)) - 1]
-
-
-def target(
-    port: int, engine: FakeEngine | None = None, container_port: int = 80, readiness: Readiness | None = None
-) -> Target:
-    return Target(engine or FakeEngine(), "c0ffee", "127.0.0.1", {container_port: port}, readiness=readiness)
-
-
-def make_handler(pages: dict, ready_at: float = 0.0):
-    """A handler serving `pages` (path -> body, or (status, body)); before `ready_at` it hangs up at
-    once, as docker-proxy does while nothing listens in the container yet."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            if time.monotonic() < ready_at:
-                self.close_connection = True
-                return
-            page = pages.get(self.path)
-            status, body = page if isinstance(page, tuple) else (200 if page is not None else 404, page or "")
-            body = body() if callable(body) else body
-            self.reply(status, body if isinstance(body, bytes) else body.encode())
-
-        def do_POST(self):
-            length = int(self.headers.get("Content-Length", 0))
-            echo = f"{self.headers.get('X-Token')}:{self.rfile.read(length).decode()}"
-            self.reply(201, echo.encode())
-
-        def reply(self, status: int, body: bytes):
-            self.send_response(status)
-            kind = "text/html; charset=utf-8" if self.path.endswith(("/", ".html")) else "application/octet-stream"
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    return Handler
-
-
-@contextmanager
-def serving(pages: dict, tls: ssl.SSLContext | None = None, ready_at: float = 0.0, port: int = 0):
-    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(pages, ready_at))
-    if tls:
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def free_port() -> int:
@@ -438,19 +355,6 @@ def test_listeners_of_a_live_process_and_of_a_gone_one():
         assert Listener(ipaddress.ip_address("127.0.0.1"), port) in listeners(os.getpid())
     pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
     assert listeners(pid_max + 1) is None
-
-
-def sockets(schedule: dict[float, set[tuple[str, int]]]):
-    """A socket reader whose answer changes over time: {seconds from now: {(address, port), ...}}."""
-    started = time.monotonic()
-
-    def read(pid: int) -> frozenset[Listener]:
-        elapsed = time.monotonic() - started
-        current = max((at for at in schedule if at <= elapsed), default=None)
-        found = schedule[current] if current is not None else set()
-        return frozenset(Listener(ipaddress.ip_address(address), port) for address, port in found)
-
-    return read
 
 
 def test_await_listening_waits_for_every_port():

@@ -16,56 +16,11 @@ import zstandard
 from slim.model import EntryKind
 from slim.image.rootfs import MAX_SYMLINKS, Resolved, RootFS, UnreadableImage, layer_steps, saved_config, spool_image
 from tests.run_settings import RUN_SETTINGS
+from tests.helpers import CAPABILITY, MTIME, directory, hardlink, layer_tar, member, rootfs, symlink, whiteout
 
 P = PurePosixPath
-MTIME = 1_700_000_000
 # A real file capability (cap_net_bind_service+ep): binary, with NULs and bytes that are not UTF-8.
-CAPABILITY = bytes.fromhex("0100000200040000000000000000000000000000")
-
-
 # ---------------------------------------------------------------- building layer tars by hand
-
-
-def member(name: str, data: bytes = b"", *, kind: bytes = tarfile.REGTYPE, **fields) -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.size = len(data)
-    info.mtime = MTIME
-    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
-    info.uname = info.gname = "root"
-    xattrs = fields.pop("xattrs", {})
-    info.pax_headers = {f"SCHILY.xattr.{key}": value.decode("utf-8", "surrogateescape") for key, value in xattrs.items()}
-    for field, value in fields.items():
-        setattr(info, field, value)
-    return info, data
-
-
-def directory(name: str, **fields) -> tuple[tarfile.TarInfo, bytes]:
-    return member(name, kind=tarfile.DIRTYPE, **fields)
-
-
-def symlink(name: str, target: str) -> tuple[tarfile.TarInfo, bytes]:
-    return member(name, kind=tarfile.SYMTYPE, linkname=target, mode=0o777)
-
-
-def hardlink(name: str, target: str, **fields) -> tuple[tarfile.TarInfo, bytes]:
-    return member(name, kind=tarfile.LNKTYPE, linkname=target, **fields)
-
-
-def whiteout(path: str) -> tuple[tarfile.TarInfo, bytes]:
-    parent, _, name = path.rpartition("/")
-    return member(f"{parent}/.wh.{name}" if parent else f".wh.{name}")
-
-
-def layer_tar(path: Path, *members: tuple[tarfile.TarInfo, bytes]) -> Path:
-    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in members:
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
-def rootfs(tmp_path: Path, *layers: list[tuple[tarfile.TarInfo, bytes]]) -> RootFS:
-    return RootFS.from_layers([layer_tar(tmp_path / f"layer{i}.tar", *members) for i, members in enumerate(layers)])
 
 
 def paths(fs: RootFS) -> list[str]:

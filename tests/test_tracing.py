@@ -7,7 +7,6 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 # The tmpfs fixture (a private filesystem to mark) is shared with the binding's own tests.
-from test_fanotify import QUEUE_LIMIT, tmpfs  # noqa: F401
 
 from slim.adapters.docker_engine import DockerEngine
 from slim.adapters.fanotify import Fanotify
@@ -16,6 +15,7 @@ from slim.engine import ContainerSpec
 from slim.errors import TracingUnavailable
 from slim.adapters.c_helpers import gate_binary
 from slim.model import Access, RunOutcome, Trace
+from tests.helpers import fanotify_queue_limit
 from slim.build.tracing import (
     GATE_MOUNT, SHUTDOWN, STARTUP, STOP_TIMEOUT, catches_signal, run_traced, signal_number,
 )
@@ -112,11 +112,11 @@ def test_recorder_reports_overflow(tmpfs):  # noqa: F811
     with Fanotify(bounded_queue=True) as notifier:
         notifier.mark_filesystem(tmpfs, TRACE_MASK)
         # Fill the kernel's queue before anyone reads it.
-        sh(tmpfs, f"for n in $(seq {QUEUE_LIMIT + 10}); do : > f$n; done")
+        sh(tmpfs, f"for n in $(seq {fanotify_queue_limit() + 10}); do : > f$n; done")
         with Recorder(notifier, STARTUP) as recorder:
             paths, health = recorder.stop()
     assert health.overflow and not health.complete
-    assert len(paths) == QUEUE_LIMIT
+    assert len(paths) == fanotify_queue_limit()
 
 
 # ---------------------------------------------------------------- run_traced (engine)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 import tarfile
 import uuid
 from pathlib import Path
@@ -16,13 +13,9 @@ import pytest
 from slim.model import ImageFacts
 from slim.image.rootfs import index_layers
 from slim.reporting.xray import analyse, parse_apk_installed, parse_dpkg_status
+from tests.helpers import slim
 
 BIG = 20 * 1024 * 1024  # the fixture layer's dd: 20 MiB
-
-
-def slim(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "slim", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)
 
 
 # ---------------------------------------------------------------- hand-built layers

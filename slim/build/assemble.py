@@ -233,7 +233,6 @@ def build_image(engine: Engine, plan: ImagePlan, rootfs: RootFS, workdir: Path, 
         image_id = engine.load_image(image_archive(plan, layer_path, layer, work_tag))
     return BuiltImage(
         id=image_id,
-        tag=None,
         layer_diff_id=layer.diff_id,
         layer_size=layer.size,
         compressed_size=layer.compressed_size,

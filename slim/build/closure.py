@@ -496,9 +496,6 @@ class _Loader:
                 self.loaded.add(obj)
                 pending.extend(self._dependencies(obj))
 
-    def missing(self) -> list[str]:
-        return [_missing_library(path, name) for path, name in self.unresolved()]
-
     def unresolved(self) -> list[tuple[PurePosixPath, str]]:
         """(needing file, name) of every DT_NEEDED no way of loading that file resolved."""
         return [(path, name) for path, name in self.misses if (path, name) not in self.hits]

@@ -21,6 +21,7 @@ from slim.model import RunOutcome
 
 BATCH_RUN = "batch run"  # the probe name of a batch container's own run
 AFTER_PROBES = "after probes"  # the phase once the probes are done, while the app settles
+SETTLE = 1.0  # seconds for start-up work the app finishes after the probes (lazy writes)
 # Probes run a second time when volatility is learned: asking again is harmless. Host probes are the
 # user's own scripts (an integration test may not be idempotent): they run once.
 REPEATABLE = (HttpProbe, ExecProbe)
@@ -31,10 +32,9 @@ class ExercisePlan:
     probes: tuple[Probe, ...]
     mode: str  # "server" | "batch"
     timeout: float  # batch: seconds until it must have exited; server: overall budget for the probes
-    # server, after the probes (checked by the CLI): "probes" (wait `settle` seconds), "exit" (wait for the
+    # server, after the probes (checked by the CLI): "probes" (wait SETTLE seconds), "exit" (wait for the
     # container to exit, within what is left of `timeout`) or a number of seconds to wait.
     continue_after: str = "probes"
-    settle: float = 1.0  # seconds for start-up work the app finishes after the probes (lazy writes)
     publish: tuple[int, ...] = ()  # container ports host probes need besides the probes' own
     # server: seconds to wait, before any probe runs, until every port of `ports` listens in the container
     ready_timeout: float = 30.0
@@ -131,7 +131,7 @@ def _probe(probe: Probe, target: Target, budget: float, mark_phase: Callable[[st
 def _linger(plan: ExercisePlan, target: Target) -> float:
     """Seconds to leave the container running after the probes."""
     if plan.continue_after == "probes":
-        return plan.settle
+        return SETTLE
     if plan.continue_after == "exit":
         return target.seconds_left()
     return float(plan.continue_after)

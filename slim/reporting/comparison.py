@@ -85,10 +85,6 @@ class Comparison:
     images: tuple[ImageSummary, ...]
     gates: tuple[GateOutcome, ...] = ()  # one per image when gates were asked for
 
-    @property
-    def gates_failed(self) -> bool:
-        return any(outcome.failed for outcome in self.gates)
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "schema_version": 1,
@@ -143,8 +139,3 @@ def compare(reports: Sequence[tuple[Path | str, Report]], gates: Sequence[GateOu
 
 def _ratio(original: int | None, slimmed: int | None) -> float | None:
     return round(original / slimmed, 2) if original and slimmed else None
-
-
-def gate_rows(comparison: Comparison) -> list[Mapping[str, str]]:
-    """Every gate result with its image, for the tables of the markdown and HTML renderers."""
-    return [{"image": outcome.image, **result.as_dict()} for outcome in comparison.gates for result in outcome.results]

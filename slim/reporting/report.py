@@ -34,10 +34,6 @@ class Report:
         write_text(path, json_text(self.data) + "\n")
 
     @classmethod
-    def read(cls, path: Path) -> "Report":
-        return cls(json.loads(path.read_text()))
-
-    @classmethod
     def load(cls, path: Path) -> "Report":
         """A report given on the command line: anything that is not one is a usage error, in one line."""
         try:
