@@ -692,18 +692,21 @@ def test_runtimes_of_node_java_and_ruby(tmp_path):
     for path in ("lib/server/libjvm.so", "lib/modules", "lib/libnet.so", "lib/src.zip", "lib/ct.sym",
                  "conf/security/java.security", "release", "bin/javac"):
         layer.file(f"{jdk}/{path}", b"\x00")
-    layer.file("/usr/lib/x86_64-linux-gnu/libruby-3.1.so.3.1", b"\x00")
+    # The VM names "set" (a feature its C code requires); nothing requires etc.
+    layer.file("/usr/lib/x86_64-linux-gnu/libruby-3.1.so.3.1", b"\x00set\x00")
     layer.file("/usr/lib/ruby/3.1.0/set.rb", b"#", mode=0o644)
     layer.file("/usr/lib/x86_64-linux-gnu/ruby/3.1.0/etc.so", b"\x00")
+    layer.file("/usr/lib/x86_64-linux-gnu/ruby/3.1.0/enc/euc_jp.so", b"\x00")
     layer.file("/usr/lib/ruby/2.7.0/old.rb", b"#", mode=0o644)
     closure = rule_closure(layer.rootfs(tmp_path), "/usr/lib/x86_64-linux-gnu/libnode.so.108",
                            f"{jdk}/lib/server/libjvm.so", "/usr/lib/x86_64-linux-gnu/libruby-3.1.so.3.1")
     runtime = kept_for(closure, ReasonKind.RUNTIME)
     assert {"/usr/share/nodejs/undici/lib/fetch.js", f"{jdk}/lib/modules", f"{jdk}/lib/libnet.so",
-            f"{jdk}/conf/security/java.security", f"{jdk}/release", "/usr/lib/ruby/3.1.0/set.rb",
-            "/usr/lib/x86_64-linux-gnu/ruby/3.1.0/etc.so"} <= runtime
+            f"{jdk}/conf/security/java.security", f"{jdk}/release",
+            "/usr/lib/x86_64-linux-gnu/ruby/3.1.0/enc/euc_jp.so"} <= runtime
+    assert "/usr/lib/ruby/3.1.0/set.rb" in kept_for(closure, ReasonKind.IMPORT)  # Ruby's require graph
     for never in ("/usr/share/nodejs/unrelated/index.js", f"{jdk}/lib/src.zip", f"{jdk}/lib/ct.sym",
-                  f"{jdk}/bin/javac", "/usr/lib/ruby/2.7.0/old.rb"):
+                  f"{jdk}/bin/javac", "/usr/lib/ruby/2.7.0/old.rb", "/usr/lib/x86_64-linux-gnu/ruby/3.1.0/etc.so"):
         assert P(never) not in closure.kept, never
 
 
