@@ -1,7 +1,6 @@
 """Command line: parse argv into option values, call the pipeline, render. No logic lives here."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shlex
@@ -32,7 +31,7 @@ from .reporting.render_html import render_html
 from .reporting.render_report import gate_lines, render_markdown, render_text
 from .reporting.render_summary import render_summary
 from .reporting.render_xray import render_xray
-from .reporting.report import InvalidReport, Report
+from .reporting.report import InvalidReport, Report, verification_section
 from .reporting.xray import xray as analyse_image
 from .rules.app_files import APP_FILES_MODES
 from .rules.table import RULE_NAMES, RULES
@@ -413,12 +412,10 @@ def _verify_data(result) -> dict:
     def image(facts):
         return {"ref": facts.ref, "id": facts.id, "size": facts.size}
 
-    verification = result.verification
     return {
         "original": image(result.original),
         "slimmed": image(result.slimmed),
-        # The same shape as the verification section of a build report.
-        "verification": {"status": "passed" if verification.passed else "failed", **dataclasses.asdict(verification)},
+        "verification": verification_section(result.verification),
         "timings": dict(result.timings),
     }
 

@@ -17,6 +17,11 @@ from probes.interface import ProbeOutcome  # probes own what they report; a run 
 ROOT = PurePosixPath("/")
 
 
+def at_or_under(path: PurePosixPath, top: PurePosixPath) -> bool:
+    """`path` is `top` or inside it (lexically: symlinks are the caller's business)."""
+    return path == top or top in path.parents
+
+
 # ---------------------------------------------------------------- inspect
 
 

@@ -32,6 +32,7 @@ from slim.model import (
     Lookup,
     Trace,
     TracedPath,
+    at_or_under,
 )
 from slim.image.package_db import database_manager, trim_databases, under_any
 from slim.image.rootfs import Resolved, RootFS
@@ -245,7 +246,7 @@ class _Kept:
         kept = {
             path: tuple(self.reasons[path])
             for path in sorted(self.reasons)
-            if not any(path == e or e in path.parents for e in excluded)
+            if not any(at_or_under(path, e) for e in excluded)
         }
         return Closure(kept=kept, warnings=tuple(self.warnings))
 

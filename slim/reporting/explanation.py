@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 from typing import Any, Mapping
 
 from slim.errors import UsageError
-from slim.model import ROOT, EntryKind, FileEntry
+from slim.model import ROOT, EntryKind, FileEntry, at_or_under
 from slim.image.rootfs import RootFS
 
 # Reasons that need no further why: the run did it, or a rule the user or slimtrace set.
@@ -128,7 +128,7 @@ class _Explainer:
                 ReasonChain(self._named(r, lexical.path), self._chain(r, {path})) for r in self.kept[path]["reasons"]
             )
             return Explanation(status="kept", reasons=reasons, removed_below=below, notes=tuple(notes), **common)
-        excluded = next((e for e in self.excluded if e == lexical.path or e in lexical.path.parents), None)
+        excluded = next((e for e in self.excluded if at_or_under(lexical.path, e)), None)
         return Explanation(
             status="excluded" if excluded else "removed",
             excluded_by=str(excluded) if excluded else None,
@@ -152,7 +152,7 @@ class _Explainer:
         """An --include-path reason with the option that caused it (the report records the options)."""
         if reason["kind"] != "include-path" or reason.get("source"):
             return reason
-        option = next((p for p in self.included if p == path or p in path.parents), None)
+        option = next((p for p in self.included if at_or_under(path, p)), None)
         return {**reason, "source": str(option)} if option else reason
 
     def _chain(self, reason: Mapping[str, str], seen: set[str]) -> tuple[Step, ...]:

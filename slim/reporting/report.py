@@ -124,7 +124,7 @@ def build_report(
             },
             "lookups": _lookups_section(trace, rootfs),
             "run": _run_section(trace),
-            "verification": _verification_section(verification),
+            "verification": verification_section(verification),
             "options": {
                 "include_paths": [str(path) for path in include_paths],
                 "exclude_paths": [str(path) for path in exclude_paths],
@@ -296,7 +296,8 @@ def _run_section(trace: Trace) -> dict[str, Any]:
     }
 
 
-def _verification_section(verification: Verification | None) -> dict[str, Any]:
+def verification_section(verification: Verification | None) -> dict[str, Any]:
+    """The report's verification section; `slim verify --json` prints the same shape."""
     if verification is None:
         return {"status": "skipped"}
     return {

@@ -77,7 +77,7 @@ class ElfFile:
 
 
 @dataclass(frozen=True)
-class Package:
+class OsPackage:
     manager: str  # "dpkg" or "apk"
     name: str
     version: str
@@ -114,7 +114,7 @@ class XRay:
     largest_dirs: tuple[DirSize, ...]
     elf: tuple[ElfFile, ...]  # sorted by path
     entrypoint_elf: str | None  # the ELF file the command starts, if it is one
-    packages: tuple[Package, ...]
+    packages: tuple[OsPackage, ...]
     privileged: tuple[PrivilegedFile, ...]
     warnings: tuple[str, ...]
 
@@ -361,8 +361,8 @@ def _privileged(rootfs: RootFS) -> tuple[PrivilegedFile, ...]:
 # ---------------------------------------------------------------- package databases
 
 
-def _packages(rootfs: RootFS) -> tuple[tuple[Package, ...], list[str]]:
-    packages: list[Package] = []
+def _packages(rootfs: RootFS) -> tuple[tuple[OsPackage, ...], list[str]]:
+    packages: list[OsPackage] = []
     warnings: list[str] = []
     databases = [DPKG_STATUS] + [
         DPKG_STATUS_DIR / child.name for child in _children(rootfs, DPKG_STATUS_DIR)
@@ -390,7 +390,7 @@ def _read_text(rootfs: RootFS, path: PurePosixPath) -> str | None:
     return rootfs.read(resolved.path).decode("utf-8", "replace")
 
 
-def parse_dpkg_status(text: str) -> list[Package]:
+def parse_dpkg_status(text: str) -> list[OsPackage]:
     """Installed packages of a dpkg status file (RFC 822-style paragraphs; Installed-Size is in KiB)."""
     packages = []
     for paragraph in text.split("\n\n"):
@@ -399,7 +399,7 @@ def parse_dpkg_status(text: str) -> list[Package]:
             continue
         size = fields.get("Installed-Size", "")
         packages.append(
-            Package(
+            OsPackage(
                 manager="dpkg",
                 name=fields["Package"],
                 version=fields.get("Version", ""),
@@ -410,7 +410,7 @@ def parse_dpkg_status(text: str) -> list[Package]:
     return packages
 
 
-def parse_apk_installed(text: str) -> list[Package]:
+def parse_apk_installed(text: str) -> list[OsPackage]:
     """apk's installed database: one record per package, "X:value" lines, records split by a blank line."""
     packages = []
     for record in text.split("\n\n"):
@@ -421,7 +421,7 @@ def parse_apk_installed(text: str) -> list[Package]:
         if "P" in fields:
             size = fields.get("I", "")
             packages.append(
-                Package(
+                OsPackage(
                     manager="apk",
                     name=fields["P"],
                     version=fields.get("V", ""),

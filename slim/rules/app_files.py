@@ -6,8 +6,8 @@ import re
 from collections.abc import Iterator
 from pathlib import PurePosixPath
 
-from slim.model import ROOT, EntryKind, Reason, ReasonKind
-from .base import P, Keep, RuleContext, under
+from slim.model import ROOT, EntryKind, Reason, ReasonKind, at_or_under
+from .base import P, Keep, RuleContext
 
 APP_FILES_MODES = ("none", "touched", "all")
 STEP_TEXT_LIMIT = 60  # characters of a Dockerfile step quoted in a reason
@@ -109,7 +109,7 @@ def keep_app_files(ctx: RuleContext) -> Iterator[Keep]:
         parts = set(entry.path.parts)
         if parts & PACKAGE_TREES or parts & VCS_AND_CACHES:
             continue
-        why = next((why for root, why in roots if under(entry.path, root) and entry.path != root), None)
+        why = next((why for root, why in roots if at_or_under(entry.path, root) and entry.path != root), None)
         if why is None and kind is StepKind.COPY:
             why = "copied into the image"
         if why is None or (ctx.app_files == "touched" and entry.path.parent not in touched):

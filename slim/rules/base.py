@@ -95,10 +95,6 @@ def walk(rootfs: RootFS, top: PurePosixPath, skip: Skip = lambda *_: False) -> I
             stack.extend(reversed(rootfs.children(path)))
 
 
-def under(path: PurePosixPath, top: PurePosixPath) -> bool:
-    return path == top or top in path.parents
-
-
 
 def chunks(rootfs: RootFS, path: PurePosixPath) -> Iterator[bytes]:
     """The file's bytes in overlapping chunks, for searching short patterns."""

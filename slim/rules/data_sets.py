@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from slim.model import Reason, ReasonKind
-from .base import P, Keep, RuleContext, under, walk
+from slim.model import Reason, ReasonKind, at_or_under
+from .base import P, Keep, RuleContext, walk
 
 TIMEZONE_DIRS = tuple(P(p) for p in ("/usr/share/zoneinfo", "/usr/lib/zoneinfo", "/usr/share/lib/zoneinfo"))
 # right/ holds the leap-second variants (only TZ=right/... reads them); the rest are zic's sources and tables.
@@ -19,7 +19,7 @@ def keep_timezone_data(ctx: RuleContext) -> Iterator[Keep]:
     (TZ=..., zoneinfo.ZoneInfo("Europe/Paris")) on the first request that needs it. Every zone file is
     kept; the leap-second variants (right/) and zic's text sources and tables are not."""
     for database in TIMEZONE_DIRS:
-        touched = [path for path in ctx.traced if under(path, database) or path == LOCALTIME]
+        touched = [path for path in ctx.traced if at_or_under(path, database) or path == LOCALTIME]
         if not touched or not ctx.is_dir(database) or not ctx.once(("timezone", database)):
             continue
         reason = Reason(ReasonKind.TIMEZONE, source=str(database), detail=f"used: {min(touched)}")
@@ -45,7 +45,7 @@ def keep_ca_certificates(ctx: RuleContext) -> Iterator[Keep]:
     OpenSSL's configuration, once a TLS library is kept or any of them was read: the first HTTPS
     request verifies a server against them."""
     tls = next((e.path for e in ctx.kept_files() if _TLS_LIBRARY.fullmatch(e.path.name)), None)
-    read = next((p for p in sorted(ctx.traced) if any(under(p, top) for top in CA_LOCATIONS)), None)
+    read = next((p for p in sorted(ctx.traced) if any(at_or_under(p, top) for top in CA_LOCATIONS)), None)
     cause = tls or read
     if cause is None or not ctx.once("ca-certificates"):
         return

@@ -6,9 +6,9 @@ import re
 from collections.abc import Iterator
 from pathlib import PurePosixPath
 
-from slim.model import CONFIG_READ_LIMIT, Reason, ReasonKind
+from slim.model import CONFIG_READ_LIMIT, Reason, ReasonKind, at_or_under
 from slim.image.rootfs import RootFS
-from .base import P, Keep, RuleContext, chunks, under, walk
+from .base import P, Keep, RuleContext, chunks, walk
 
 NSSWITCH = P("/etc/nsswitch.conf")
 # glibc's resolver and NSS dispatcher: inside libc.so.6 since glibc 2.34, in libresolv and libnss_* before.
@@ -72,7 +72,7 @@ def keep_gconv(ctx: RuleContext) -> Iterator[Keep]:
         if not ctx.is_dir(directory):
             continue
         config = [p for p in ctx.traced if p.parent == directory and p.name == "gconv-modules"
-                  or under(p, directory / "gconv-modules.d")]
+                  or at_or_under(p, directory / "gconv-modules.d")]
         modules = [p for p in ctx.kept if p.parent == directory and p.suffix == ".so"]
         cause = min(config + modules, default=None)
         if cause is None or not ctx.once(("gconv", directory)):
