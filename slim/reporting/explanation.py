@@ -16,15 +16,22 @@ from pathlib import PurePosixPath
 from typing import Any, Mapping
 
 from slim.errors import UsageError
-from slim.model import ROOT, EntryKind, FileEntry, at_or_under
+from slim.model import ROOT, EntryKind, FileEntry, ReasonKind, at_or_under
 from slim.image.rootfs import RootFS
 
 # Reasons that need no further why: the run did it, or a rule the user or slimtrace set.
 ROOT_REASONS = frozenset(
-    {
-        "traced", "looked-up", "entrypoint", "always-kept", "include-path", "volume-seed", "state-directory",
-        "package-database", "license",
-    }
+    kind.value for kind in (
+        ReasonKind.TRACED,
+        ReasonKind.LOOKED_UP,
+        ReasonKind.ENTRYPOINT,
+        ReasonKind.ALWAYS,
+        ReasonKind.INCLUDE,
+        ReasonKind.VOLUME,
+        ReasonKind.STATE_DIR,
+        ReasonKind.PACKAGE_DB,
+        ReasonKind.LICENSE,
+    )
 )
 MAX_CHAIN = 40
 
@@ -143,14 +150,14 @@ class _Explainer:
         if looked_up is None:
             raise NotInImage(asked)
         program, phase = looked_up
-        reason = {"kind": "looked-up", "source": program, "detail": f"during {phase}"}
+        reason = {"kind": ReasonKind.LOOKED_UP.value, "source": program, "detail": f"during {phase}"}
         note = "the original image does not have it either: the check failed there too, so there is nothing to keep"
         return Explanation(asked=str(asked), path=str(path), via=(), status="missing", kind="missing", size=0,
                            reasons=(ReasonChain(reason, ()),), notes=(note,))
 
     def _named(self, reason: Mapping[str, str], path: PurePosixPath) -> Mapping[str, str]:
         """An --include-path reason with the option that caused it (the report records the options)."""
-        if reason["kind"] != "include-path" or reason.get("source"):
+        if reason["kind"] != ReasonKind.INCLUDE.value or reason.get("source"):
             return reason
         option = next((p for p in self.included if at_or_under(path, p)), None)
         return {**reason, "source": str(option)} if option else reason

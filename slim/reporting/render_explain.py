@@ -13,27 +13,27 @@ ACCESS_WORDS = {"open": "opened", "exec": "executed", "list": "listed"}
 def describe(reason: Mapping[str, str]) -> str:
     """One reason of the report in words."""
     kind, source, detail = reason["kind"], reason.get("source", ""), reason.get("detail", "")
-    if kind == "traced":
+    if kind == ReasonKind.TRACED.value:
         accesses, _, phase = detail.partition(" during ")
         verbs = " and ".join(ACCESS_WORDS.get(a, a) for a in accesses.split("|") if a) or "used"
         who = source or "a process that had already exited"
         return f"traced: {verbs} by {who}" + (f" during {phase}" if phase else "")
-    if kind == "looked-up":
+    if kind == ReasonKind.LOOKED_UP.value:
         who = source or "a process that had already exited"
         return f"looked up (checked for, not opened) by {who} {detail}".rstrip()
     words = {
-        "entrypoint": f"the image's entrypoint ({source})",
-        "elf-needed": f"library needed by {source}",
-        "elf-interpreter": f"ELF interpreter (dynamic loader) of {source}",
-        "symlink": f"symlink on the path to {source}",
-        "parent-directory": f"directory above {source}",
-        "shebang": f"#! interpreter of the script {source}",
-        "always-kept": "always kept (read by the runtime before anything can be traced)",
-        "include-path": f"kept by --include-path {source}".rstrip(),
-        "volume-seed": f"seed data of the volume {source}",
-        "hard-link": f"another name (hard link) of {source}",
-        "state-directory": "run-time state directory (kept, empty, so programs can create files in it)",
-        "companion": f"companion of {source}",
+        ReasonKind.ENTRYPOINT.value: f"the image's entrypoint ({source})",
+        ReasonKind.ELF_NEEDED.value: f"library needed by {source}",
+        ReasonKind.ELF_INTERP.value: f"ELF interpreter (dynamic loader) of {source}",
+        ReasonKind.SYMLINK.value: f"symlink on the path to {source}",
+        ReasonKind.PARENT.value: f"directory above {source}",
+        ReasonKind.SHEBANG.value: f"#! interpreter of the script {source}",
+        ReasonKind.ALWAYS.value: "always kept (read by the runtime before anything can be traced)",
+        ReasonKind.INCLUDE.value: f"kept by --include-path {source}".rstrip(),
+        ReasonKind.VOLUME.value: f"seed data of the volume {source}",
+        ReasonKind.HARDLINK.value: f"another name (hard link) of {source}",
+        ReasonKind.STATE_DIR.value: "run-time state directory (kept, empty, so programs can create files in it)",
+        ReasonKind.COMPANION.value: f"companion of {source}",
     }
     text = words.get(kind)
     if text is None:  # the closure's other rules say it in their own words

@@ -15,7 +15,7 @@ from slim import __version__
 from slim.errors import UsageError
 from .attack_surface import attack_surface
 from slim.build.closure import kept_entry
-from slim.model import BuiltImage, Closure, EntryKind, ImageFacts, Trace, Verification
+from slim.model import BuiltImage, Closure, EntryKind, ImageFacts, ReasonKind, Trace, Verification
 from slim.output_file import write_text
 from slim.image.package_db import original_packages
 from slim.image.rootfs import RootFS
@@ -228,7 +228,7 @@ def _volumes_section(kept: list[dict[str, Any]]) -> list[dict[str, Any]]:
     volumes: dict[str, dict[str, Any]] = {}
     for item in kept:
         for reason in item["reasons"]:
-            if reason["kind"] == "volume-seed":
+            if reason["kind"] == ReasonKind.VOLUME.value:
                 volume = volumes.setdefault(reason["source"], {"path": reason["source"], "files": 0, "bytes": 0})
                 if item["kind"] == EntryKind.FILE.value:
                     volume["files"] += 1
