@@ -214,6 +214,11 @@ def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: Stag
             work = work_tag()
             cleanup.callback(engine.remove_image, work)
             built = build_image(engine, image_plan, rootfs, workdir / RESULT_DIR, work)
+        # The SBOM names the built image, whatever the verdict: it is written on a thread while verification
+        # waits on the slimmed container.
+        sbom_writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="slimtrace-sbom")
+        cleanup.callback(sbom_writer.shutdown)
+        sbom_document = sbom_writer.submit(sbom_json, kept_files(rootfs, closure), Subject(tag, built.id, facts.id))
         result = None
         if options.verify:
             with timer.stage("verify"):
@@ -226,7 +231,7 @@ def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: Stag
         with timer.stage("measure"):
             source_layers = source_gzip.result()
         handed_over = tag if result is None or result.passed or options.keep_unverified else None
-        sbom = sbom_json(kept_files(rootfs, closure), Subject(tag, built.id, facts.id))
+        sbom = sbom_document.result()
         report = build_report(
             facts, rootfs, trace, closure, built, handed_over, result, timer.seconds,
             source_layers=source_layers, read_in_place=source.read_in_place, include_paths=options.include_paths, exclude_paths=options.exclude_paths,
