@@ -353,10 +353,10 @@ def build(image, tag, include_paths, exclude_paths, app_files, no_rules, no_veri
     _remove_leftovers(engine)
     with _progress() as on_stage:
         result = run_build(engine, FanotifyTracer(), options, on_stage)
-    outcomes = [evaluate(gates, result.report.data)] if gates else []
+    outcomes = [evaluate(gates, result.report)] if gates else []
     if as_json:
         gated = {"gates": outcomes[0].as_dict()} if outcomes else {}
-        click.echo(json.dumps({**result.report.data, **gated}, indent=2))
+        click.echo(json.dumps({**result.report.to_json(), **gated}, indent=2))
     else:
         render_summary(out_console, result.report, result.report_path)
     _show_gates(outcomes, err=as_json)
@@ -470,7 +470,7 @@ def report(reports, output_format, output, as_json, min_ratio, max_size, require
     """
 
     gates = gates_from_options(min_ratio, max_size, require_verified)
-    comparison = compare(reports, [evaluate(gates, data.data) for _, data in reports] if gates else [])
+    comparison = compare(reports, [evaluate(gates, report) for _, report in reports] if gates else [])
     output_format = "json" if as_json else output_format
     renderers = {
         "text": render_text,
@@ -503,7 +503,7 @@ def explain(report_file, path, as_json):
     """
 
     _, loaded = report_file
-    result = explain_path(loaded.data, path)
+    result = explain_path(loaded.to_json(), path)
     click.echo(json.dumps(result.as_dict(), indent=2) if as_json else printable(render_explanation(result)))
 
 

@@ -957,7 +957,7 @@ def test_the_report_says_what_each_rule_kept_and_which_were_off(tmp_path):
     built = BuiltImage(id="sha256:x", layer_diff_id="sha256:y", layer_size=0, compressed_size=0, size=1,
                        files=len(closure.kept))
     data = build_report(facts, rootfs, trace_of(), closure, built, None, None, {}, disabled_rules=("nss",),
-                        app_files="touched").data
+                        app_files="touched").to_json()
     assert data["options"]["no_rules"] == ["nss"] and data["options"]["app_files"] == "touched"
     assert data["bytes_by_reason"]["timezone-data"] == 5  # Europe/Paris; Etc/UTC is traced
     assert data["volumes"] == [{"path": "/var/lib/app", "files": 1, "bytes": 4, "note": data["volumes"][0]["note"]}]

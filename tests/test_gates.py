@@ -1,19 +1,22 @@
 """CI gates and sizes: PASS/FAIL/SKIP with measured vs threshold, the tally line, and size parsing."""
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 
-from slim.reporting.ci_gates import MaxSize, MinRatio, RequireVerified, Status, evaluate, gates_from_options
 from slim.build.sizes import parse_size
+from slim.reporting.ci_gates import MaxSize, MinRatio, RequireVerified, Status, evaluate, gates_from_options
+from slim.reporting.report import Report, VerificationSummary
+
+NGINX = Report.load(Path(__file__).parent / "data" / "nginx.slim-report.json")
 
 
-def report(size=9_813_495, ratio=20.67, verification="passed"):
-    return {
-        "source": {"ref": "example/app:1"},
-        "result": {"size": size},
-        "reduction_ratio": ratio,
-        "verification": {"status": verification},
-    }
+def report(size=9_813_495, ratio=20.67, verification="passed") -> Report:
+    """The demo's report with the figures a gate reads replaced."""
+    return dataclasses.replace(NGINX, result=dataclasses.replace(NGINX.result, size=size), reduction_ratio=ratio,
+                               verification=VerificationSummary(verification))
 
 
 @pytest.mark.parametrize(

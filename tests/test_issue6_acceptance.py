@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
 from pathlib import Path, PurePosixPath
 
 import docker

@@ -25,17 +25,23 @@ REPORT_PATH = Path(__file__).parent / "data" / "nginx.slim-report.json"
 SHOWN_AS = Path("nginx.slim-report.json")  # as a user names it on the command line
 SCHEMA = Path(__file__).parent.parent / "slim" / "schema" / "report.schema.json"
 REPORT = Report.load(REPORT_PATH)
-DATA = REPORT.data
+DATA = REPORT.to_json()
 IMAGE = "slimtrace-fixture/nginx:9d53fb341b97"
 
 
 def comparison(*gate_options):
-    gates = [evaluate(gates_from_options(*gate_options), DATA)] if gate_options else []
+    gates = [evaluate(gates_from_options(*gate_options), REPORT)] if gate_options else []
     return compare([(SHOWN_AS, REPORT)], gates)
 
 
 def test_the_checked_in_report_is_a_report():
     jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text())).validate(DATA)
+
+
+def test_the_typed_report_reads_and_writes_the_json_unchanged():
+    as_read = json.loads(REPORT_PATH.read_text())
+    assert DATA == as_read and list(DATA) == list(as_read)
+    assert REPORT.verification.comparisons[0].same and REPORT.kept[0].reasons[0].kind
 
 
 def test_the_figures_shown_are_the_reports():
@@ -89,7 +95,7 @@ IMAGE                                 ORIGINAL  SLIMMED   RATIO         COMPRESS
 
 
 def test_gate_lines():
-    outcome = evaluate(gates_from_options(5, 10_000_000, True), DATA)
+    outcome = evaluate(gates_from_options(5, 10_000_000, True), REPORT)
     assert gate_lines(outcome) == [
         f"Gates for {IMAGE}:",
         "  PASS  fail-under-ratio: measured 18.25x smaller, threshold >= 5x",

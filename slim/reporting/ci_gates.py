@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 from slim.build.sizes import human_size
+
+from .report import VERIFIED, Report
 
 
 class Status(enum.Enum):
@@ -39,7 +41,7 @@ class GateResult:
 class Gate(Protocol):
     name: str
 
-    def check(self, report: Mapping[str, Any]) -> GateResult: ...
+    def check(self, report: Report) -> GateResult: ...
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,10 @@ class MinRatio:
     minimum: float | None
     name: str = "fail-under-ratio"
 
-    def check(self, report: Mapping[str, Any]) -> GateResult:
+    def check(self, report: Report) -> GateResult:
         if self.minimum is None:
             return GateResult(self.name, Status.SKIP, "", "", "not set")
-        ratio = report.get("reduction_ratio")
+        ratio = report.reduction_ratio
         threshold = f">= {self.minimum:g}x"
         if ratio is None:
             return GateResult(self.name, Status.SKIP, "", threshold, "the report has no reduction ratio")
@@ -67,10 +69,10 @@ class MaxSize:
     maximum: int | None
     name: str = "max-size"
 
-    def check(self, report: Mapping[str, Any]) -> GateResult:
+    def check(self, report: Report) -> GateResult:
         if self.maximum is None:
             return GateResult(self.name, Status.SKIP, "", "", "not set")
-        size = report["result"].get("size")
+        size = report.result.size
         threshold = f"<= {self.maximum:,} bytes ({human_size(self.maximum)})"
         if size is None:
             return GateResult(self.name, Status.SKIP, "", threshold, "the report has no slimmed size")
@@ -85,11 +87,11 @@ class RequireVerified:
     required: bool
     name: str = "require-verified"
 
-    def check(self, report: Mapping[str, Any]) -> GateResult:
+    def check(self, report: Report) -> GateResult:
         if not self.required:
             return GateResult(self.name, Status.SKIP, "", "", "not set")
-        status = report["verification"]["status"]
-        return GateResult(self.name, Status.PASS if status == "passed" else Status.FAIL, status, "passed")
+        status = report.verification.status
+        return GateResult(self.name, Status.PASS if status == VERIFIED else Status.FAIL, status, VERIFIED)
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,6 @@ def gates_from_options(min_ratio: float | None, max_size: int | None, require_ve
     return (MinRatio(min_ratio), MaxSize(max_size), RequireVerified(require_verified))
 
 
-def evaluate(gates: Sequence[Gate], report: Mapping[str, Any]) -> GateOutcome:
-    image = report["source"]["ref"]
+def evaluate(gates: Sequence[Gate], report: Report) -> GateOutcome:
+    image = report.source.ref
     return GateOutcome(image, tuple(gate.check(report) for gate in gates))

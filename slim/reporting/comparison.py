@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from .ci_gates import GateOutcome
-from .report import Report
+from .report import PackageDatabase, Report
 
 LARGEST_REMOVED = 10
 
@@ -94,43 +94,37 @@ class Comparison:
 
 
 def summarise(report: Report, path: Path | str) -> ImageSummary:
-    data = report.data
-    source, result = data["source"], data["result"]
-    removed = data["removed"]
-    kept_by_dir = (data.get("kept_totals") or {}).get("bytes_by_top_dir", {})
-    removed_by_dir = removed.get("bytes_by_top_dir", {})
-    dirs = sorted(set(kept_by_dir) | set(removed_by_dir))
-    verification = data["verification"]
+    source, result, removed = report.source, report.result, report.removed
+    kept_by_dir = report.kept_totals.bytes_by_top_dir if report.kept_totals else {}
+    dirs = sorted(set(kept_by_dir) | set(removed.bytes_by_top_dir))
     return ImageSummary(
-        image=source["ref"],
+        image=source.ref,
         report=str(path),
-        original_id=source["id"],
-        slimmed_id=result["id"],
-        slimmed_tag=result.get("tag"),
-        original_size=source["size"],
-        slimmed_size=result["size"],
-        ratio=data.get("reduction_ratio"),
-        original_compressed=source.get("compressed_size"),
-        slimmed_compressed=result.get("compressed_size"),
-        compressed_ratio=_ratio(source.get("compressed_size"), result.get("compressed_size")),
-        original_files=source["files"],
-        slimmed_files=result["files"],
-        verification=verification["status"],
-        checks=len(verification.get("comparisons", ())),
-        warnings=len(data.get("warnings", ())),
-        dirs=tuple(DirBytes(d, kept_by_dir.get(d, 0), removed_by_dir.get(d, 0)) for d in dirs),
-        largest_removed=tuple((item["path"], item["size"]) for item in removed.get("largest", ())[:LARGEST_REMOVED]),
-        surface=tuple(
-            SurfaceRow(c["label"], len(c["original"]), tuple(c["slimmed"])) for c in data.get("attack_surface", ())
-        ),
-        packages=_packages(data.get("packages")),
+        original_id=source.id,
+        slimmed_id=result.id,
+        slimmed_tag=result.tag,
+        original_size=source.size,
+        slimmed_size=result.size,
+        ratio=report.reduction_ratio,
+        original_compressed=source.compressed_size,
+        slimmed_compressed=result.compressed_size,
+        compressed_ratio=_ratio(source.compressed_size, result.compressed_size),
+        original_files=source.files,
+        slimmed_files=result.files,
+        verification=report.verification.status,
+        checks=len(report.verification.comparisons),
+        warnings=len(report.warnings),
+        dirs=tuple(DirBytes(d, kept_by_dir.get(d, 0), removed.bytes_by_top_dir.get(d, 0)) for d in dirs),
+        largest_removed=tuple((item.path, item.size) for item in removed.largest[:LARGEST_REMOVED]),
+        surface=tuple(SurfaceRow(c.label, len(c.original), c.slimmed) for c in report.attack_surface),
+        packages=_packages(report.packages),
     )
 
 
-def _packages(section: Mapping[str, Any] | None) -> Packages | None:
+def _packages(section: PackageDatabase | None) -> Packages | None:
     if not section:
         return None
-    return Packages(section["database"], section["original"], section["kept"], section["note"])
+    return Packages(section.database, section.original, section.kept, section.note)
 
 
 def compare(reports: Sequence[tuple[Path | str, Report]], gates: Sequence[GateOutcome] = ()) -> Comparison:
