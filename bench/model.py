@@ -43,7 +43,7 @@ class ImageResult:
     layer_size: int | None = None  # uncompressed layer tar
     compressed_size: int | None = None  # gzip of the layer, what a registry stores
     files_kept: int | None = None
-    floor: int | None = None  # bytes of the files the traced run opened
+    floor: int | None = None  # bytes of the files the traced run opened, executed or looked up
     verification: str = "not run"  # slim's own verdict: passed / failed / skipped / not run
     functional: str = "not run"  # bench's independent check of the slimmed image against the original
     functional_ok: bool | None = None

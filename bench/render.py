@@ -92,7 +92,7 @@ def _sizes(images: Sequence[ImageResult]) -> str:
 def _size_notes() -> str:
     return (
         "*original* and *slimmed* are sizes as the engine counts them (uncompressed); *slimmed, gzip layer* is "
-        "what a registry would store. *floor* is the bytes of the files the traced run opened or executed: the "
+        "what a registry would store. *floor* is the bytes of the files the traced run opened, executed or looked up: the "
         "smallest image that could still work without stripping files. *verification* is slimtrace's own "
         "check; *functional check* is bench's, comparing what a user of the app sees from the original and the "
         "slimmed image."

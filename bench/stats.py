@@ -34,16 +34,22 @@ def paired_ratios(numerators: Sequence[float], denominators: Sequence[float]) ->
     return [n / d for n, d in zip(numerators, denominators) if d > 0]
 
 
-def floor_bytes(report: Mapping[str, Any]) -> int:
-    """Bytes of the regular files the traced run opened or executed, from a `slim build` JSON report.
+# Reasons that say the traced run itself needed a file: it opened, executed or looked it up.
+RUN_NEEDS = frozenset({"traced", "looked-up"})
 
-    A kept file counts when any of its reasons is "traced" (its main reason may be another, e.g. the
-    entrypoint): that is the smallest image that could still work without stripping or splitting files.
+
+def floor_bytes(report: Mapping[str, Any]) -> int:
+    """Bytes of the regular files the traced run opened, executed or looked up, from a `slim build` JSON report.
+
+    A kept file counts when any of its reasons is "traced" or "looked-up" (its main reason may be another,
+    e.g. the entrypoint): that is the smallest image that could still work without stripping or splitting
+    files. A looked-up file counts because the run needs it whole though it never opened it: Python, for
+    one, stats the `.py` beside every `.pyc` it loads and rejects the `.pyc` when the size differs.
     """
     return sum(
         item["size"]
         for item in report.get("kept", ())
-        if item["kind"] == "file" and any(reason["kind"] == "traced" for reason in item["reasons"])
+        if item["kind"] == "file" and any(reason["kind"] in RUN_NEEDS for reason in item["reasons"])
     )
 
 

@@ -44,15 +44,16 @@ def test_paired_ratios_are_round_by_round():
         paired_ratios([1.0], [1.0, 2.0])
 
 
-def test_floor_counts_files_with_any_traced_reason():
+def test_floor_counts_files_the_run_opened_or_looked_up():
     report = {"kept": [
         kept("/usr/sbin/nginx", 1000, "entrypoint", "traced"),  # traced, though not its main reason
         kept("/lib/libc.so.6", 500, "traced"),
         kept("/lib/libz.so.1", 300, "elf-needed"),  # kept by the closure, never opened: above the floor
         kept("/etc", 0, "traced", kind="dir"),
         kept("/etc/passwd", 40, "always-kept"),
+        kept("/usr/lib/python3.11/os.py", 200, "import", "looked-up"),  # stat'ed beside its .pyc: needed whole
     ]}
-    assert floor_bytes(report) == 1500
+    assert floor_bytes(report) == 1700
     assert floor_bytes({}) == 0
 
 
