@@ -503,7 +503,7 @@ def explain(report_file, path, as_json):
     """
 
     _, loaded = report_file
-    result = explain_path(loaded.to_json(), path)
+    result = explain_path(loaded, path)
     click.echo(json.dumps(result.as_dict(), indent=2) if as_json else printable(render_explanation(result)))
 
 

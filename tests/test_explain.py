@@ -7,6 +7,7 @@ import pytest
 
 from slim.reporting.explanation import NotInImage, explain
 from slim.reporting.render_explain import render_explanation
+from slim.reporting.report import Report
 
 
 def kept(path, kind="file", size=0, *reasons, target=None):
@@ -17,7 +18,11 @@ def kept(path, kind="file", size=0, *reasons, target=None):
     return item
 
 
-REPORT = {
+REPORT = Report.from_json({
+    "source": {"ref": "example/app:1", "id": "sha256:1", "size": 10_000, "files": 20},
+    "result": {"id": "sha256:2", "size": 9_000, "files": 10},
+    "verification": {"status": "passed"},
+    "removed": {"files": 4, "bytes": 3_800_564},
     "kept": [
         kept("/", "dir", 0, ("parent-directory", "/app/server", "")),
         kept("/app", "dir", 0, ("parent-directory", "/app/server", "")),
@@ -41,19 +46,20 @@ REPORT = {
     "removed_files": [["/usr/share/doc/a/changelog", 300], ["/usr/share/doc/b/README", 200],
                       ["/usr/bin/perl", 3_800_000], ["/opt/secret/key", 64]],
     "removed_symlinks": [["/usr/bin/perl5", "perl"], ["/opt/current", "secret"]],
-    "options": {"include_paths": ["/srv"], "exclude_paths": ["/opt/secret"]},
-}
+    "options": {"include_paths": ["/srv"], "exclude_paths": ["/opt/secret"], "no_rules": [], "app_files": "all",
+                "package_db": True},
+})
 
 
 def test_chain_through_libraries_ends_at_what_the_run_did():
     e = explain(REPORT, P("/usr/lib/libc.so.6"))
     assert e.status == "kept" and e.size == 2000
     first, second = e.reasons
-    assert [(s.path, s.reason["kind"]) for s in first.chain] == [
+    assert [(s.path, s.reason.kind) for s in first.chain] == [
         ("/usr/lib/libcrypto.so.3", "elf-needed"),
         ("/app/server", "traced"),  # a root: the chain stops at the first root reason it finds
     ]
-    assert [(s.path, s.reason["kind"]) for s in second.chain] == [("/app/server", "traced")]
+    assert [(s.path, s.reason.kind) for s in second.chain] == [("/app/server", "traced")]
     assert render_explanation(e).splitlines() == [
         "/usr/lib/libc.so.6: kept (file, 2.0 KB)",
         "  - library needed by /usr/lib/libcrypto.so.3",
@@ -66,12 +72,12 @@ def test_chain_through_libraries_ends_at_what_the_run_did():
 
 def test_a_rule_is_a_root():
     e = explain(REPORT, P("/etc/passwd"))
-    assert [(r.reason["kind"], r.chain) for r in e.reasons] == [("always-kept", ())]
+    assert [(r.reason.kind, r.chain) for r in e.reasons] == [("always-kept", ())]
 
 
 def test_an_include_rule_names_its_option():
     e = explain(REPORT, P("/srv/data.db"))
-    assert [(r.reason["kind"], r.reason["source"], r.chain) for r in e.reasons] == [("include-path", "/srv", ())]
+    assert [(r.reason.kind, r.reason.source, r.chain) for r in e.reasons] == [("include-path", "/srv", ())]
     assert "  - kept by --include-path /srv" in render_explanation(e)
 
 
@@ -82,7 +88,7 @@ def test_a_cycle_of_reasons_terminates():
 
 def test_symlink_and_what_it_leads_to():
     e = explain(REPORT, P("/usr/lib/libc.so"))
-    assert (e.kind, e.target, e.reasons[0].reason["kind"]) == ("symlink", "libc.so.6", "symlink")
+    assert (e.kind, e.target, e.reasons[0].reason.kind) == ("symlink", "libc.so.6", "symlink")
     assert e.leads_to is not None and e.leads_to.path == "/usr/lib/libc.so.6"
 
 

@@ -11,13 +11,17 @@ spelled through a symlink (/lib/x86_64-linux-gnu/libc.so.6) is explained too.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Mapping
 
 from slim.errors import UsageError
-from slim.model import ROOT, EntryKind, FileEntry, ReasonKind, at_or_under
 from slim.image.rootfs import RootFS
+from slim.model import ROOT, EntryKind, FileEntry, ReasonKind, at_or_under
+
+from .json_tree import to_json
+from .report import KeptEntry, ReasonRecord, Report
 
 # Reasons that need no further why: the run did it, or a rule the user or slimtrace set.
 ROOT_REASONS = frozenset(
@@ -49,12 +53,12 @@ class Step:
     """One link of a chain: `path` is kept because of `reason` (kind, source, detail as in the report)."""
 
     path: str
-    reason: Mapping[str, str]
+    reason: ReasonRecord
 
 
 @dataclass(frozen=True)
 class ReasonChain:
-    reason: Mapping[str, str]
+    reason: ReasonRecord
     chain: tuple[Step, ...]  # why the reason's source is kept, and so on up to a root
 
 
@@ -83,7 +87,8 @@ class Explanation:
             "size": self.size,
             "target": self.target,
             "reasons": [
-                {**r.reason, "chain": [{"path": s.path, **s.reason} for s in r.chain]} for r in self.reasons
+                {**to_json(r.reason), "chain": [{"path": s.path, **to_json(s.reason)} for s in r.chain]}
+                for r in self.reasons
             ],
             "excluded_by": self.excluded_by,
             "removed_below": {"files": self.removed_below[0], "bytes": self.removed_below[1]},
@@ -92,20 +97,22 @@ class Explanation:
         }
 
 
-def explain(report: Mapping[str, Any], path: PurePosixPath) -> Explanation:
+def explain(report: Report, path: PurePosixPath) -> Explanation:
     return _Explainer(report).explain(path)
 
 
 class _Explainer:
-    def __init__(self, report: Mapping[str, Any]):
-        self.kept: dict[str, Mapping[str, Any]] = {item["path"]: item for item in report["kept"]}
-        self.removed_files: dict[str, int] = {path: size for path, size in report.get("removed_files", ())}
-        self.removed_links: dict[str, str] = {path: target for path, target in report.get("removed_symlinks", ())}
-        self.excluded = [PurePosixPath(p) for p in report.get("options", {}).get("exclude_paths", ())]
-        self.included = [PurePosixPath(p) for p in report.get("options", {}).get("include_paths", ())]
+    def __init__(self, report: Report):
+        self.kept: dict[str, KeptEntry] = {item.path: item for item in report.kept}
+        self.removed_files: dict[str, int] = dict(report.removed_files or ())
+        self.removed_links: dict[str, str] = dict(report.removed_symlinks or ())
+        options = report.options
+        self.excluded = [PurePosixPath(p) for p in options.exclude_paths] if options else []
+        self.included = [PurePosixPath(p) for p in options.include_paths] if options else []
         self.root = _skeleton(self.kept, self.removed_files, self.removed_links)
-        self.missing_lookups = {path: (program, phase) for path, program, phase in report.get("lookups", {}).get("missing", ())}
-        if "removed_files" not in report:
+        missing = report.lookups.missing if report.lookups else ()
+        self.missing_lookups = {path: (program, phase) for path, program, phase in missing}
+        if report.removed_files is None:
             self.notes = ("this report predates removed-file listings: removed paths cannot be explained",)
         else:
             self.notes = ()
@@ -132,7 +139,7 @@ class _Explainer:
         below = self._removed_below(path) if entry.kind is EntryKind.DIR else (0, 0)
         if path in self.kept:
             reasons = tuple(
-                ReasonChain(self._named(r, lexical.path), self._chain(r, {path})) for r in self.kept[path]["reasons"]
+                ReasonChain(self._named(r, lexical.path), self._chain(r, {path})) for r in self.kept[path].reasons
             )
             return Explanation(status="kept", reasons=reasons, removed_below=below, notes=tuple(notes), **common)
         excluded = next((e for e in self.excluded if at_or_under(lexical.path, e)), None)
@@ -150,42 +157,42 @@ class _Explainer:
         if looked_up is None:
             raise NotInImage(asked)
         program, phase = looked_up
-        reason = {"kind": ReasonKind.LOOKED_UP.value, "source": program, "detail": f"during {phase}"}
+        reason = ReasonRecord(ReasonKind.LOOKED_UP.value, program, f"during {phase}")
         note = "the original image does not have it either: the check failed there too, so there is nothing to keep"
         return Explanation(asked=str(asked), path=str(path), via=(), status="missing", kind="missing", size=0,
                            reasons=(ReasonChain(reason, ()),), notes=(note,))
 
-    def _named(self, reason: Mapping[str, str], path: PurePosixPath) -> Mapping[str, str]:
+    def _named(self, reason: ReasonRecord, path: PurePosixPath) -> ReasonRecord:
         """An --include-path reason with the option that caused it (the report records the options)."""
-        if reason["kind"] != ReasonKind.INCLUDE.value or reason.get("source"):
+        if reason.kind != ReasonKind.INCLUDE.value or reason.source:
             return reason
         option = next((p for p in self.included if at_or_under(path, p)), None)
-        return {**reason, "source": str(option)} if option else reason
+        return dataclasses.replace(reason, source=str(option)) if option else reason
 
-    def _chain(self, reason: Mapping[str, str], seen: set[str]) -> tuple[Step, ...]:
+    def _chain(self, reason: ReasonRecord, seen: set[str]) -> tuple[Step, ...]:
         """From a reason's source up to a root, each step the source's most direct reason."""
         steps: list[Step] = []
         current = reason
-        while self._follows(current) and current["source"] not in seen and len(steps) < MAX_CHAIN:
-            path = current["source"]
+        while self._follows(current) and current.source not in seen and len(steps) < MAX_CHAIN:
+            path = current.source
             seen.add(path)
-            current = self._best_reason(self.kept[path]["reasons"], seen)
+            current = self._best_reason(self.kept[path].reasons, seen)
             steps.append(Step(path, current))
         return tuple(steps)
 
-    def _follows(self, reason: Mapping[str, str]) -> bool:
-        return reason["kind"] not in ROOT_REASONS and reason.get("source", "") in self.kept
+    def _follows(self, reason: ReasonRecord) -> bool:
+        return reason.kind not in ROOT_REASONS and reason.source in self.kept
 
-    def _best_reason(self, reasons: list[Mapping[str, str]], seen: set[str]) -> Mapping[str, str]:
+    def _best_reason(self, reasons: tuple[ReasonRecord, ...], seen: set[str]) -> ReasonRecord:
         """A root if there is one (the chain ends), else the first reason that leads somewhere new."""
         return next(
-            (r for r in reasons if r["kind"] in ROOT_REASONS),
-            next((r for r in reasons if self._follows(r) and r["source"] not in seen), reasons[0]),
+            (r for r in reasons if r.kind in ROOT_REASONS),
+            next((r for r in reasons if self._follows(r) and r.source not in seen), reasons[0]),
         )
 
     def _target(self, link: str) -> str:
         if link in self.kept:
-            return self.kept[link].get("target") or ""
+            return self.kept[link].target or ""
         return self.removed_links.get(link, "")
 
     def _removed_below(self, directory: str) -> tuple[int, int]:
@@ -194,9 +201,7 @@ class _Explainer:
         return len(sizes), sum(sizes)
 
 
-def _skeleton(
-    kept: Mapping[str, Mapping[str, Any]], removed_files: Mapping[str, int], removed_links: Mapping[str, str]
-) -> RootFS:
+def _skeleton(kept: Mapping[str, KeptEntry], removed_files: Mapping[str, int], removed_links: Mapping[str, str]) -> RootFS:
     """The original filesystem's names as the report knows them, as a RootFS to resolve paths in."""
     entries: dict[str, FileEntry] = {}
 
@@ -204,7 +209,7 @@ def _skeleton(
         entries[path] = FileEntry(PurePosixPath(path), kind, 0o755, 0, 0, 0, size=size, link_target=target)
 
     for path, item in kept.items():
-        add(path, EntryKind(item["kind"]), item.get("size", 0), item.get("target"))
+        add(path, EntryKind(item.kind), item.size, item.target)
     for path, size in removed_files.items():
         add(path, EntryKind.FILE, size)
     for path, target in removed_links.items():

@@ -1,18 +1,17 @@
 """`slim explain` for people: the reasons a path is kept, each followed to its root, or why it went."""
 from __future__ import annotations
 
-from typing import Mapping
-
 from slim.build.sizes import human_size
 from .explanation import Explanation
+from .report import ReasonRecord
 from slim.model import Reason, ReasonKind
 
 ACCESS_WORDS = {"open": "opened", "exec": "executed", "list": "listed"}
 
 
-def describe(reason: Mapping[str, str]) -> str:
+def describe(reason: ReasonRecord) -> str:
     """One reason of the report in words."""
-    kind, source, detail = reason["kind"], reason.get("source", ""), reason.get("detail", "")
+    kind, source, detail = reason.kind, reason.source, reason.detail
     if kind == ReasonKind.TRACED.value:
         accesses, _, phase = detail.partition(" during ")
         verbs = " and ".join(ACCESS_WORDS.get(a, a) for a in accesses.split("|") if a) or "used"

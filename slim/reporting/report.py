@@ -173,9 +173,9 @@ class Removed(Totals):
 
 @dataclass(frozen=True)
 class ReasonRecord:
-    kind: str  # a ReasonKind value
-    source: str
-    detail: str
+    kind: str  # a ReasonKind value (a newer report may hold one this version does not know)
+    source: str = ""
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -217,8 +217,8 @@ class Report:
     kept: tuple[KeptEntry, ...]
     # Enough to answer `slim explain` for any removed path, one line per entry: [path, size] and
     # [path, symlink target].
-    removed_files: tuple[tuple[str, int], ...] = ()
-    removed_symlinks: tuple[tuple[str, str], ...] = ()
+    removed_files: tuple[tuple[str, int], ...] | None = None  # None: a report from before these listings
+    removed_symlinks: tuple[tuple[str, str], ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return to_json(self)
