@@ -129,13 +129,21 @@ class _Indexed:
     source: SourceImage
     rootfs: RootFS
     seconds: float
+    gzip: BackgroundGzip  # what a registry would store of the original, measured while the build goes on
 
 
 def _index_original(engine: Engine, image_id: str, workdir: Path) -> _Indexed:
     started = time.monotonic()
     source = source_image(engine, image_id, workdir)
     rootfs = RootFS.from_layers(source.layers)
-    return _Indexed(source, rootfs, round(time.monotonic() - started, 3))
+    seconds = round(time.monotonic() - started, 3)
+    # Started here, it runs while the trace still waits on the application, not beside the closure's CPU.
+    return _Indexed(source, rootfs, seconds, BackgroundGzip(source.layers))
+
+
+def _stop_measuring(indexing: concurrent.futures.Future[_Indexed]) -> None:
+    if not indexing.cancelled() and indexing.exception() is None:
+        indexing.result().gzip.close()
 
 
 def default_tag(facts: ImageFacts) -> str:
@@ -177,8 +185,10 @@ def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: Stag
             # The index is read on a thread while the traced container starts and runs: the trace mostly
             # waits on the application and the engine, the index only on the CPU. Its seconds overlap the trace's.
             indexer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="slimtrace-index")
-            cleanup.callback(indexer.shutdown)
             indexing = indexer.submit(_index_original, engine, facts.id, workdir / "source")
+            # On the way out, the index thread ends first, then the measuring it started, then the temp dir goes.
+            cleanup.callback(_stop_measuring, indexing)
+            cleanup.callback(indexer.shutdown)
         with timer.stage("trace"):
             try:
                 trace = run_traced(engine, tracer, spec, lambda cid, mark: exercise(engine, cid, plan, mark),
@@ -192,9 +202,6 @@ def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: Stag
         timer.seconds["index"] = original.seconds
         source, rootfs = original.source, original.rootfs
         steps = layer_steps(source.config, len(source.layers))
-        # What a registry would store of the original, measured on a thread while the build goes on.
-        source_gzip = BackgroundGzip(source.layers)
-        cleanup.callback(source_gzip.close)
         with timer.stage("closure"):
             closure = compute_closure(
                 trace, rootfs, facts,
@@ -229,7 +236,7 @@ def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: Stag
                     result = _with_hints(engine, tracer, result, trace, dataclasses.replace(spec, image=built.id),
                                          plan, rootfs, slimmed_root)
         with timer.stage("measure"):
-            source_layers = source_gzip.result()
+            source_layers = original.gzip.result()
         handed_over = tag if result is None or result.passed or options.keep_unverified else None
         sbom = sbom_document.result()
         report = build_report(
