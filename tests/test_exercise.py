@@ -109,8 +109,8 @@ def test_batch_mode_skips_probes_and_says_so():
 
 def test_server_runs_probes_in_order_with_phases_and_ports():
     seen: list = []
-    probes = (StubProbe("http :80", (80,), seen=seen), StubProbe("host ./t.sh", seen=seen))
-    plan = ExercisePlan(probes, "server", timeout=30, publish=(6379,))
+    probes = (StubProbe("http :80", (80,), seen=seen), StubProbe("host ./t.sh", (6379,), seen=seen))
+    plan = ExercisePlan(probes, "server", timeout=30)
     engine = ScriptedEngine()
     run, phases = run_plan(engine, plan)
     assert phases == ["http :80", "host ./t.sh", AFTER_PROBES]
@@ -170,7 +170,7 @@ def test_no_probe_runs_before_every_port_listens(monkeypatch):
     seen: list = []
     engine = ScriptedEngine()
     engine.observed_pid = 4242
-    plan = ExercisePlan((TimedProbe("exec redis-cli ping", seen=seen),), "server", timeout=30, publish=(6379,))
+    plan = ExercisePlan((TimedProbe("exec redis-cli ping", (6379,), seen=seen),), "server", timeout=30)
     started = time.monotonic()
     run, _ = run_plan(engine, plan)
     [(ran_at, readiness)] = seen
@@ -209,9 +209,9 @@ def test_probe_names_must_be_unique():
         ExercisePlan((ExecProbe(("true",)), ExecProbe(("true",))), "server", timeout=1)
 
 
-def test_plan_ports_are_the_probes_own_and_the_published():
-    plan = ExercisePlan((HttpProbe(8080), ExecProbe(("true",)), HttpProbe(80)), "server", 1, publish=(80, 6379))
-    assert plan.ports == (80, 6379, 8080)
+def test_plan_ports_are_the_probes_own():
+    plan = ExercisePlan((HttpProbe(8080), ExecProbe(("true",)), HttpProbe(80)), "server", 1)
+    assert plan.ports == (80, 8080)
 
 
 # ---------------------------------------------------------------- real containers
@@ -278,13 +278,14 @@ with socket.create_connection(address, timeout=5) as redis:
 def test_redis_exec_and_host_probes(engine, fixture_image, tmp_path):
     script = tmp_path / "ping.py"
     script.write_text(REDIS_PING)
+    # The port is published as a build publishes it: the image's port gets an HTTP probe (redis answers no HTTP).
     plan = ExercisePlan(
-        (ExecProbe(("redis-cli", "ping")), HostExecProbe(f"python3 {script}")), "server", timeout=60, publish=(6379,)
+        (ExecProbe(("redis-cli", "ping")), HostExecProbe(f"python3 {script}"), HttpProbe(6379)), "server", timeout=60
     )
     # No wait here: exercise() waits for 6379 to listen before the first probe, and the exec probe retries.
     with started(engine, fixture_image("redis"), plan.ports) as container_id:
         run = exercise(engine, container_id, plan, lambda _phase: None)
-    exec_outcome, host_outcome = run.probes
+    exec_outcome, host_outcome, _ = run.probes
     assert (exec_outcome.ok, exec_outcome.detail) == (True, "exit 0: PONG")
     assert (host_outcome.ok, host_outcome.detail) == (True, "exit 0: +PONG")
     assert run.running_after_probes
@@ -308,7 +309,8 @@ print(urllib.request.urlopen(url, timeout=5).status)
 def test_a_host_probe_does_not_race_a_slow_server(engine, fixture_image, tmp_path):
     script = tmp_path / "get.py"
     script.write_text(HTTP_GET)
-    plan = ExercisePlan((HostExecProbe(f"python3 {script}"),), "server", timeout=60, publish=(80,))
+    # The HTTP probe of port 80 (which publishes it) runs after the host probe: the host probe meets the slow server.
+    plan = ExercisePlan((HostExecProbe(f"python3 {script}"), HttpProbe(80)), "server", timeout=60)
     run, _ = exercised(
         engine, fixture_image("nginx"), plan, entrypoint=("sh", "-c"), command=("sleep 2; exec nginx -g 'daemon off;'",)
     )

@@ -35,7 +35,6 @@ class ExercisePlan:
     # server, after the probes (checked by the CLI): "probes" (wait SETTLE seconds), "exit" (wait for the
     # container to exit, within what is left of `timeout`) or a number of seconds to wait.
     continue_after: str = "probes"
-    publish: tuple[int, ...] = ()  # container ports host probes need besides the probes' own
     # server: seconds to wait, before any probe runs, until every port of `ports` listens in the container
     ready_timeout: float = 30.0
     # server: 2 runs the repeatable probes twice, and what they see differently is volatile (the original's
@@ -54,7 +53,7 @@ class ExercisePlan:
     @property
     def ports(self) -> tuple[int, ...]:
         """Container TCP ports the container must publish for this plan."""
-        return tuple(sorted({*self.publish, *(port for probe in self.probes for port in probe.ports)}))
+        return tuple(sorted({port for probe in self.probes for port in probe.ports}))
 
 
 def exercise(
