@@ -1,14 +1,12 @@
 """`slim xray` for people: plain text from the XRay value (the JSON form is XRay.as_dict())."""
 from __future__ import annotations
 
-import re
 import shlex
 
 from slim.build.sizes import human_size
+from slim.image.build_steps import dockerfile_line
 from .xray import XRay
 
-_NOP = re.compile(r"^(?:\|\d+ .*?)?/bin/sh -c #\(nop\)\s*")
-_RUN = re.compile(r"^(?:\|\d+ .*?)?/bin/sh -c\s+")
 STEP_WIDTH = 70
 
 
@@ -16,10 +14,7 @@ def build_step(created_by: str) -> str:
     """A history entry as the Dockerfile line people recognise: "RUN apt-get ...", "COPY dir:... in /x"."""
     if not created_by:
         return "(no build step recorded: an imported or base layer)"
-    text = _NOP.sub("", created_by)
-    if text == created_by:
-        text = _RUN.sub("RUN ", created_by)
-    text = " ".join(text.split())
+    text = " ".join(dockerfile_line(created_by).split())
     return text if len(text) <= STEP_WIDTH else text[: STEP_WIDTH - 1] + "…"
 
 

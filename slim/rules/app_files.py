@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 
 from slim.model import ROOT, EntryKind, Reason, ReasonKind, at_or_under
+from slim.image.build_steps import step_text
+
 from .base import P, Keep, RuleContext
 
 APP_FILES_MODES = ("none", "touched", "all")
@@ -21,9 +23,6 @@ class StepKind(enum.Enum):
     OTHER = "other"  # metadata steps (ENV, WORKDIR, ...), when they made a layer at all
 
 
-# The classic builder writes non-RUN steps as `/bin/sh -c #(nop) COPY ...`, BuildKit as `COPY ... # buildkit`.
-_NOP = re.compile(r"^/bin/sh -c #\(nop\)\s*")
-_BUILDKIT = re.compile(r"\s*# buildkit$")
 _METADATA = frozenset({
     "ENV", "LABEL", "CMD", "ENTRYPOINT", "EXPOSE", "USER", "VOLUME", "STOPSIGNAL", "HEALTHCHECK", "SHELL", "ONBUILD",
     "ARG", "MAINTAINER", "WORKDIR",
@@ -51,7 +50,7 @@ SYSTEM_DIRS = frozenset(
 
 def step_kind(created_by: str) -> StepKind:
     """What a Dockerfile step (an image history entry's `created_by`) did, for the layer it made."""
-    text = _NOP.sub("", _BUILDKIT.sub("", created_by.strip()))
+    text = step_text(created_by)
     if not text:
         return StepKind.BASE  # `docker import`: no step at all
     word, _, rest = text.partition(" ")
@@ -119,7 +118,7 @@ def keep_app_files(ctx: RuleContext) -> Iterator[Keep]:
 
 
 def _quote(step: str) -> str:
-    text = _NOP.sub("", _BUILDKIT.sub("", step.strip()))
+    text = step_text(step)
     if not text:
         return ""
     return f" ({text[:STEP_TEXT_LIMIT]}…)" if len(text) > STEP_TEXT_LIMIT else f" ({text})"
