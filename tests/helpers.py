@@ -141,6 +141,7 @@ def fake_elf32() -> bytes:
 
 
 MTIME = 1_700_000_000
+# A real file capability (cap_net_bind_service+ep): binary, with NULs and bytes that are not UTF-8.
 CAPABILITY = bytes.fromhex("0100000200040000000000000000000000000000")
 
 

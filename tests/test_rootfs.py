@@ -19,8 +19,6 @@ from tests.run_settings import RUN_SETTINGS
 from tests.helpers import CAPABILITY, MTIME, directory, hardlink, layer_tar, member, rootfs, symlink, whiteout
 
 P = PurePosixPath
-# A real file capability (cap_net_bind_service+ep): binary, with NULs and bytes that are not UTF-8.
-# ---------------------------------------------------------------- building layer tars by hand
 
 
 def paths(fs: RootFS) -> list[str]:
