@@ -110,7 +110,7 @@ def measure(engine: Engine, image: str, rounds: int, progress: Callable[[str], N
 def _traced(engine: Engine, spec: ContainerSpec) -> tuple[WrkResult, Trace]:
     measured: list[WrkResult] = []
 
-    def exercise(container_id: str, set_phase: Callable[[str], None]) -> RunOutcome:
+    def exercise(container_id: str, set_phase: Callable[[str], None], _news: Callable[[], float]) -> RunOutcome:
         set_phase("wrk")
         measured.append(_load(engine, container_id))
         return RunOutcome(mode="server", exit_code=None, running_after_probes=True, probes=())

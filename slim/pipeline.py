@@ -191,8 +191,10 @@ def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: Stag
             cleanup.callback(indexer.shutdown)
         with timer.stage("trace"):
             try:
-                trace = run_traced(engine, tracer, spec, lambda cid, mark: exercise(engine, cid, plan, mark),
-                                   lookups=options.trace_lookups)
+                trace = run_traced(
+                    engine, tracer, spec, lambda cid, mark, news: exercise(engine, cid, plan, mark, news),
+                    lookups=options.trace_lookups,
+                )
             except SlimError:
                 _require_free_gate_mount(indexing.result().rootfs)  # the image's own gate mount point is why, then
                 raise
@@ -426,8 +428,10 @@ def _with_hints(
     try:
         # Only opens are compared, so the lookup filter would be cost without use here.
         slimmed_plan = verification.plan_like(plan, original.run)
-        slimmed = run_traced(engine, tracer, slimmed_spec, lambda cid, mark: exercise(engine, cid, slimmed_plan, mark),
-                             lookups=False)
+        slimmed = run_traced(
+            engine, tracer, slimmed_spec, lambda cid, mark, news: exercise(engine, cid, slimmed_plan, mark, news),
+            lookups=False,
+        )
     except SlimError:
         return result
     missing = verification.likely_missing(original, slimmed, original_root, slimmed_root)

@@ -9,6 +9,7 @@ import abc
 import os
 import select
 import threading
+import time
 
 from .errors import SlimError
 
@@ -20,6 +21,8 @@ class RecorderThread(abc.ABC):
     def __init__(self, what: str, thread_name: str, phase: str):
         self._what = what  # "recording {what} failed"
         self._phase = phase
+        # time.monotonic() when something new was last recorded (read by the exercise from its thread)
+        self._last_news = time.monotonic()
         self._error: Exception | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._guarded, name=thread_name, daemon=True)
@@ -33,6 +36,14 @@ class RecorderThread(abc.ABC):
     def set_phase(self, name: str) -> None:
         """Label what is first seen from now on (e.g. with the probe that is running)."""
         self._phase = name
+
+    def last_news(self) -> float:
+        """time.monotonic() when the recorder last recorded something new (its start until then)."""
+        return self._last_news
+
+    def _noted(self) -> None:
+        """Subclasses call this whenever they record something new."""
+        self._last_news = time.monotonic()
 
     def _start(self) -> None:
         self._thread.start()

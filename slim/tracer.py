@@ -22,6 +22,10 @@ class PathRecorder(Protocol):
         """Label the files first seen from now on (e.g. with the probe that is running)."""
         ...
 
+    def last_news(self) -> float:
+        """time.monotonic() when a new path, or a new access to one, was last recorded."""
+        ...
+
     def stop(self) -> tuple[tuple[TracedPath, ...], TraceHealth]:
         """What was seen, one TracedPath per path, sorted; and how complete the record is."""
         ...

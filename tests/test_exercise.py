@@ -15,7 +15,7 @@ from probes.interface import ProbeOutcome
 from probes.listening import Listener, listeners
 from slim.engine import ContainerSpec
 from slim.errors import UsageError
-from slim.build.exercise import AFTER_PROBES, BATCH_RUN, SETTLE, ExercisePlan, exercise
+from slim.build.exercise import AFTER_PROBES, BATCH_RUN, QUIET, SETTLE, ExercisePlan, exercise
 
 
 class ScriptedEngine:
@@ -139,6 +139,29 @@ def test_continue_after_sets_how_long_the_container_is_left_running(continue_aft
     engine = ScriptedEngine()
     run_plan(engine, ExercisePlan((), "server", timeout=30, continue_after=continue_after))
     assert engine.waits[0] == pytest.approx(waited, abs=0.5)
+
+
+class PausingEngine(ScriptedEngine):
+    """A container that never exits, and whose wait() really waits."""
+
+    def wait(self, container_id: str, timeout: float) -> int | None:
+        super().wait(container_id, timeout)
+        time.sleep(timeout)
+        return None
+
+
+def test_a_quiet_trace_ends_the_wait_after_the_probes_early():
+    engine = PausingEngine()
+    exercise(engine, "c0ffee", ExercisePlan((), "server", timeout=30), lambda _phase: None, lambda: 0.0)
+    assert engine.waits == [pytest.approx(QUIET, abs=0.05)]
+
+
+def test_a_busy_trace_is_waited_for_until_settle_at_most():
+    engine = PausingEngine()
+    # Something new every instant: the wait goes on in steps of at most QUIET, and ends at SETTLE.
+    exercise(engine, "c0ffee", ExercisePlan((), "server", timeout=30), lambda _phase: None, time.monotonic)
+    assert len(engine.waits) > 1 and max(engine.waits) <= QUIET
+    assert sum(engine.waits) == pytest.approx(SETTLE, abs=0.1)
 
 
 @dataclass(frozen=True)

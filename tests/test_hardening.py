@@ -528,7 +528,7 @@ engine = DockerEngine()
 script = f"i=0; while [ $i -lt {sys.argv[2]} ]; do : > /tmp/f$i; i=$((i+1)); done"
 spec = ContainerSpec(image=sys.argv[1], entrypoint=("/bin/sh",), command=("-c", script))
 plan = ExercisePlan(probes=(), mode="batch", timeout=3600)
-trace = run_traced(engine, FanotifyTracer(), spec, lambda cid, mark: exercise(engine, cid, plan, mark))
+trace = run_traced(engine, FanotifyTracer(), spec, lambda cid, mark, news: exercise(engine, cid, plan, mark, news))
 created = sum(1 for traced in trace.paths if traced.path.parent.name == "tmp" and traced.path.name.startswith("f"))
 print(created, trace.health.overflow, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """

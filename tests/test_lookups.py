@@ -94,7 +94,7 @@ def traced_lookups(fixture_image, script: str, user: str | None = None, lookups:
     engine = DockerEngine()
     spec = ContainerSpec(image=fixture_image("base"), entrypoint=("sh",), command=("-c", script), user=user)
 
-    def exercise(container_id, set_phase):
+    def exercise(container_id, set_phase, _last_news):
         return RunOutcome(mode="batch", exit_code=engine.wait(container_id, 60), running_after_probes=False, probes=())
 
     trace = run_traced(engine, FanotifyTracer(), spec, exercise, lookups=lookups)

@@ -16,6 +16,8 @@ from slim.errors import TracingUnavailable
 from slim.adapters.c_helpers import gate_binary
 from slim.model import Access, RunOutcome, Trace
 from tests.helpers import fanotify_queue_limit
+from probes import ExecProbe
+from slim.build.exercise import AFTER_PROBES, ExercisePlan, exercise
 from slim.build.tracing import (
     GATE_MOUNT, SHUTDOWN, STARTUP, STOP_TIMEOUT, catches_signal, run_traced, signal_number,
 )
@@ -130,7 +132,7 @@ def engine(docker_client):
 def run_to_exit(engine):
     """An exercise for batch images: no probes, just wait for the container to finish."""
 
-    def exercise(container_id, set_phase):
+    def exercise(container_id, set_phase, _last_news):
         code = engine.wait(container_id, timeout=60)
         return RunOutcome(
             mode="batch",
@@ -198,7 +200,7 @@ def test_trace_sees_only_the_traced_container(engine, fixture_image, tmp_path):
     host_file.write_text("the host's\n")
     bystander_output = []
 
-    def exercise(container_id, set_phase):
+    def exercise(container_id, set_phase, _last_news):
         set_phase("bystanders")
         bystander_output.append(run_bystander(engine, tag, ("cat", "/etc/debian_version")))
         subprocess.run(["cat", str(host_file)], check=True, stdout=subprocess.DEVNULL)
@@ -213,6 +215,25 @@ def test_trace_sees_only_the_traced_container(engine, fixture_image, tmp_path):
     assert "/usr/bin/dash" in paths  # and the traced shell itself was seen
     assert "/etc/debian_version" not in paths
     assert not any(traced.path.name == host_file.name for traced in trace.paths)
+
+
+# Read after the exec probe has returned, one file every 0.12 s: later than QUIET after the probes ends,
+# but never QUIET without something new.
+LATE_READS = "for f in /etc/issue /etc/host.conf /etc/login.defs /etc/xattr.conf; do sleep 0.12; cat $f; done"
+
+
+@pytest.mark.engine
+def test_files_a_busy_server_reads_after_the_probes_are_traced(engine, fixture_image):
+    probe = ExecProbe(("sh", "-c", f"({LATE_READS}) >/dev/null 2>&1 &"))
+    plan = ExercisePlan((probe,), "server", timeout=60)
+    trace = trace_image(
+        engine, fixture_image("jq"), argv=("sh", "-c", "trap 'exit 0' TERM; sleep 60 & wait"),
+        exercise=lambda cid, mark, news: exercise(engine, cid, plan, mark, news),
+    )
+    paths = by_path(trace)
+    assert trace.run.probes[0].ok, trace.run.probes[0].detail
+    assert paths["/etc/issue"].phase == AFTER_PROBES
+    assert paths["/etc/xattr.conf"].phase == AFTER_PROBES
 
 
 def run_bystander(engine, tag, argv) -> str:
@@ -231,7 +252,7 @@ def run_bystander(engine, tag, argv) -> str:
 def test_container_and_gate_dir_are_removed_when_the_exercise_fails(engine, fixture_image, docker_client):
     left = []
 
-    def exercise(container_id, set_phase):
+    def exercise(container_id, set_phase, _last_news):
         mounts = docker_client.api.inspect_container(container_id)["Mounts"]
         gate_dir = next(mount["Source"] for mount in mounts if mount["Destination"] == GATE_MOUNT)
         left.append((container_id, Path(gate_dir)))
@@ -286,7 +307,7 @@ class _StopRecorder:
 def _keep_running(engine, until_output: str = ""):
     """An exercise that leaves the container running, once its output shows `until_output`."""
 
-    def exercise(container_id, set_phase):
+    def exercise(container_id, set_phase, _last_news):
         while until_output not in engine.logs(container_id):
             time.sleep(0.05)
         return RunOutcome(mode="server", exit_code=None, running_after_probes=engine.is_running(container_id), probes=())

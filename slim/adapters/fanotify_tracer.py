@@ -141,8 +141,10 @@ class Recorder(RecorderThread):
         known = self._seen.get(path)
         if known is None:
             self._seen[path] = TracedPath(path=path, accesses=accesses, program=program, phase=self._phase)
+            self._noted()
         elif not accesses <= known.accesses:
             self._seen[path] = dataclasses.replace(known, accesses=known.accesses | accesses)
+            self._noted()
 
 
 def _event_path(fd: int) -> PurePosixPath | None:

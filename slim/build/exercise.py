@@ -21,7 +21,10 @@ from slim.model import RunOutcome
 
 BATCH_RUN = "batch run"  # the probe name of a batch container's own run
 AFTER_PROBES = "after probes"  # the phase once the probes are done, while the app settles
-SETTLE = 1.0  # seconds for start-up work the app finishes after the probes (lazy writes)
+SETTLE = 1.0  # seconds for start-up work the app finishes after the probes (lazy writes), at most
+# A traced server has settled once its trace saw nothing new for this long after the probes (SETTLE at
+# most): an application still opening files is waited for, a quiet one is not.
+QUIET = 0.3
 # Probes run a second time when volatility is learned: asking again is harmless. Host probes are the
 # user's own scripts (an integration test may not be idempotent): they run once.
 REPEATABLE = (HttpProbe, ExecProbe)
@@ -32,8 +35,9 @@ class ExercisePlan:
     probes: tuple[Probe, ...]
     mode: str  # "server" | "batch"
     timeout: float  # batch: seconds until it must have exited; server: overall budget for the probes
-    # server, after the probes (checked by the CLI): "probes" (wait SETTLE seconds), "exit" (wait for the
-    # container to exit, within what is left of `timeout`) or a number of seconds to wait.
+    # server, after the probes (checked by the CLI): "probes" (wait until the trace is QUIET, SETTLE seconds
+    # at most; SETTLE seconds when no trace runs beside), "exit" (wait for the container to exit, within
+    # what is left of `timeout`) or a number of seconds to wait.
     continue_after: str = "probes"
     # server: seconds to wait, before any probe runs, until every port of `ports` listens in the container
     ready_timeout: float = 30.0
@@ -57,12 +61,17 @@ class ExercisePlan:
 
 
 def exercise(
-    engine: Engine, container_id: str, plan: ExercisePlan, mark_phase: Callable[[str], None]
+    engine: Engine,
+    container_id: str,
+    plan: ExercisePlan,
+    mark_phase: Callable[[str], None],
+    last_news: Callable[[], float] | None = None,
 ) -> RunOutcome:
-    """Run the plan against the started container; `mark_phase(name)` is called as each probe begins."""
+    """Run the plan against the started container; `mark_phase(name)` is called as each probe begins.
+    `last_news()`, when a trace runs beside, says when it last saw something new (time.monotonic())."""
     if plan.mode == "batch":
         return _batch(engine, container_id, plan)
-    return _serve(engine, container_id, plan, mark_phase)
+    return _serve(engine, container_id, plan, mark_phase, last_news)
 
 
 def _batch(engine: Engine, container_id: str, plan: ExercisePlan) -> RunOutcome:
@@ -77,7 +86,13 @@ def _batch(engine: Engine, container_id: str, plan: ExercisePlan) -> RunOutcome:
     return RunOutcome("batch", exit_code, False, (outcome,), tail)
 
 
-def _serve(engine: Engine, container_id: str, plan: ExercisePlan, mark_phase: Callable[[str], None]) -> RunOutcome:
+def _serve(
+    engine: Engine,
+    container_id: str,
+    plan: ExercisePlan,
+    mark_phase: Callable[[str], None],
+    last_news: Callable[[], float] | None,
+) -> RunOutcome:
     deadline = time.monotonic() + plan.timeout
     # No probe runs before the server listens, so an exec probe does not race its start-up either.
     readiness = await_listening(
@@ -103,8 +118,11 @@ def _serve(engine: Engine, container_id: str, plan: ExercisePlan, mark_phase: Ca
     # probes saw then says nothing about the image.
     paused = engine.is_paused(container_id)
     mark_phase(AFTER_PROBES)
-    # wait() doubles as the pause: it returns early, with the exit code, if the container exits meanwhile.
-    exit_code = engine.wait(container_id, _linger(plan, target))
+    if plan.continue_after == "probes" and last_news is not None:
+        exit_code = _settle(engine, container_id, last_news)
+    else:
+        # wait() doubles as the pause: it returns early, with the exit code, if the container exits meanwhile.
+        exit_code = engine.wait(container_id, _linger(plan, target))
     tail = engine.logs(container_id) if exit_code is not None else ""
     return RunOutcome("server", exit_code, exit_code is None, outcomes, tail, listening, paused)
 
@@ -125,6 +143,20 @@ def _probe(probe: Probe, target: Target, budget: float, mark_phase: Callable[[st
     outcome = probe.run(target)
     waited = target.readiness.describe() if target.readiness else ""
     return replace(outcome, readiness="; ".join(filter(None, (waited, outcome.readiness))))
+
+
+def _settle(engine: Engine, container_id: str, last_news: Callable[[], float]) -> int | None:
+    """Wait until the trace has seen nothing new for QUIET seconds since the probes ended, SETTLE seconds at
+    most; the exit code if the container exits meanwhile."""
+    began = time.monotonic()
+    while True:
+        quiet_at = max(last_news(), began) + QUIET
+        seconds = min(quiet_at, began + SETTLE) - time.monotonic()
+        if seconds <= 0:
+            return None
+        exit_code = engine.wait(container_id, seconds)
+        if exit_code is not None:
+            return exit_code
 
 
 def _linger(plan: ExercisePlan, target: Target) -> float:

@@ -97,6 +97,8 @@ class LookupRecorder(RecorderThread):
     def _take(self, output: bytes) -> None:
         records, calls, self._unparsed = parse_records(self._unparsed + output)
         self._lookups += [self._lookup(record) for record in records]
+        if records:
+            self._noted()
         if calls is not None:
             self._calls = calls
 

@@ -33,7 +33,9 @@ SHUTDOWN = "shutdown"
 # What `docker stop` gives an application that handles its stop signal, as the engine's default does.
 STOP_TIMEOUT = 10
 
-Exercise = Callable[[str, Callable[[str], None]], RunOutcome]
+# exercise(container_id, set_phase, last_news): last_news() is when the trace last saw something new
+# (time.monotonic()), so the exercise can wait for the application to go quiet.
+Exercise = Callable[[str, Callable[[str], None], Callable[[], float]], RunOutcome]
 
 
 def run_traced(
@@ -41,8 +43,8 @@ def run_traced(
 ) -> Trace:
     """Run `spec` behind the gate, traced from its first instruction, while `exercise` probes it.
 
-    `spec.entrypoint + spec.command` must be the real argv. `exercise(container_id, set_phase)` runs the
-    probes, labelling each with set_phase, and says how the container behaved. `lookups=False` leaves the
+    `spec.entrypoint + spec.command` must be the real argv. `exercise(container_id, set_phase, last_news)`
+    runs the probes, labelling each with set_phase, and says how the container behaved. `lookups=False` leaves the
     lookup filter out (opens only). The container and the gate's temp dir are removed whatever happens.
     """
     argv = (spec.entrypoint or ()) + (spec.command or ())
@@ -65,7 +67,10 @@ def run_traced(
             recorder.set_phase(name)
             lookup_recorder.set_phase(name)
 
-        run = exercise(container_id, set_phase)
+        def last_news() -> float:
+            return max(recorder.last_news(), lookup_recorder.last_news())
+
+        run = exercise(container_id, set_phase, last_news)
         # What the application opens while shutting down gracefully is needed too.
         set_phase(SHUTDOWN)
         _stop(engine, container_id, spec.stop_signal)
