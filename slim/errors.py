@@ -17,7 +17,7 @@ class ExitCode:
     OK = 0
     TOOL_ERROR = 1  # slimtrace failed (a bug, or the host cannot trace)
     USAGE = 2  # bad command line (click's own code)
-    IMAGE_NOT_FOUND = 3
+    IMAGE_NOT_FOUND = 3  # or removed or changed while a build read it in place
     ENGINE_UNREACHABLE = 4
     APPLICATION_FAILED = 5  # the ORIGINAL image misbehaved: exited non-zero, never listened, probe failed
     VERIFICATION_FAILED = 6  # the slimmed image does not behave like the original

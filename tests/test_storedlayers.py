@@ -3,17 +3,22 @@ export, on every engine that exposes its layers; the export on the one that does
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import gzip
 import hashlib
 import io
 import json
 import tarfile
+import uuid
 from pathlib import Path, PurePosixPath
 
+import docker
 import pytest
 
 from slim.adapters.docker_engine import DockerEngine
-from slim.engine import StoredLayer
+from slim.engine import OWNER_LABEL, StoredImage, StoredLayer
+from slim.errors import ExitCode
 from slim.image.rootfs import RootFS, layer_steps, source_image, spool_image
 from slim.image.storedlayers import StoredLayerTar, StoredLayerUnreadable
 
@@ -55,6 +60,65 @@ def test_the_in_place_config_names_the_layers_steps(fixture_image, tmp_path):
     source = source_image(engine, facts.id, tmp_path)
     steps = layer_steps(source.config, len(source.layers))
     assert steps is not None and any("setcap" in step for step in steps)
+
+
+class RecordGone:
+    """The real engine, whose storage names a first layer record that is no longer there (the image was
+    being removed as the build found it): everything else is the engine's own answer."""
+
+    def __init__(self, engine: DockerEngine, stored: StoredImage, gone: Path):
+        self._engine = engine
+        self._stored = dataclasses.replace(
+            stored, layers=(dataclasses.replace(stored.layers[0], tar_split=gone), *stored.layers[1:])
+        )
+
+    def stored_image(self, image_id: str) -> StoredImage:
+        return self._stored
+
+    def __getattr__(self, name: str):
+        return getattr(self._engine, name)
+
+
+@pytest.mark.matrix
+def test_an_image_whose_layer_record_cannot_be_read_is_exported(fixture_image, tmp_path):
+    engine = DockerEngine()
+    facts = engine.inspect_image(fixture_image("caps"))
+    stored = engine.stored_image(facts.id)
+    if stored is None:
+        pytest.skip("this engine's images are always exported")
+    source = source_image(RecordGone(engine, stored, tmp_path / "gone.json.gz"), facts.id, tmp_path / "source")
+    assert not source.read_in_place
+    assert tuple(digest(layer) for layer in source.layers) == facts.layer_diff_ids
+
+
+@pytest.fixture
+def own_image(fixture_image, docker_client):
+    """An image of the test's own, one layer above the jq fixture holding /late.txt; removed whatever happens."""
+    container = docker_client.containers.create(
+        fixture_image("jq"), entrypoint=["sh", "-c", "echo late > /late.txt"], labels={OWNER_LABEL: "test"}
+    )
+    try:
+        container.start()
+        container.wait(timeout=60)
+        image = container.commit(f"slimtrace-test/removed-{uuid.uuid4().hex[:10]}", "1")
+    finally:
+        container.remove(force=True)
+    yield image.id
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        docker_client.images.remove(image.id, force=True)
+
+
+@pytest.mark.matrix
+def test_an_image_removed_while_read_in_place_says_so_with_exit_code_3(own_image, docker_client, tmp_path):
+    engine = DockerEngine()
+    source = source_image(engine, own_image, tmp_path / "source")
+    if not source.read_in_place:
+        pytest.skip("this engine's images are exported: a removal after the export changes nothing")
+    rootfs = RootFS.from_layers(source.layers)
+    docker_client.images.remove(own_image, force=True)
+    with pytest.raises(StoredLayerUnreadable, match="the image was removed or changed while slimtrace read it") as e:
+        rootfs.read(PurePosixPath("/late.txt"))
+    assert e.value.exit_code == ExitCode.IMAGE_NOT_FOUND
 
 
 # ---------------------------------------------------------------- a hand-made layer (pure, real files)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from slim.engine import StoredLayer
-from slim.errors import SlimError
+from slim.errors import ExitCode, SlimError
 
 _FILE_ENTRY = 1  # tar-split's entry types: a member's data (name and size), and raw tar bytes
 _SEGMENT = 2
@@ -28,7 +28,14 @@ _DIRECTORY_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class StoredLayerUnreadable(SlimError):
-    """The engine's record of a layer does not match its directory, or cannot be read."""
+    """The engine's record of a layer does not match its directory, or cannot be read: the image was removed
+    (`docker rmi -f`) or its storage changed since the build found it. Its own exit code, as a missing image's:
+    building again from what the engine holds now is the remedy, not a bug report."""
+
+    exit_code = ExitCode.IMAGE_NOT_FOUND
+
+    def __init__(self, why: str):
+        super().__init__(f"the image was removed or changed while slimtrace read it in place: {why}")
 
 
 class StoredLayerTar:
@@ -162,8 +169,10 @@ def _open_beneath(directory: Path, name: bytes) -> int:
     names = [part for part in name.split(b"/") if part and part != b"."]
     if not names or b".." in names:
         raise StoredLayerUnreadable(f"layer {directory}: the member name {_shown(name)} leaves the layer")
-    opened = [os.open(directory, _DIRECTORY_FLAGS)]
+    opened: list[int] = []
     try:
+        # The layer's directory too: it is gone once the image is removed (`docker rmi -f`).
+        opened.append(os.open(directory, _DIRECTORY_FLAGS))
         for part in names[:-1]:
             opened.append(os.open(part, _DIRECTORY_FLAGS, dir_fd=opened[-1]))
         return os.open(names[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=opened[-1])
