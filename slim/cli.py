@@ -26,6 +26,7 @@ from .references import normalised_tag
 from .reporting.ci_gates import evaluate, gates_from_options
 from .reporting.comparison import compare
 from .reporting.explanation import explain as explain_path
+from .reporting.json_tree import to_json
 from .reporting.render_explain import render_explanation
 from .reporting.render_html import render_html
 from .reporting.render_report import gate_lines, render_markdown, render_text
@@ -415,7 +416,7 @@ def _verify_data(result) -> dict:
     return {
         "original": image(result.original),
         "slimmed": image(result.slimmed),
-        "verification": verification_section(result.verification),
+        "verification": to_json(verification_section(result.verification)),
         "timings": dict(result.timings),
     }
 
