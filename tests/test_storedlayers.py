@@ -17,7 +17,7 @@ import docker
 import pytest
 
 from slim.adapters.docker_engine import DockerEngine
-from slim.engine import OWNER_LABEL, StoredImage, StoredLayer
+from slim.engine import ContainerSpec, StoredImage, StoredLayer
 from slim.errors import ExitCode
 from slim.image.rootfs import RootFS, layer_steps, source_image, spool_image
 from slim.image.storedlayers import StoredLayerTar, StoredLayerUnreadable
@@ -94,17 +94,18 @@ def test_an_image_whose_layer_record_cannot_be_read_is_exported(fixture_image, t
 @pytest.fixture
 def own_image(fixture_image, docker_client):
     """An image of the test's own, one layer above the jq fixture holding /late.txt; removed whatever happens."""
-    container = docker_client.containers.create(
-        fixture_image("jq"), entrypoint=["sh", "-c", "echo late > /late.txt"], labels={OWNER_LABEL: "test"}
+    engine = DockerEngine(docker_client)  # creates containers as builds do (Podman's limits included)
+    container_id = engine.create_container(
+        ContainerSpec(image=fixture_image("jq"), entrypoint=("sh", "-c"), command=("echo late > /late.txt",))
     )
     try:
-        container.start()
-        container.wait(timeout=60)
-        image = container.commit(f"slimtrace-test/removed-{uuid.uuid4().hex[:10]}", "1")
+        engine.start(container_id)
+        assert engine.wait(container_id, 60) == 0
+        image = docker_client.containers.get(container_id).commit(f"slimtrace-test/removed-{uuid.uuid4().hex[:10]}", "1")
     finally:
-        container.remove(force=True)
+        engine.remove_container(container_id)
     yield image.id
-    with contextlib.suppress(docker.errors.ImageNotFound):
+    with contextlib.suppress(docker.errors.NotFound):  # the test removed it (Podman says NotFound)
         docker_client.images.remove(image.id, force=True)
 
 
