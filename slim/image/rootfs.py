@@ -20,13 +20,14 @@ import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
-from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, BinaryIO, Iterable, Iterator, Mapping, NamedTuple, Protocol, Sequence
 
 import zstandard
 
 from slim.engine import Engine
 from slim.errors import SlimError
 from slim.model import ROOT, EntryKind, FileEntry
+from .overlay import Overlay
 from .sparse import zeros_as_holes
 from .storedlayers import SeekableReader, StoredLayerTar, StoredLayerUnreadable, read_config
 
@@ -288,10 +289,8 @@ class RootFS:
     @classmethod
     def from_layers(cls, layer_tars: Sequence[Path | LayerTar]) -> RootFS:
         layers = [layer_tar(layer) for layer in layer_tars]
-        merge = _Merge()
-        for index, layer in enumerate(layers):
-            merge.apply(_read_layer(index, layer))
-        return cls(layers, _with_hardlink_groups(merge.entries, merge.blobs), merge.blobs)
+        entries, blobs = _merged(_read_layer(index, layer) for index, layer in enumerate(layers))
+        return cls(layers, _with_hardlink_groups(entries, blobs), blobs)
 
     # ------------------------------------------------ lookups by path as stored
 
@@ -420,12 +419,20 @@ class _Window(SeekableReader):
 # ---------------------------------------------------------------- reading and stacking layers
 
 
+class _Member(NamedTuple):
+    entry: FileEntry
+    blob: tuple[int, int] | None  # (layer index, data offset in that layer tar) for FILE entries
+
+    @property
+    def kind(self) -> EntryKind:
+        return self.entry.kind
+
+
 @dataclasses.dataclass
 class _Layer:
     """One layer's members (last occurrence wins, as when unpacking) and its deletions."""
 
-    # path -> (entry, (layer index, data offset) for FILE entries)
-    members: dict[str, tuple[FileEntry, tuple[int, int] | None]] = dataclasses.field(default_factory=dict)
+    members: dict[str, _Member] = dataclasses.field(default_factory=dict)
     whiteouts: list[str] = dataclasses.field(default_factory=list)  # paths deleted from lower layers
     opaque: list[str] = dataclasses.field(default_factory=list)  # directories whose lower children go
 
@@ -455,7 +462,7 @@ def _add_member(layer: _Layer, index: int, member: tarfile.TarInfo, source: Laye
     elif member.islnk():
         _add_hardlink(layer, key, _member_key(member.linkname), source)
     else:
-        layer.members[key] = (_entry(key, member, source, index), (index, member.offset_data) if member.isreg() else None)
+        layer.members[key] = _Member(_entry(key, member, source, index), (index, member.offset_data) if member.isreg() else None)
 
 
 def _add_hardlink(layer: _Layer, key: str, target: str, source: LayerTar) -> None:
@@ -463,7 +470,7 @@ def _add_hardlink(layer: _Layer, key: str, target: str, source: LayerTar) -> Non
     if target not in layer.members:
         raise UnreadableImage(f"layer {source}: hard link {key} -> {target}: target not earlier in the layer")
     entry, blob = layer.members[target]
-    layer.members[key] = (dataclasses.replace(entry, path=PurePosixPath(key)), blob)
+    layer.members[key] = _Member(dataclasses.replace(entry, path=PurePosixPath(key)), blob)
 
 
 def _entry(key: str, member: tarfile.TarInfo, source: LayerTar, layer: int) -> FileEntry:
@@ -498,57 +505,14 @@ def _implied_directory(key: str) -> FileEntry:
     return FileEntry(path=PurePosixPath(key), kind=EntryKind.DIR, mode=0o755, uid=0, gid=0, mtime=0)
 
 
-class _Merge:
-    """Layers stacked the way overlayfs shows them: upper entries hide lower ones, directories merge
-    unless made opaque, a whiteout deletes the lower path and everything below it."""
-
-    def __init__(self) -> None:
-        self.entries: dict[str, FileEntry] = {"/": _implied_directory("/")}
-        self.blobs: dict[str, tuple[int, int]] = {}
-        self._below: dict[str, set[str]] = {"/": set()}  # directory -> its children's keys
-
-    def apply(self, layer: _Layer) -> None:
-        # Deletions reach only lower layers, so they go first, whatever the order inside the tar.
-        for directory in layer.opaque:
-            for child in list(self._below.get(directory, ())):
-                self._remove(child)
-        for path in layer.whiteouts:
-            self._remove(path)
-        for key, (entry, blob) in layer.members.items():
-            self._put(key, entry, blob)
-
-    def _put(self, key: str, entry: FileEntry, blob: tuple[int, int] | None) -> None:
-        if key == "/":
-            if entry.kind is EntryKind.DIR:  # the root can only ever be a directory
-                self.entries[key] = entry
-            return
-        parent = posixpath.dirname(key)
-        if not self._is_dir(parent):
-            self._put(parent, _implied_directory(parent), None)
-        lower = self.entries.get(key)
-        if lower is not None and not (lower.kind is EntryKind.DIR and entry.kind is EntryKind.DIR):
-            self._remove(key)
-        self._below[parent].add(key)
-        self.entries[key] = entry
-        if entry.kind is EntryKind.DIR:
-            self._below.setdefault(key, set())
-        if blob is not None:
-            self.blobs[key] = blob
-
-    def _is_dir(self, key: str) -> bool:
-        entry = self.entries.get(key)
-        return entry is not None and entry.kind is EntryKind.DIR
-
-    def _remove(self, top: str) -> None:
-        if top not in self.entries or top == "/":
-            return
-        self._below[posixpath.dirname(top)].discard(top)
-        stack = [top]
-        while stack:
-            key = stack.pop()
-            del self.entries[key]
-            self.blobs.pop(key, None)
-            stack.extend(self._below.pop(key, ()))
+def _merged(layers: Iterable[_Layer]) -> tuple[dict[str, FileEntry], dict[str, tuple[int, int]]]:
+    """The layers stacked (slim.image.overlay): the visible entries and where each visible file's bytes sit."""
+    overlay: Overlay[_Member] = Overlay(lambda key: _Member(_implied_directory(key), None))
+    for layer in layers:
+        overlay.apply(layer.opaque, layer.whiteouts, layer.members.items())
+    entries = {key: member.entry for key, member in overlay.entries.items()}
+    blobs = {key: member.blob for key, member in overlay.entries.items() if member.blob is not None}
+    return entries, blobs
 
 
 def _with_hardlink_groups(entries: dict[str, FileEntry], blobs: dict[str, tuple[int, int]]) -> dict[str, FileEntry]:
@@ -590,12 +554,10 @@ class LayerIndex:
 def index_layers(layer_tars: Sequence[Path | LayerTar]) -> tuple[RootFS, list[LayerIndex]]:
     """The merged view (as RootFS.from_layers builds it) and each layer's own listing, bottom layer
     first, reading every tar once."""
-    merge = _Merge()
-    indexes = []
     layers = [layer_tar(layer) for layer in layer_tars]
-    for number, tar in enumerate(layers):
-        layer = _read_layer(number, tar)
-        merge.apply(layer)
+    read = [_read_layer(number, tar) for number, tar in enumerate(layers)]
+    indexes = []
+    for tar, layer in zip(layers, read):
         first_name: dict[tuple[int, int], str] = {}
         for key, (_, blob) in sorted(layer.members.items()):
             if blob is not None:
@@ -612,7 +574,8 @@ def index_layers(layer_tars: Sequence[Path | LayerTar]) -> tuple[RootFS, list[La
                 ),
             )
         )
-    return RootFS(layers, _with_hardlink_groups(merge.entries, merge.blobs), merge.blobs), indexes
+    entries, blobs = _merged(read)
+    return RootFS(layers, _with_hardlink_groups(entries, blobs), blobs), indexes
 
 
 def layer_steps(config: Mapping[str, Any], layer_count: int) -> tuple[str, ...] | None:

@@ -12,17 +12,17 @@ where `total` is every file byte of every layer and `wasted` the part of it no c
 from __future__ import annotations
 
 import contextlib
-import posixpath
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 from slim.build.closure import DEFAULT_PATH, elf_dependencies
 from slim.image.elf import ELF_MAGIC, MalformedElf, read_elf
 from slim.engine import Engine
 from slim.model import ROOT, EntryKind, FileEntry, ImageFacts
 from slim.ownership import temp_dir
+from slim.image.overlay import Overlay
 from slim.image.package_db import APK_INSTALLED, DPKG_STATUS, DPKG_STATUS_DIR, deb822_fields
 from slim.image.rootfs import LayerIndex, RootFS, index_layers, layer_steps, source_image
 
@@ -145,11 +145,9 @@ def xray(engine: Engine, ref: str, on_stage: StageCallback = lambda _: None) -> 
 def analyse(facts: ImageFacts, config: Mapping[str, Any], rootfs: RootFS, layers: Sequence[LayerIndex]) -> XRay:
     """Everything xray reports, from the image's facts, saved config, merged view and layer listings."""
     warnings: list[str] = []
-    stack = _Stack()
-    for number, layer in enumerate(layers):
-        stack.apply(number, layer)
+    waste = _waste(layers)
     total = sum(_layer_bytes(layer) for layer in layers)
-    wasted = sum(item.bytes for item in stack.waste.values())
+    wasted = sum(item.bytes for item in waste.values())
     elf, elf_warnings = _elf_files(rootfs, facts)
     warnings += elf_warnings
     history = layer_steps(config, len(layers))
@@ -182,7 +180,7 @@ def analyse(facts: ImageFacts, config: Mapping[str, Any], rootfs: RootFS, layers
         total_bytes=total,
         wasted_bytes=wasted,
         efficiency=round(1 - wasted / total, 4) if total else 1.0,
-        waste=tuple(sorted(stack.waste.values(), key=lambda w: (-w.bytes, w.path))),
+        waste=tuple(sorted(waste.values(), key=lambda w: (-w.bytes, w.path))),
         largest_dirs=_largest_dirs(rootfs),
         elf=elf,
         entrypoint_elf=_entrypoint_elf(rootfs, facts, {e.path for e in elf}),
@@ -196,78 +194,46 @@ def analyse(facts: ImageFacts, config: Mapping[str, Any], rootfs: RootFS, layers
 
 
 def _layer_bytes(layer: LayerIndex) -> int:
-    return sum(
-        entry.size for path, entry in layer.entries.items()
-        if entry.kind is EntryKind.FILE and path not in layer.shared_data
-    )
+    return sum(_stored_bytes(layer, path, entry) for path, entry in layer.entries.items())
 
 
-class _Stack:
-    """Layers stacked as overlayfs stacks them (like rootfs._Merge), remembering what each one hides."""
+class _Stored(NamedTuple):
+    kind: EntryKind
+    size: int  # the bytes its layer stored for it (0 for a hard link's second name)
 
-    def __init__(self) -> None:
-        self.sizes: dict[str, int] = {}  # visible regular file -> the bytes its layer stored for it
-        self.dirs: dict[str, set[str]] = {"/": set()}  # visible directory -> its children
-        self.kinds: dict[str, EntryKind] = {"/": EntryKind.DIR}
-        self.waste: dict[str, Waste] = {}
 
-    def apply(self, number: int, layer: LayerIndex) -> None:
-        for directory in layer.opaque:
-            hidden = [self._remove(child) for child in list(self.dirs.get(str(directory), ()))]
-            self._record(str(directory), "deleted", number, sum(b for b, _ in hidden), sum(f for _, f in hidden))
-        for path in layer.whiteouts:
-            self._record(str(path), "deleted", number, *self._remove(str(path)))
-        for path, entry in layer.entries.items():
-            size = entry.size if entry.kind is EntryKind.FILE and path not in layer.shared_data else 0
-            self._put(str(path), entry.kind, size, number)
-
-    def _put(self, key: str, kind: EntryKind, size: int, number: int) -> None:
-        if key == "/":
-            return
-        parent = posixpath.dirname(key)
-        if self.kinds.get(parent) is not EntryKind.DIR:
-            self._put(parent, EntryKind.DIR, 0, number)
-        lower = self.kinds.get(key)
-        if lower is not None and not (lower is EntryKind.DIR and kind is EntryKind.DIR):
-            self._record(key, "overwritten", number, *self._remove(key))
-        self.dirs[parent].add(key)
-        self.kinds[key] = kind
-        if kind is EntryKind.DIR:
-            self.dirs.setdefault(key, set())
-        elif kind is EntryKind.FILE:
-            self.sizes[key] = size
-
-    def _remove(self, top: str) -> tuple[int, int]:
-        """Take `top` and everything below it out of view; the bytes and files that hid."""
-        if top not in self.kinds or top == "/":
-            return 0, 0
-        self.dirs[posixpath.dirname(top)].discard(top)
-        hidden = files = 0
-        stack = [top]
-        while stack:
-            key = stack.pop()
-            kind = self.kinds.pop(key)
-            if kind is EntryKind.FILE:
-                hidden += self.sizes.pop(key)
-                files += 1
-            stack.extend(self.dirs.pop(key, ()))
-        return hidden, files
-
-    def _record(self, path: str, how: str, number: int, hidden: int, files: int) -> None:
-        if not files:
-            return
-        before = self.waste.get(path)
-        if before is None:
-            self.waste[path] = Waste(path, how, (number,), hidden, files)
-            return
-        hows = before.how.split(", ")
-        self.waste[path] = Waste(
-            path,
-            ", ".join(hows + [how] if how not in hows else hows),
-            tuple(sorted(set(before.layers) | {number})),
-            before.bytes + hidden,
-            before.files + files,
+def _waste(layers: Sequence[LayerIndex]) -> dict[str, Waste]:
+    """The layers stacked (slim.image.overlay), each path's hidden lower files counted against it."""
+    overlay: Overlay[_Stored] = Overlay(lambda _: _Stored(EntryKind.DIR, 0))
+    waste: dict[str, Waste] = {}
+    for number, layer in enumerate(layers):
+        members = (
+            (str(path), _Stored(entry.kind, _stored_bytes(layer, path, entry))) for path, entry in layer.entries.items()
         )
+        for hidden in overlay.apply(map(str, layer.opaque), map(str, layer.whiteouts), members):
+            sizes = [stored.size for stored in hidden.values if stored.kind is EntryKind.FILE]
+            if sizes:
+                more = Waste(hidden.path, hidden.how.value, (number,), sum(sizes), len(sizes))
+                waste[hidden.path] = _counted(waste.get(hidden.path), more)
+    return waste
+
+
+def _stored_bytes(layer: LayerIndex, path: PurePosixPath, entry: FileEntry) -> int:
+    return entry.size if entry.kind is EntryKind.FILE and path not in layer.shared_data else 0
+
+
+def _counted(before: Waste | None, more: Waste) -> Waste:
+    """`more` hidden at a path where `before` already was: one row, every way and layer named once."""
+    if before is None:
+        return more
+    hows = before.how.split(", ")
+    return Waste(
+        more.path,
+        ", ".join(hows + [more.how] if more.how not in hows else hows),
+        tuple(sorted(set(before.layers) | set(more.layers))),
+        before.bytes + more.bytes,
+        before.files + more.files,
+    )
 
 
 # ---------------------------------------------------------------- the final filesystem
