@@ -296,6 +296,12 @@ class InstalledPackage:
     version: str
     architecture: str
     source: str = ""  # the source package, when it differs from the name
+    # Bytes, as the database states them: `slim xray` lists them. The build report's schema has no such field,
+    # so its JSON leaves them out, and they play no part in telling packages apart.
+    installed_size: int | None = field(default=None, compare=False)
+
+    def json_omitted(self) -> tuple[str, ...]:
+        return ("installed_size",)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ import pytest
 
 from slim.model import ImageFacts
 from slim.image.rootfs import index_layers
-from slim.reporting.xray import analyse, parse_apk_installed, parse_dpkg_status
+from slim.image.package_db import APK_INSTALLED, DPKG_STATUS, installed_packages
+from slim.reporting.xray import analyse
 from tests.helpers import slim
 
 BIG = 20 * 1024 * 1024  # the fixture layer's dd: 20 MiB
@@ -101,7 +102,7 @@ def test_dpkg_status():
         "Package: removed-one\nStatus: deinstall ok config-files\nVersion: 1\n\n"
         "Package: noarch\nStatus: install ok installed\nVersion: 2\nArchitecture: all\n"
     )
-    packages = parse_dpkg_status(status)
+    packages = installed_packages(DPKG_STATUS, status)
     assert [(p.name, p.version, p.architecture, p.installed_size) for p in packages] == [
         ("nginx", "1.22.1-9", "amd64", 1234 * 1024),
         ("noarch", "2", "all", None),
@@ -110,7 +111,7 @@ def test_dpkg_status():
 
 def test_apk_installed():
     installed = "C:Q1abc=\nP:musl\nV:1.2.4-r2\nA:x86_64\nI:622592\nT:the musl c library\n\nP:busybox\nV:1.36\nA:x86_64\n"
-    packages = parse_apk_installed(installed)
+    packages = installed_packages(APK_INSTALLED, installed)
     assert [(p.manager, p.name, p.version, p.installed_size) for p in packages] == [
         ("apk", "musl", "1.2.4-r2", 622592),
         ("apk", "busybox", "1.36", None),

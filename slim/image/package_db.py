@@ -202,12 +202,14 @@ def _dpkg_package(paragraph: str) -> InstalledPackage | None:
     if "Package" not in fields:
         return None
     source = fields.get("Source", "").split(" ", 1)[0]
+    kib = fields.get("Installed-Size", "")
     return InstalledPackage(
         manager="dpkg",
         name=fields["Package"],
         version=fields.get("Version", ""),
         architecture=fields.get("Architecture", ""),
         source=source if source != fields["Package"] else "",
+        installed_size=int(kib) * 1024 if kib.isdigit() else None,
     )
 
 
@@ -308,9 +310,14 @@ def _apk_package(record: str) -> InstalledPackage | None:
         fields.setdefault(line[:1], line[2:])
     if "P" not in fields:
         return None
-    source = fields.get("o", "")
+    source, size = fields.get("o", ""), fields.get("I", "")
     return InstalledPackage(
-        "apk", fields["P"], fields.get("V", ""), fields.get("A", ""), source if source != fields["P"] else ""
+        manager="apk",
+        name=fields["P"],
+        version=fields.get("V", ""),
+        architecture=fields.get("A", ""),
+        source=source if source != fields["P"] else "",
+        installed_size=int(size) if size.isdigit() else None,
     )
 
 

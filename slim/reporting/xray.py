@@ -20,10 +20,10 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 from slim.build.closure import DEFAULT_PATH, elf_dependencies
 from slim.image.elf import ELF_MAGIC, MalformedElf, read_elf
 from slim.engine import Engine
-from slim.model import ROOT, EntryKind, FileEntry, ImageFacts
+from slim.model import ROOT, EntryKind, FileEntry, ImageFacts, InstalledPackage
 from slim.ownership import temp_dir
 from slim.image.overlay import Overlay
-from slim.image.package_db import APK_INSTALLED, DPKG_STATUS, DPKG_STATUS_DIR, deb822_fields
+from slim.image.package_db import APK_INSTALLED, DPKG_STATUS, DPKG_STATUS_DIR, installed_packages
 from slim.image.rootfs import LayerIndex, RootFS, index_layers, layer_steps, source_image
 
 CAPABILITY_XATTR = "security.capability"
@@ -77,15 +77,6 @@ class ElfFile:
 
 
 @dataclass(frozen=True)
-class OsPackage:
-    manager: str  # "dpkg" or "apk"
-    name: str
-    version: str
-    architecture: str
-    installed_size: int | None  # bytes, as the package database states it
-
-
-@dataclass(frozen=True)
 class PrivilegedFile:
     path: str
     mode: str  # octal permission bits, e.g. "4755"
@@ -114,7 +105,7 @@ class XRay:
     largest_dirs: tuple[DirSize, ...]
     elf: tuple[ElfFile, ...]  # sorted by path
     entrypoint_elf: str | None  # the ELF file the command starts, if it is one
-    packages: tuple[OsPackage, ...]
+    packages: tuple[InstalledPackage, ...]
     privileged: tuple[PrivilegedFile, ...]
     warnings: tuple[str, ...]
 
@@ -123,6 +114,8 @@ class XRay:
         data["schema_version"] = 1
         for item in data["elf"]:
             item["needed"] = [{"name": name, "path": found} for name, found in item["needed"]]
+        for item in data["packages"]:  # xray's schema names no source package
+            del item["source"]
         return data
 
 
@@ -327,19 +320,16 @@ def _privileged(rootfs: RootFS) -> tuple[PrivilegedFile, ...]:
 # ---------------------------------------------------------------- package databases
 
 
-def _packages(rootfs: RootFS) -> tuple[tuple[OsPackage, ...], list[str]]:
-    packages: list[OsPackage] = []
+def _packages(rootfs: RootFS) -> tuple[tuple[InstalledPackage, ...], list[str]]:
+    packages: list[InstalledPackage] = []
     warnings: list[str] = []
     databases = [DPKG_STATUS] + [
         DPKG_STATUS_DIR / child.name for child in _children(rootfs, DPKG_STATUS_DIR)
     ]
-    for database in databases:
+    for database in databases + [APK_INSTALLED]:
         text = _read_text(rootfs, database)
         if text is not None:
-            packages += parse_dpkg_status(text)
-    text = _read_text(rootfs, APK_INSTALLED)
-    if text is not None:
-        packages += parse_apk_installed(text)
+            packages += installed_packages(database, text)
     return tuple(sorted(packages, key=lambda p: (p.manager, p.name, p.architecture))), warnings
 
 
@@ -354,45 +344,3 @@ def _read_text(rootfs: RootFS, path: PurePosixPath) -> str | None:
     if entry is None or entry.kind is not EntryKind.FILE:
         return None
     return rootfs.read(resolved.path).decode("utf-8", "replace")
-
-
-def parse_dpkg_status(text: str) -> list[OsPackage]:
-    """Installed packages of a dpkg status file (RFC 822-style paragraphs; Installed-Size is in KiB)."""
-    packages = []
-    for paragraph in text.split("\n\n"):
-        fields = deb822_fields(paragraph)
-        if "Package" not in fields or not fields.get("Status", "install ok installed").endswith(" installed"):
-            continue
-        size = fields.get("Installed-Size", "")
-        packages.append(
-            OsPackage(
-                manager="dpkg",
-                name=fields["Package"],
-                version=fields.get("Version", ""),
-                architecture=fields.get("Architecture", ""),
-                installed_size=int(size) * 1024 if size.isdigit() else None,
-            )
-        )
-    return packages
-
-
-def parse_apk_installed(text: str) -> list[OsPackage]:
-    """apk's installed database: one record per package, "X:value" lines, records split by a blank line."""
-    packages = []
-    for record in text.split("\n\n"):
-        fields = {}
-        for line in record.splitlines():
-            if len(line) > 2 and line[1] == ":":
-                fields.setdefault(line[0], line[2:])
-        if "P" in fields:
-            size = fields.get("I", "")
-            packages.append(
-                OsPackage(
-                    manager="apk",
-                    name=fields["P"],
-                    version=fields.get("V", ""),
-                    architecture=fields.get("A", ""),
-                    installed_size=int(size) if size.isdigit() else None,
-                )
-            )
-    return packages
