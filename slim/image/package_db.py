@@ -197,20 +197,41 @@ def _dpkg_status_dir(rootfs: RootFS) -> list[_Stanza]:
     return stanzas
 
 
-def _dpkg_package(paragraph: str) -> InstalledPackage | None:
-    fields = deb822_fields(paragraph)
-    if "Package" not in fields:
+@dataclass(frozen=True)
+class _FieldNames:
+    """Which field of a database format's record holds what InstalledPackage has."""
+
+    manager: str
+    name: str
+    version: str
+    architecture: str
+    source: str  # dpkg writes "NAME (VERSION)" when the source's version differs
+    size: str
+    size_unit: int  # bytes per unit of the size field
+
+
+_DPKG_FIELDS = _FieldNames("dpkg", "Package", "Version", "Architecture", "Source", "Installed-Size", 1024)
+_APK_FIELDS = _FieldNames("apk", "P", "V", "A", "o", "I", 1)
+
+
+def _package(fields: dict[str, str], names: _FieldNames) -> InstalledPackage | None:
+    name = fields.get(names.name)
+    if name is None:
         return None
-    source = fields.get("Source", "").split(" ", 1)[0]
-    kib = fields.get("Installed-Size", "")
+    source = fields.get(names.source, "").split(" ", 1)[0]
+    size = fields.get(names.size, "")
     return InstalledPackage(
-        manager="dpkg",
-        name=fields["Package"],
-        version=fields.get("Version", ""),
-        architecture=fields.get("Architecture", ""),
-        source=source if source != fields["Package"] else "",
-        installed_size=int(kib) * 1024 if kib.isdigit() else None,
+        manager=names.manager,
+        name=name,
+        version=fields.get(names.version, ""),
+        architecture=fields.get(names.architecture, ""),
+        source=source if source != name else "",
+        installed_size=int(size) * names.size_unit if size.isdigit() else None,
     )
+
+
+def _dpkg_package(paragraph: str) -> InstalledPackage | None:
+    return _package(deb822_fields(paragraph), _DPKG_FIELDS)
 
 
 def original_packages(rootfs: RootFS) -> list[InstalledPackage]:
@@ -308,17 +329,7 @@ def _apk_package(record: str) -> InstalledPackage | None:
     fields: dict[str, str] = {}
     for line in record.splitlines():
         fields.setdefault(line[:1], line[2:])
-    if "P" not in fields:
-        return None
-    source, size = fields.get("o", ""), fields.get("I", "")
-    return InstalledPackage(
-        manager="apk",
-        name=fields["P"],
-        version=fields.get("V", ""),
-        architecture=fields.get("A", ""),
-        source=source if source != fields["P"] else "",
-        installed_size=int(size) if size.isdigit() else None,
-    )
+    return _package(fields, _APK_FIELDS)
 
 
 def _trim_apk_record(record: str, is_kept: _KeptFiles) -> tuple[str, bool]:
