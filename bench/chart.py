@@ -55,20 +55,19 @@ def _time_panel(axis, xs, points: Sequence[ScalingPoint], title: str, xlabel: st
         if any(p.timings.get(stage, 0.0) >= 1.0 for p in points):  # the stages that cost something
             axis.plot(xs, [p.timings.get(stage, 0.0) for p in points], ".--", label=stage)
     axis.set_title(title)
-    axis.set_xlabel(xlabel)
-    axis.set_ylabel("seconds")
-    if log:
-        axis.set_xscale("log")
-    axis.grid(True, alpha=0.3)
-    axis.legend(fontsize="small")
+    _label_axes(axis, xlabel, "seconds", log)
 
 
 def _memory_panel(axis, xs, points: Sequence[ScalingPoint], xlabel: str, log: bool = False) -> None:
     axis.plot(xs, [(p.peak_rss or 0) / 1e6 for p in points], "o-", color="tab:red", label="peak RSS of slim build")
     axis.axhline(MEMORY_GOAL / 1e6, color="grey", linestyle=":", label=f"goal: {MEMORY_GOAL / 1e6:g} MB")
     axis.set_ylim(bottom=0)
+    _label_axes(axis, xlabel, "MB", log)
+
+
+def _label_axes(axis, xlabel: str, ylabel: str, log: bool) -> None:
     axis.set_xlabel(xlabel)
-    axis.set_ylabel("MB")
+    axis.set_ylabel(ylabel)
     if log:
         axis.set_xscale("log")
     axis.grid(True, alpha=0.3)

@@ -84,6 +84,13 @@ def drain(notifier: Fanotify) -> dict[Path, int]:
     return seen
 
 
+def _ignore_opens_of_what_it_saw(notifier: Fanotify) -> None:
+    """An ignore mark for FAN_OPEN on every inode the queue names; closes every event fd."""
+    for event in notifier.read(timeout=1):
+        notifier.ignore(event.fd, FAN_OPEN)
+        os.close(event.fd)
+
+
 def run_in(directory: Path, script: str) -> None:
     subprocess.run(["sh", "-c", script], cwd=directory, check=True, stdout=subprocess.DEVNULL)
 
@@ -115,9 +122,7 @@ def test_ignore_mark_silences_later_opens_of_files_and_directories(tmpfs):
     with Fanotify() as notifier:
         notifier.mark_filesystem(tmpfs, WATCH)
         run_in(tmpfs, "cat data.txt && ls dir")
-        for event in notifier.read(timeout=1):
-            notifier.ignore(event.fd, FAN_OPEN)
-            os.close(event.fd)
+        _ignore_opens_of_what_it_saw(notifier)
         run_in(tmpfs, "cat data.txt && ls dir && cat unread.txt")
         assert drain(notifier) == {tmpfs / "unread.txt": FAN_OPEN}
 
@@ -127,9 +132,7 @@ def test_ignoring_open_keeps_a_later_exec_visible(tmpfs):
     with Fanotify() as notifier:
         notifier.mark_filesystem(tmpfs, WATCH)
         run_in(tmpfs, "cat prog")
-        for event in notifier.read(timeout=1):
-            notifier.ignore(event.fd, FAN_OPEN)
-            os.close(event.fd)
+        _ignore_opens_of_what_it_saw(notifier)
         run_in(tmpfs, "./prog")
         assert drain(notifier) == {tmpfs / "prog": FAN_OPEN_EXEC}
 
