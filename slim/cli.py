@@ -161,7 +161,6 @@ class Size(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, int):
             return value
-
         try:
             return parse_size(value)
         except ValueError as e:
@@ -174,7 +173,6 @@ class ImageTag(click.ParamType):
     name = "TAG"
 
     def convert(self, value, param, ctx):
-
         try:
             normalised_tag(value)
         except ValueError as e:
@@ -188,7 +186,6 @@ class ReportFile(click.ParamType):
     name = "REPORT.json"
 
     def convert(self, value, param, ctx):
-
         if isinstance(value, tuple):
             return value
         try:
@@ -548,7 +545,6 @@ def _show_gates(outcomes, err: bool, quiet: bool = False) -> None:
 
 
 def _write(path: Path, text: str, append: bool = False) -> None:
-
     try:
         with path.open("a" if append else "w", encoding="utf-8") as out:
             out.write(text)
