@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from probes.interface import ProbeOutcome  # probes own what they report; a run result holds it
 
@@ -19,7 +19,14 @@ ROOT = PurePosixPath("/")
 
 def at_or_under(path: PurePosixPath, top: PurePosixPath) -> bool:
     """`path` is `top` or inside it (lexically: symlinks are the caller's business)."""
-    return path == top or top in path.parents
+    return under_any(path, (top,))
+
+
+def under_any(path: PurePosixPath, tops: Iterable[PurePosixPath]) -> bool:
+    """`path` is one of `tops` or below one. Compared as text: the closure asks for every directory of the
+    image, and `path.parents` is slow to search."""
+    text = str(path)
+    return any(text == str(top) or text.startswith(str(top).rstrip("/") + "/") for top in tops)
 
 
 # ---------------------------------------------------------------- inspect

@@ -33,8 +33,9 @@ from slim.model import (
     Trace,
     TracedPath,
     at_or_under,
+    under_any,
 )
-from slim.image.package_db import database_manager, trim_databases, under_any
+from slim.image.package_db import database_manager, trim_databases
 from slim.image.rootfs import Resolved, RootFS
 from slim.rules.base import RuleContext
 from slim.rules.app_files import APP_FILES_MODES

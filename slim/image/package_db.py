@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from slim.model import EntryKind, InstalledPackage, PackageSummary
+from slim.model import EntryKind, InstalledPackage, PackageSummary, under_any
 from .rootfs import RootFS
 
 P = PurePosixPath
@@ -144,13 +144,6 @@ def _keeps_payload(rootfs: RootFS, stanza: _Stanza, is_kept: _KeptFiles) -> bool
     if stanza.md5sums is not None:
         return any(is_kept.payload("/" + line.partition("  ")[2]) for line in _md5sum_lines(rootfs, stanza.md5sums))
     return True  # no file list to judge by: claiming the package is the side that never hides a finding
-
-
-def under_any(path: PurePosixPath, tops: Iterable[PurePosixPath]) -> bool:
-    """`path` is one of `tops` or below one. Compared as text: the closure asks for every directory of the
-    image, and `path.parents` is slow to search."""
-    text = str(path)
-    return any(text == str(top) or text.startswith(str(top).rstrip("/") + "/") for top in tops)
 
 
 def _is_dir(rootfs: RootFS, path: PurePosixPath) -> bool:
