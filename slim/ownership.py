@@ -72,9 +72,16 @@ def this_run() -> RunId:
 _container_numbers = itertools.count(1)
 
 
-def temp_dir(kind: str) -> tempfile.TemporaryDirectory:
-    """A temp dir named after this run, so a later run can tell when its owner is gone."""
-    return tempfile.TemporaryDirectory(prefix=f"{_PREFIX}{this_run().token}-{kind}-", ignore_cleanup_errors=True)
+def enter_temp_dir(cleanup: contextlib.ExitStack, kind: str) -> Path:
+    """A temp dir named after this run (so a later run can tell when its owner is gone), removed by `cleanup`.
+
+    Made with interrupts held: a Ctrl-C that lands right after mkdtemp, before `cleanup` owns the directory,
+    would leave it behind (likely, not rare: the interrupt is delivered when the main thread gets the GIL
+    back after the mkdir, while the index thread holds it).
+    """
+    with deferred_interrupts():
+        made = tempfile.TemporaryDirectory(prefix=f"{_PREFIX}{this_run().token}-{kind}-", ignore_cleanup_errors=True)
+        return Path(cleanup.enter_context(made))
 
 
 def work_tag() -> str:

@@ -27,7 +27,7 @@ from .errors import ApplicationFailed, NoSpace, SlimError, TracingUnavailable, U
 from .build.exercise import ExercisePlan, exercise
 from .model import BuiltImage, Closure, ImageFacts, RunOutcome, Trace, Verification
 from .output_file import check_writable, write_text
-from .ownership import deferred_interrupts, temp_dir, work_tag
+from .ownership import deferred_interrupts, enter_temp_dir, work_tag
 from .references import normalised_tag, same_name
 from .tracer import Tracer
 from .reporting.report import Report, build_report
@@ -166,7 +166,7 @@ def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: Stag
     if options.report_path is not None:
         check_writable(options.report_path)
     with contextlib.ExitStack() as cleanup:
-        workdir = Path(cleanup.enter_context(temp_dir("build")))
+        workdir = enter_temp_dir(cleanup, "build")
 
         with timer.stage("inspect"):
             engine_host = engine.host()
@@ -267,7 +267,7 @@ def verify_images(engine: Engine, options: VerifyOptions, on_stage: StageCallbac
     slimmed one with the original's filesystem as the baseline."""
     timer = _Timer(on_stage)
     with contextlib.ExitStack() as cleanup:
-        workdir = Path(cleanup.enter_context(temp_dir("verify")))
+        workdir = enter_temp_dir(cleanup, "verify")
         with timer.stage("inspect"):
             # The runs are local too: host probes reach 127.0.0.1, a timed-out exec is killed by its host pid.
             require_local(engine.host(), this_machine())

@@ -19,7 +19,7 @@ from slim.adapters.c_helpers import gate_binary, lookupd_binary
 from slim.engine import BindMount, ContainerSpec, Engine
 from slim.errors import SlimError
 from slim.model import RunOutcome, Trace
-from slim.ownership import owned_container, temp_dir
+from slim.ownership import enter_temp_dir, owned_container
 from slim.tracer import Tracer
 
 from .lookups import LookupRecorder
@@ -52,7 +52,7 @@ def run_traced(
         raise ValueError("run_traced needs the real argv in spec.entrypoint + spec.command")
     gate = gate_binary()
     with contextlib.ExitStack() as cleanup:
-        gate_dir = Path(cleanup.enter_context(temp_dir("gate")))
+        gate_dir = enter_temp_dir(cleanup, "gate")
         _install_gate(gate, gate_dir)
         session = cleanup.enter_context(tracer.session())
         # Listening before the container starts: the gate connects as soon as it may go.

@@ -21,7 +21,7 @@ from slim.build.closure import DEFAULT_PATH, elf_dependencies
 from slim.image.elf import ELF_MAGIC, MalformedElf, read_elf
 from slim.engine import Engine
 from slim.model import ROOT, EntryKind, FileEntry, ImageFacts, InstalledPackage
-from slim.ownership import temp_dir
+from slim.ownership import enter_temp_dir
 from slim.image.overlay import Overlay
 from slim.image.package_db import APK_INSTALLED, DPKG_STATUS, DPKG_STATUS_DIR, installed_packages
 from slim.image.rootfs import LayerIndex, RootFS, index_layers, layer_steps, source_image
@@ -124,7 +124,7 @@ class XRay:
 
 def xray(engine: Engine, ref: str, on_stage: StageCallback = lambda _: None) -> XRay:
     with contextlib.ExitStack() as cleanup:
-        workdir = Path(cleanup.enter_context(temp_dir("xray")))
+        workdir = enter_temp_dir(cleanup, "xray")
         on_stage("inspect")
         facts = engine.inspect_image(ref)
         on_stage("read")
