@@ -14,7 +14,8 @@ from probes.interface import ProbeOutcome
 from slim.model import Access, ImageFacts, RunOutcome, Trace, TracedPath, TraceHealth
 from slim.pipeline import RunOptions, container_spec, exercise_plan
 from slim.image.rootfs import RootFS
-from slim.build.verify import _not_started, compare_runs, config_problems, likely_missing
+from slim.build.verify import _not_started, compare_runs, config_problems, likely_missing, plan_like
+from probes.http import NOT_HTTP
 
 
 def facts(**config) -> ImageFacts:
@@ -163,3 +164,15 @@ def test_a_request_with_no_port_needs_a_port_to_go_to(tmp_path):
     probe_file = write(tmp_path, "http:\n  - path: /items\n")
     with pytest.raises(UsageError, match="an http request names no port and the image exposes none"):
         exercise_plan(facts(), RunOptions(probe_file=probe_file))
+
+
+def test_the_slimmed_run_asks_in_plain_http_where_the_original_spoke_no_http():
+    """The original's run settled that no TLS answers on redis's port: the slimmed run does not wait for it again."""
+    plan = ExercisePlan((HttpProbe(6379), HttpProbe(80), HttpProbe(8443, tls=True)), "server", timeout=30)
+    original = RunOutcome("server", None, running_after_probes=True, probes=(
+        ProbeOutcome("http :6379", True, "listening, not HTTP", dict(NOT_HTTP)),
+        ProbeOutcome("http :80", True, "1 URL, all 200", {"GET /": {"status": 200, "sha256": "ab"}}),
+        ProbeOutcome("http :8443", True, "listening, not HTTP", dict(NOT_HTTP)),
+    ))
+    schemes = {probe.port: probe.tls for probe in plan_like(plan, original).probes}
+    assert schemes == {6379: False, 80: None, 8443: True}

@@ -32,6 +32,7 @@ from slim.model import (
     Verification,
 )
 from slim.ownership import owned_container
+from probes.http import NOT_HTTP, HttpProbe
 from slim.image.rootfs import RootFS
 
 NOT_RUN = RunOutcome(mode="batch", exit_code=None, running_after_probes=False, probes=())
@@ -60,8 +61,19 @@ def verify(
 
 def plan_like(plan: ExercisePlan, original: RunOutcome) -> ExercisePlan:
     """The plan of a run compared with `original`: probed once, and only once it listens on every socket
-    the original listened on (a backend on the loopback behind a proxy as much as the published port)."""
-    return dataclasses.replace(plan, passes=1, sockets=original.listening)
+    the original listened on (a backend on the loopback behind a proxy as much as the published port).
+
+    A port the original showed to listen without speaking HTTP is asked in plain HTTP only: the original's
+    run already waited out the TLS attempt there (3 s on a server that waits silently for more, like redis),
+    and a plain request tells the slimmed image's "listening, not HTTP" from any other answer all the same.
+    """
+    not_http = {outcome.probe for outcome in original.probes if outcome.fingerprint == NOT_HTTP}
+    probes = tuple(
+        dataclasses.replace(probe, tls=False)
+        if isinstance(probe, HttpProbe) and probe.tls is None and probe.name in not_http else probe
+        for probe in plan.probes
+    )
+    return dataclasses.replace(plan, passes=1, sockets=original.listening, probes=probes)
 
 
 # The config keys that decide how a container of the image runs: the slimmed image must keep them all.
