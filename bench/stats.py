@@ -6,6 +6,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
+from slim.model import ReasonKind
+
 
 @dataclass(frozen=True)
 class Stats:
@@ -35,7 +37,7 @@ def paired_ratios(numerators: Sequence[float], denominators: Sequence[float]) ->
 
 
 # Reasons that say the traced run itself needed a file: it opened, executed or looked it up.
-RUN_NEEDS = frozenset({"traced", "looked-up"})
+RUN_NEEDS = frozenset({ReasonKind.TRACED.value, ReasonKind.LOOKED_UP.value})
 
 
 def floor_bytes(report: Mapping[str, Any]) -> int:
