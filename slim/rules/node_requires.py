@@ -11,9 +11,9 @@ from pathlib import PurePosixPath
 from slim.model import Reason, ReasonKind
 from slim.static_analysis.jsrequires import is_builtin, package_name, scan_js
 from .base import P, Keep, RuleContext
-from .packages import package_files
+from .packages import NODE_GLOBAL_DIRS, package_files
 
-NODE_GLOBAL_MODULES = tuple(P(p) for p in ("/usr/share/nodejs", "/usr/lib/nodejs", "/usr/local/lib/node_modules"))
+NODE_GLOBAL_MODULES = NODE_GLOBAL_DIRS + (P("/usr/local/lib/node_modules"),)  # and npm install -g
 JS_SUFFIXES = (".js", ".mjs", ".cjs")
 # How Node completes a path it is given (require("./lib/db") -> ./lib/db.js, or ./lib/db/index.js).
 _FILE_ENDINGS = ("", ".js", ".json", ".node", ".mjs", ".cjs")

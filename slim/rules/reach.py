@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 
 from packaging.utils import canonicalize_name
 
-from slim.model import EntryKind, FileEntry, Reason, ReasonKind
+from slim.model import EntryKind, FileEntry, Reason, ReasonKind, under_any
 from slim.static_analysis.manifests import (
     gemfile_lock_gems,
     lock_installed,
@@ -129,7 +129,7 @@ def keep_python_imports(ctx: RuleContext) -> Iterator[Keep]:
             reason = Reason(ReasonKind.IMPORT, source=str(entry.path), detail="imported by the interpreter")
             for name in INTERPRETER_IMPORTS:
                 yield from ((path, reason) for path in finder.find(name) or ())
-        elif entry.path.suffix == ".so" and any(d in entry.path.parents for d in search_path):
+        elif entry.path.suffix == ".so" and under_any(entry.path, search_path):
             yield from _c_level_imports(ctx, finder, entry.path)
         if entry.path.parent.name == "zoneinfo" and entry.path.name == "__init__.py":
             yield from _timezone_database(ctx, entry.path)

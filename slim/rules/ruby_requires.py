@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator
 from pathlib import PurePosixPath
 
-from slim.model import Reason, ReasonKind
+from slim.model import Reason, ReasonKind, under_any
 from slim.static_analysis.rbrequires import library_of, resolve_require, ruby_load_path, scan_requires, Require
 from .base import Keep, RuleContext, walk
 from .packages import PACKAGE_SKIP_DIRS
@@ -33,7 +33,7 @@ def keep_ruby_requires(ctx: RuleContext) -> Iterator[Keep]:
         if entry.path.suffix == ".rb" or _is_ruby_script(ctx, entry.path):
             yield from _file_requires(ctx, load_path, entry.path)
         elif RUBY_PROGRAM.fullmatch(entry.path.name) or (
-                entry.path.suffix == ".so" and any(d in entry.path.parents for d in load_path)):
+                entry.path.suffix == ".so" and under_any(entry.path, load_path)):
             yield from _c_level_requires(ctx, load_path, entry.path)
 
 
