@@ -290,6 +290,7 @@ def build_report(
     sbom: Mapping[str, Any] | None = None,
 ) -> Report:
     kept = _kept_files(rootfs, closure)
+    removed_files = _removed(rootfs, closure, EntryKind.FILE)  # one pass over the image for both sections
     return Report(
         tool=Tool("slimtrace", __version__),
         source=Source(
@@ -337,11 +338,11 @@ def build_report(
         sbom=SbomSummary(**sbom) if sbom else None,
         attack_surface=attack_surface(rootfs, closure.kept),
         kept_totals=_kept_totals(kept),
-        removed=_removed_section(rootfs, closure),
+        removed=_removed_section(removed_files),
         warnings=tuple(closure.warnings),
         timings=dict(timings),
         kept=kept,
-        removed_files=tuple((str(e.path), e.size) for e in _removed(rootfs, closure, EntryKind.FILE)),
+        removed_files=tuple((str(e.path), e.size) for e in removed_files),
         removed_symlinks=tuple((str(e.path), e.link_target) for e in _removed(rootfs, closure, EntryKind.SYMLINK)),
     )
 
@@ -421,9 +422,8 @@ def _volumes_section(kept: tuple[KeptEntry, ...]) -> tuple[Volume, ...]:
     return tuple(Volume(path, files, size, note) for path, (files, size) in sorted(counts.items()))
 
 
-def _removed_section(rootfs: RootFS, closure: Closure) -> Removed:
-    removed = _removed(rootfs, closure, EntryKind.FILE)
-    removed.sort(key=lambda entry: (-entry.size, str(entry.path)))
+def _removed_section(removed_files: list) -> Removed:
+    removed = sorted(removed_files, key=lambda entry: (-entry.size, str(entry.path)))
     by_top: Counter[str] = Counter()
     for entry in removed:
         by_top[_top_dir(entry.path)] += entry.size
@@ -446,12 +446,13 @@ def _lookups_section(trace: Trace, rootfs: RootFS) -> LookupsSummary:
         if not rootfs.resolve(lookup.path, follow_last=lookup.follow).exists:
             missing.setdefault(str(lookup.path), (str(lookup.path), lookup.program, lookup.phase))
     health = trace.lookup_health
+    looked_up = {lookup.path for lookup in trace.lookups}
     return LookupsSummary(
         traced=health.traced,
         note=health.note,
         calls=health.calls,
-        paths=len({lookup.path for lookup in trace.lookups}),
-        in_image=len({lookup.path for lookup in trace.lookups} - {PurePosixPath(path) for path in missing}),
+        paths=len(looked_up),
+        in_image=len(looked_up - {PurePosixPath(path) for path in missing}),
         missing=tuple(sorted(missing.values())),
     )
 
