@@ -32,7 +32,6 @@ from slim.model import (
     Lookup,
     Trace,
     TracedPath,
-    at_or_under,
     under_any,
 )
 from slim.image.package_db import database_manager, trim_databases
@@ -247,7 +246,7 @@ class _Kept:
         kept = {
             path: tuple(self.reasons[path])
             for path in sorted(self.reasons)
-            if not any(at_or_under(path, e) for e in excluded)
+            if not under_any(path, excluded)
         }
         return Closure(kept=kept, warnings=tuple(self.warnings))
 
