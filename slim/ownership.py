@@ -129,6 +129,15 @@ def owned_container(engine: Engine, spec: ContainerSpec, purpose: str) -> Iterat
         engine.remove_container(name)
 
 
+def start_owned(engine: Engine, container_id: str) -> None:
+    """Start a container of ours with interrupts held. An interrupted start request does not stop the engine
+    from starting the container, and Docker recreates a missing bind-mount source as it starts one: a Ctrl-C
+    during the request would have us remove the container and the gate's temp dir while the engine, still
+    starting it, made that dir again (seen in CI: the Ctrl-C test left an empty gate dir behind)."""
+    with deferred_interrupts():
+        engine.start(container_id)
+
+
 # ---------------------------------------------------------------- leftovers of dead runs
 
 

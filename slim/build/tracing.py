@@ -19,7 +19,7 @@ from slim.adapters.c_helpers import gate_binary, lookupd_binary
 from slim.engine import BindMount, ContainerSpec, Engine
 from slim.errors import SlimError
 from slim.model import RunOutcome, Trace
-from slim.ownership import enter_temp_dir, owned_container
+from slim.ownership import enter_temp_dir, owned_container, start_owned
 from slim.tracer import Tracer
 
 from .lookups import LookupRecorder
@@ -59,7 +59,7 @@ def run_traced(
         socket_path = gate_dir / LOOKUP_SOCKET_NAME if lookups else None
         lookup_recorder = cleanup.enter_context(LookupRecorder(socket_path, lookupd_binary(), STARTUP))
         container_id = cleanup.enter_context(owned_container(engine, _gated(spec, argv, gate_dir), "trace"))
-        engine.start(container_id)
+        start_owned(engine, container_id)
         recorder = cleanup.enter_context(session.watch(container_root(engine, container_id), STARTUP))
         (gate_dir / GO_NAME).touch()
 

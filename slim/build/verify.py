@@ -31,7 +31,7 @@ from slim.model import (
     TraceHealth,
     Verification,
 )
-from slim.ownership import owned_container
+from slim.ownership import owned_container, start_owned
 from probes.http import NOT_HTTP, HttpProbe
 from slim.image.rootfs import RootFS
 
@@ -162,7 +162,7 @@ def run_exercised(engine: Engine, spec: ContainerSpec, plan: ExercisePlan) -> Ru
     that cannot even start (its entrypoint is gone) is an outcome to compare, not an error."""
     with owned_container(engine, spec, "run") as container_id:
         try:
-            engine.start(container_id)
+            start_owned(engine, container_id)
         except ContainerStartFailed as error:
             return _not_started(plan, engine.wait(container_id, 0), error.why)
         return exercise(engine, container_id, plan, lambda _phase: None)
