@@ -710,6 +710,25 @@ def test_runtimes_of_node_java_and_ruby(tmp_path):
         assert P(never) not in closure.kept, never
 
 
+def test_ruby_code_is_followed_once_a_later_round_keeps_the_ruby_vm(tmp_path):
+    # The entrypoint script runs `ruby`, a VM whose name carries no version: the script-commands rule keeps it
+    # in the first round, after the require graph looked for a kept VM and found none; the libruby it needs
+    # is kept in the next round, and the require graph must then follow the app's requires.
+    lib = gcc(tmp_path / "lib" / "libruby-3.1.so.3.1", "int tiny(void) { return 42; }\n", "-shared", "-fPIC",
+              "-Wl,-soname,libruby-3.1.so.3.1")
+    vm = gcc(tmp_path / "ruby", TINY_APP_C, f"-L{lib.parent}", "-l:libruby-3.1.so.3.1")
+    layer = debian_like()
+    layer.file("/usr/bin/ruby", vm.read_bytes())
+    layer.file(f"{IMAGE_LIBS}/libruby-3.1.so.3.1", lib.read_bytes())
+    layer.file("/usr/lib/ruby/3.1.0/set.rb", b"#", mode=0o644)
+    layer.file("/app/start.sh", b"#!/bin/sh\nexec ruby /app/server.rb\n")
+    layer.file("/app/server.rb", b"require 'set'\n", mode=0o644)
+    closure = rule_closure(layer.rootfs(tmp_path), "/app/start.sh", "/app/server.rb",
+                           facts=facts_with(Entrypoint=["/app/start.sh"]))
+    assert P(f"{IMAGE_LIBS}/libruby-3.1.so.3.1") in closure.kept
+    assert main_reason(closure, "/usr/lib/ruby/3.1.0/set.rb") == Reason(ReasonKind.IMPORT, "/app/server.rb", "1")
+
+
 def zoneinfo() -> Layer:
     layer = debian_like()
     for zone in ("Etc/UTC", "Europe/Paris", "right/Europe/Paris", "tzdata.zi", "zone1970.tab"):

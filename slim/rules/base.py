@@ -53,6 +53,15 @@ class RuleContext:
         seen.update(entry.path for entry in fresh)
         return fresh
 
+    def found_once(self, key: object, find: Callable[[], tuple]) -> tuple:
+        """`find()`, memoised once it finds something: until then every round looks again, as a later round
+        may keep the interpreter the search depends on."""
+        if found := self.memo.get(key):
+            return found
+        if found := find():
+            self.memo[key] = found
+        return found
+
     def once(self, key: object) -> bool:
         """True the first time `key` is asked about: work a rule need not redo in a later round."""
         done = self.memo.setdefault("once", set())

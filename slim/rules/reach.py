@@ -117,7 +117,7 @@ def keep_python_imports(ctx: RuleContext) -> Iterator[Keep]:
     """Every module a kept Python module can import, at any depth, resolved over the image's sys.path;
     for an import call with a computed name, the caller's whole package; for interpreters and extension
     modules, the modules their C code names; the timezone database once zoneinfo can be imported."""
-    search_path = ctx.memo.get("python-path") or ctx.memo.setdefault("python-path", python_search_path(ctx))
+    search_path = ctx.found_once("python-path", lambda: python_search_path(ctx))
     if not search_path:
         return
     stdlib = [d for d in search_path if d.name.startswith("python") and d.parent.name == "lib"]

@@ -22,11 +22,7 @@ def keep_ruby_requires(ctx: RuleContext) -> Iterator[Keep]:
     """Every file a kept Ruby file can require, at any depth, resolved over the image's load path; for a
     require with a computed name, the caller's whole library; for the VM and native extensions, the
     features their C code names."""
-    load_path = ctx.memo.get("ruby-path")
-    if load_path is None:
-        versions = sorted({m[1] or m[2] for e in ctx.kept_files() if (m := RUBY_PROGRAM.fullmatch(e.path.name))})
-        load_path = ctx.memo.setdefault(
-            "ruby-path", tuple(d for v in versions for d in ruby_load_path(ctx.rootfs, v, dict(ctx.facts.env))))
+    load_path = ctx.found_once("ruby-path", lambda: _load_path(ctx))
     if not load_path:
         return
     for entry in ctx.kept_files_new_to("ruby-requires"):
@@ -35,6 +31,12 @@ def keep_ruby_requires(ctx: RuleContext) -> Iterator[Keep]:
         elif RUBY_PROGRAM.fullmatch(entry.path.name) or (
                 entry.path.suffix == ".so" and under_any(entry.path, load_path)):
             yield from _c_level_requires(ctx, load_path, entry.path)
+
+
+def _load_path(ctx: RuleContext) -> tuple[PurePosixPath, ...]:
+    """The load path of the Ruby VMs kept so far."""
+    versions = sorted({m[1] or m[2] for e in ctx.kept_files() if (m := RUBY_PROGRAM.fullmatch(e.path.name))})
+    return tuple(d for v in versions for d in ruby_load_path(ctx.rootfs, v, dict(ctx.facts.env)))
 
 
 def _is_ruby_script(ctx: RuleContext, path: PurePosixPath) -> bool:
