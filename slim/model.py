@@ -342,9 +342,10 @@ class BuiltImage:
     id: str
     layer_diff_id: str
     layer_size: int  # uncompressed tar bytes
-    compressed_size: int  # gzip size of the layer, what a registry would store
     size: int  # as the engine counts it
     files: int
+    compressed_size: int | None = None  # gzip size of the layer, what a registry would store
+    compressed_by: str | None = None  # MEASURED or ESTIMATED (slim/build/sizes.py)
 
 
 # ---------------------------------------------------------------- verify

@@ -92,23 +92,34 @@ def work_tag() -> str:
 # ---------------------------------------------------------------- interrupts
 
 
+class HeldInterrupts:
+    """The Ctrl-C and SIGTERM a deferred_interrupts block received so far."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+
+    def raise_pending(self) -> None:
+        """Where the block can still stop without leaving anything behind: stop there if interrupted."""
+        if self.received:
+            raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
-def deferred_interrupts() -> Iterator[None]:
+def deferred_interrupts() -> Iterator[HeldInterrupts]:
     """Hold Ctrl-C and SIGTERM until the block is done: an engine call that creates something must return
     its result, or an interrupt could land after the engine made the thing but before we know its id."""
+    held = HeldInterrupts()
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-        yield
+        yield held
         return
-    pending: list[int] = []
-    previous = {signum: signal.signal(signum, lambda received, _frame: pending.append(received))
+    previous = {signum: signal.signal(signum, lambda received, _frame: held.received.append(received))
                 for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield held
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if pending:
-        raise KeyboardInterrupt
+    held.raise_pending()
 
 
 # ---------------------------------------------------------------- containers

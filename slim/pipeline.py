@@ -222,7 +222,9 @@ def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: Stag
             # image only when nobody else tagged it (another build of the same input, or the user's tag).
             work = work_tag()
             cleanup.callback(engine.remove_image, work)
-            built = build_image(engine, image_plan, rootfs, workdir / RESULT_DIR, work)
+            assembled = build_image(engine, image_plan, rootfs, workdir / RESULT_DIR, work)
+            cleanup.callback(assembled.gzip.close)
+            built = assembled.image
         # The SBOM names the built image, whatever the verdict: it is written on a thread while verification
         # waits on the slimmed container.
         sbom_writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="slimtrace-sbom")
@@ -239,6 +241,7 @@ def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: Stag
                                          plan, rootfs, slimmed_root)
         with timer.stage("measure"):
             source_layers = original.gzip.result()
+            built = assembled.measured()
         handed_over = tag if result is None or result.passed or options.keep_unverified else None
         sbom = sbom_document.result()
         report = build_report(

@@ -9,15 +9,18 @@ import json
 import shutil
 import subprocess
 import tarfile
+import threading
 from pathlib import Path, PurePosixPath
 
 import pytest
 
 from slim.build.assemble import (
-    SOURCE_LABEL, InconsistentPlan, LayerInfo, build_image, image_archive, plan_image, write_layer,
+    LAYER_NAME, SOURCE_LABEL, InconsistentPlan, LayerStream, build_image, image_archive, layer_chunks, plan_image,
+    plan_layer,
 )
+from slim.build.sizes import MEASURED
 from slim.model import ROOT, Closure, ImageFacts, Reason, ReasonKind
-from slim.image.rootfs import RootFS, spool_image
+from slim.image.rootfs import CHUNK, RootFS, spool_image
 from tests.helpers import CAPABILITY, directory, hardlink, layer_tar, member, rootfs, symlink, whiteout
 
 P = PurePosixPath
@@ -69,11 +72,12 @@ def image(tmp_path) -> RootFS:
     )
 
 
-def written_layer(where: Path, plan, fs: RootFS) -> tuple[LayerInfo, Path]:
+def written_layer(where: Path, plan, fs: RootFS) -> tuple[LayerStream, Path]:
+    """The layer streamed to a file, as build_image copies it for verification."""
     path = where / "slim-layer.tar"
-    with path.open("wb") as out:
-        return write_layer(plan, fs, out), path
-
+    stream = LayerStream(plan_layer(plan, fs))
+    path.write_bytes(b"".join(stream))
+    return stream, path
 
 
 # ---------------------------------------------------------------- plan
@@ -109,7 +113,7 @@ def test_plan_refuses_paths_the_image_lacks_or_orphans(image):
 # ---------------------------------------------------------------- layer
 
 
-def test_write_layer_is_reproducible(tmp_path, image):
+def test_the_layer_is_reproducible(tmp_path, image):
     # A second index over the same layers, elsewhere on disk: nothing host-side may leak into the bytes.
     (tmp_path / "copy").mkdir()
     for name in ("layer0.tar", "layer1.tar"):
@@ -118,11 +122,45 @@ def test_write_layer_is_reproducible(tmp_path, image):
     first, first_path = written_layer(tmp_path, plan_image(keep_all(image), image, facts()), image)
     first_bytes = first_path.read_bytes()
     second, second_path = written_layer(tmp_path / "copy", plan_image(keep_all(twin), twin, facts()), twin)
-    assert first == second and first_bytes == second_path.read_bytes()
+    assert first.diff_id == second.diff_id and first_bytes == second_path.read_bytes()
     assert first.diff_id == "sha256:" + hashlib.sha256(first_bytes).hexdigest()
     assert first.size == len(first_bytes)
-    assert first.compressed_size == len(gzip.compress(first_bytes, compresslevel=6, mtime=0))
-    assert first.files == len(image.entries)
+    assert len(plan_layer(plan_image(keep_all(image), image, facts()), image).members) == len(image.entries)
+
+
+# The digests the layer had when tarfile wrote it to a file (before the layer was streamed): the same input
+# must keep giving the same layer, and so the same image id.
+TARFILE_DIGESTS = {
+    "everything": "sha256:b6534984b7f2a3cd5bcf44e68a242fa09f65b6403ccdfdbb0e5896eacf73005c",
+    "hard links": "sha256:e909dfba98097264b6c09f18cb2aa86b0d1fb44c1dd71017281fe5ca5baf1e80",
+}
+
+
+@pytest.mark.parametrize("kept", TARFILE_DIGESTS)
+def test_the_streamed_layer_is_the_tar_tarfile_wrote(tmp_path, image, kept):
+    closure = keep_all(image) if kept == "everything" else keep("/usr/bin/ping", "/usr/sbin/pingx")
+    stream, path = written_layer(tmp_path, plan_image(closure, image, facts()), image)
+    assert stream.diff_id == TARFILE_DIGESTS[kept]
+    assert path.stat().st_size % tarfile.RECORDSIZE == 0
+
+
+def test_chunks_join_small_members_and_pass_big_files_whole(tmp_path):
+    big = b"".join(bytes([n]) * 1000 for n in range(256)) * 5  # 1.28 MB, more than a chunk
+    fs = rootfs(tmp_path, [member(f"small/{n}", b"s" * n) for n in range(200)] + [member("big", big)])
+    layer = plan_layer(plan_image(keep_all(fs), fs, facts()), fs)
+    chunks = list(layer_chunks(layer))
+    assert sum(map(len, chunks)) == layer.size and all(chunks)
+    assert all(len(chunk) <= CHUNK for chunk in chunks)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
+        assert tar.extractfile("big").read() == big
+        assert tar.extractfile("small/199").read() == b"s" * 199
+
+
+def test_a_file_shorter_than_its_index_says_stops_the_layer(tmp_path, image):
+    plan = plan_image(keep("/srv/data"), image, facts())
+    shrunk = dataclasses.replace(plan, contents={P("/srv/data"): b"d" * 10})  # the index says 5000 bytes
+    with pytest.raises(InconsistentPlan, match="/srv/data ends 4990 bytes before"):
+        b"".join(layer_chunks(plan_layer(shrunk, image)))
 
 
 def test_layer_round_trips_every_entry(tmp_path, image):
@@ -158,26 +196,29 @@ def test_only_kept_name_of_a_hard_link_is_a_plain_file(tmp_path, image):
 # ---------------------------------------------------------------- archive
 
 
-def test_image_archive_is_a_reproducible_docker_save_tar(tmp_path, image):
+def test_image_archive_is_a_docker_save_tar_as_tarfile_writes_it(tmp_path, image):
     plan = plan_image(keep_all(image), image, facts())
-    layer, layer_path = written_layer(tmp_path, plan, image)
-    archive = b"".join(image_archive(plan, layer_path, layer, "slimtrace-work:test"))
-    assert archive == b"".join(image_archive(plan, layer_path, layer, "slimtrace-work:test"))
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        assert {info.mtime for info in tar} == {0}
-        (manifest,) = json.load(tar.extractfile("manifest.json"))
-        config_bytes = tar.extractfile(manifest["Config"]).read()
-        assert tar.extractfile(manifest["Layers"][0]).read() == layer_path.read_bytes()
-    assert manifest == {
-        "Config": hashlib.sha256(config_bytes).hexdigest() + ".json",
-        "Layers": [layer.diff_id.removeprefix("sha256:") + "/layer.tar"],
-        "RepoTags": ["slimtrace-work:test"],
-    }
-    assert json.loads(config_bytes) == {
-        "architecture": "amd64", "os": "linux", "config": plan.config, "created": plan.created,
-        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+    layer = plan_layer(plan, image)
+    streamed = LayerStream(layer)
+    archive = b"".join(image_archive(plan, streamed, "slimtrace-work:test"))
+    assert archive == b"".join(image_archive(plan, LayerStream(layer), "slimtrace-work:test"))
+    layer_bytes = b"".join(layer_chunks(layer))
+    config = json.dumps({
+        "architecture": "amd64", "config": plan.config, "created": plan.created,
         "history": [{"created": plan.created, "created_by": f"slimtrace: minified from {facts().id}"}],
-    }
+        "os": "linux", "rootfs": {"diff_ids": [streamed.diff_id], "type": "layers"},
+    }, sort_keys=True, separators=(",", ":")).encode()
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    manifest = json.dumps([{"Config": config_name, "Layers": [LAYER_NAME], "RepoTags": ["slimtrace-work:test"]}],
+                          sort_keys=True, separators=(",", ":")).encode()
+    independent = io.BytesIO()
+    with tarfile.open(fileobj=independent, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in ((LAYER_NAME, layer_bytes), (config_name, config), ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    # tarfile pads the archive to a whole record; the engine needs only the two end blocks.
+    assert independent.getvalue() == archive + tarfile.NUL * (-len(archive) % tarfile.RECORDSIZE)
 
 
 # ---------------------------------------------------------------- through a real engine
@@ -258,7 +299,8 @@ def test_slimmed_image_runs_like_the_original(tmp_path, docker_client, engine_im
     index = RootFS.from_layers(spool_image(engine, source.id, tmp_path / "source"))
 
     work_tag = f"slimtrace-work:test-{tmp_path.name}"
-    built = build_image(engine, plan_image(keep_all(index), index, source), index, tmp_path / "result", work_tag)
+    assembled = build_image(engine, plan_image(keep_all(index), index, source), index, tmp_path / "result", work_tag)
+    built = assembled.measured()
     engine_images.append(built.id)
     # Loaded under the build's work tag, the engine's proof of whose it is.
     assert engine.inspect_image(built.id).repo_tags == (work_tag,)
@@ -271,6 +313,10 @@ def test_slimmed_image_runs_like_the_original(tmp_path, docker_client, engine_im
         assert slimmed.config.get(key) == source.config.get(key), key
     assert slimmed.config["Labels"] == {"org.example.name": "fixture", SOURCE_LABEL: source.id}
     assert slimmed.layer_diff_ids == (built.layer_diff_id,)
+    # The copy verification indexes is the layer the engine holds, and its gzip size was measured whole.
+    copy = (tmp_path / "result" / LAYER_NAME).read_bytes()
+    assert built.layer_diff_id == "sha256:" + hashlib.sha256(copy).hexdigest() and built.layer_size == len(copy)
+    assert (built.compressed_size, built.compressed_by) == (len(gzip.compress(copy, 6, mtime=0)), MEASURED)
     # What the engine stored is the filesystem we read: every path with the same metadata.
     again = RootFS.from_layers(spool_image(engine, built.id, tmp_path / "slimmed"))
     # (The layer an entry comes from differs by nature: the slimmed image has one.)
@@ -280,3 +326,17 @@ def test_slimmed_image_runs_like_the_original(tmp_path, docker_client, engine_im
 
 def without_layers(rootfs: RootFS) -> dict:
     return {path: dataclasses.replace(entry, layer=0) for path, entry in rootfs.entries.items()}
+
+
+@pytest.mark.engine
+def test_an_error_while_the_layer_streams_is_raised_as_it_is_and_loads_nothing(tmp_path, docker_client, image):
+    from slim.adapters.docker_engine import DockerEngine
+
+    plan = plan_image(keep("/srv/data"), image, facts())
+    shrunk = dataclasses.replace(plan, contents={P("/srv/data"): b"d" * 10})  # the index says 5000 bytes
+    work_tag = f"slimtrace-work:test-{tmp_path.name}"
+    # Not the engine connection's failure that the cut-off upload causes, but why it was cut off.
+    with pytest.raises(InconsistentPlan, match="/srv/data ends 4990 bytes before"):
+        build_image(DockerEngine(docker_client), shrunk, image, tmp_path / "result", work_tag)
+    assert docker_client.images.list(name=work_tag) == []
+    assert not [thread for thread in threading.enumerate() if thread.name == "slimtrace-gzip-layer"]

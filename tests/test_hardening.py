@@ -563,7 +563,9 @@ def test_a_sparse_file_stays_sparse_in_the_layer_we_write(derived_image, docker_
     closure = compute_closure(trace, rootfs, facts, ClosureOptions(include_paths=(P("/sparse"),)))
     work_tag = f"{WORK_REPOSITORY}:test-{uuid.uuid4().hex[:8]}"
     try:
-        built = build_image(engine, plan_image(closure, rootfs, facts), rootfs, tmp_path / "result", work_tag)
+        assembled = build_image(engine, plan_image(closure, rootfs, facts), rootfs, tmp_path / "result", work_tag)
+        assembled.gzip.close()
+        built = assembled.image
         layer = tmp_path / "result" / "layer.tar"
         assert built.layer_size == layer.stat().st_size > 300_000_000
         assert layer.stat().st_blocks * 512 < 50_000_000  # the 300 MB of zeros take no disk

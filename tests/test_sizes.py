@@ -1,12 +1,13 @@
 """The original's compressed size: measured whole for small layers, estimated from samples for big ones."""
 import gzip
+import itertools
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from slim.build import sizes
-from slim.build.sizes import ESTIMATED, GZIP_LEVEL, MEASURED, BackgroundGzip
+from slim.build.sizes import ESTIMATED, GZIP_LEVEL, MEASURED, BackgroundGzip, StreamedGzip
 from slim.image.rootfs import TarOnDisk
 
 # Real, varied bytes: the host's own libraries and programs (ELF, text, data), as image layers hold.
@@ -45,3 +46,36 @@ def test_layers_no_bigger_than_the_samples_are_measured_whole(tmp_path):
     figure = BackgroundGzip([TarOnDisk(layer)]).result()
     assert figure.compressed_by == MEASURED
     assert abs(figure.compressed_size - len(gzip.compress(layer.read_bytes(), GZIP_LEVEL))) <= 64
+
+
+def fed(stream: bytes, sizes=(1, 511, 4096, 1 << 20, 300_000, 262_145)) -> StreamedGzip:
+    """`stream` fed in chunks of uneven sizes, as the layer's chunks are."""
+    gzip_size = StreamedGzip(len(stream))
+    position, sizes = 0, itertools.cycle(sizes)
+    while position < len(stream):
+        size = next(sizes)
+        gzip_size.feed(stream[position:position + size])
+        position += size
+    return gzip_size
+
+
+def test_a_big_stream_is_estimated_from_the_samples_its_file_would_give(layer_tars, tmp_path):
+    stream = b"".join(tar.read_bytes() for tar in layer_tars)
+    (tmp_path / "joined.tar").write_bytes(stream)
+    from_file = BackgroundGzip([TarOnDisk(tmp_path / "joined.tar")]).result()
+    compressed, by = fed(stream).result()
+    assert (compressed, by) == (from_file.compressed_size, ESTIMATED)
+    assert compressed == pytest.approx(len(gzip.compress(stream, GZIP_LEVEL)), rel=0.05)
+
+
+def test_a_stream_no_bigger_than_the_samples_is_measured_whole():
+    stream = b"".join(path.read_bytes() for path in sorted(Path("/usr/share/perl5").rglob("*.pm"))[:400])
+    assert fed(stream).result() == (len(gzip.compress(stream, GZIP_LEVEL, mtime=0)), MEASURED)
+
+
+def test_closing_a_stream_half_fed_stops_its_thread():
+    gzip_size = StreamedGzip(10 * sizes.SAMPLES * sizes.SAMPLE)
+    gzip_size.feed(b"x" * sizes.SAMPLE)
+    gzip_size.close()
+    with pytest.raises(RuntimeError):
+        gzip_size.result()

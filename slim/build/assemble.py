@@ -7,29 +7,30 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import io
 import json
 import tarfile
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
-from typing import Any, BinaryIO, Iterable, Iterator, Mapping
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
 from .closure import kept_entry
 from slim.engine import Engine
 from slim.errors import SlimError
 from slim.model import ROOT, BuiltImage, Closure, EntryKind, FileEntry, ImageFacts, ImagePlan
-from slim.ownership import deferred_interrupts
+from slim.ownership import HeldInterrupts, deferred_interrupts
 from slim.image.rootfs import CHUNK, XATTR_RECORD, RootFS
 from slim.image.sparse import zeros_as_holes
-from .sizes import pushed_gzip
+from .sizes import StreamedGzip
 
 SOURCE_LABEL = "io.slimtrace.source-image"
 # What `docker inspect` adds to an image's Config but the image config JSON does not hold (run-time state).
 RUNTIME_CONFIG_KEYS = frozenset(
     {"Hostname", "Domainname", "AttachStdin", "AttachStdout", "AttachStderr", "Tty", "OpenStdin", "StdinOnce", "Image"}
 )
-LAYER_NAME = "layer.tar"  # the slimmed layer, as build_image leaves it in its workdir
+LAYER_NAME = "layer.tar"  # the slimmed layer: its name in the image archive, and its copy in build_image's workdir
 ARCHIVE_MTIME = 0  # members of the outer `docker save` tar: a fixed time keeps the archive reproducible
 
 _TAR_TYPES = {
@@ -47,11 +48,14 @@ class InconsistentPlan(SlimError):
 
 
 @dataclasses.dataclass(frozen=True)
-class LayerInfo:
-    diff_id: str  # "sha256:<hex of the uncompressed tar>"
-    size: int  # uncompressed tar bytes
-    compressed_size: int  # the same tar gzip-compressed
-    files: int  # tar entries of every kind
+class AssembledImage:
+    image: BuiltImage  # without its layer's gzip size yet
+    gzip: StreamedGzip  # that size, worked out on a thread while the build goes on; close() stops it
+
+    def measured(self) -> BuiltImage:
+        """The image with its layer's gzip size (waits for the thread)."""
+        compressed_size, compressed_by = self.gzip.result()
+        return dataclasses.replace(self.image, compressed_size=compressed_size, compressed_by=compressed_by)
 
 
 # ---------------------------------------------------------------- plan
@@ -105,36 +109,86 @@ def _slim_config(facts: ImageFacts) -> dict[str, Any]:
 # ---------------------------------------------------------------- the layer
 
 
-def write_layer(plan: ImagePlan, rootfs: RootFS, out: BinaryIO) -> LayerInfo:
-    """Write the plan as one uncompressed PAX tar; digest and gzip size are measured on the way out."""
-    sink = _MeasuringSink(out)
+@dataclasses.dataclass(frozen=True)
+class _Member:
+    """One member of the layer tar: its header blocks (PAX records included) and where its data comes from."""
+
+    path: PurePosixPath
+    header: bytes
+    size: int  # data bytes after the header
+    data: Callable[[], BinaryIO] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedLayer:
+    """The layer tar as it will be streamed: every header made up front, so its length is known before any
+    file's bytes are read (the image archive gives that length ahead of the layer's first byte)."""
+
+    members: tuple[_Member, ...]
+    ending: int  # zero bytes after the last member: two end blocks, then up to a whole record, as tarfile pads
+    size: int  # the whole tar
+
+
+def plan_layer(plan: ImagePlan, rootfs: RootFS) -> PlannedLayer:
     kept = {entry.path for entry in plan.entries}
-    with tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8", copybufsize=CHUNK) as tar:
-        for entry in plan.entries:
-            _add_entry(tar, entry, rootfs, kept, plan.contents)
-    return sink.measured(files=len(plan.entries))
+    members = tuple(_member(entry, rootfs, kept, plan.contents) for entry in plan.entries)
+    size = sum(len(member.header) + member.size + -member.size % tarfile.BLOCKSIZE for member in members)
+    ending = 2 * tarfile.BLOCKSIZE + -(size + 2 * tarfile.BLOCKSIZE) % tarfile.RECORDSIZE
+    return PlannedLayer(members, ending, size + ending)
 
 
-def _add_entry(
-    tar: tarfile.TarFile,
-    entry: FileEntry,
-    rootfs: RootFS,
-    kept: set[PurePosixPath],
-    contents: Mapping[PurePosixPath, bytes],
-) -> None:
+def _member(
+    entry: FileEntry, rootfs: RootFS, kept: set[PurePosixPath], contents: Mapping[PurePosixPath, bytes]
+) -> _Member:
     info = _tar_header(entry)
+    data: Callable[[], BinaryIO] | None = None
     first_name = next(path for path in (*entry.hardlink_group, entry.path) if path in kept)
     if first_name != entry.path:
         # Another kept name of this inode came earlier (both orders are by path): store the bytes once.
         info.type, info.linkname, info.size = tarfile.LNKTYPE, _member_name(first_name), 0
-        tar.addfile(info)
     elif entry.path in contents:
-        tar.addfile(info, io.BytesIO(contents[entry.path]))
+        data = functools.partial(io.BytesIO, contents[entry.path])
     elif entry.kind is EntryKind.FILE:
-        with rootfs.open(entry.path) as data:
-            tar.addfile(info, data)
-    else:
-        tar.addfile(info)
+        data = functools.partial(rootfs.open, entry.path)
+    # The header tarfile.TarFile.addfile writes in a PAX, UTF-8 archive.
+    return _Member(entry.path, info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"), info.size, data)
+
+
+def layer_chunks(layer: PlannedLayer) -> Iterator[bytes]:
+    """The layer tar, byte for byte what tarfile writes for the same members, in chunks of about CHUNK
+    bytes: headers and small files are joined, as each chunk costs a write to the engine's socket."""
+    pending = bytearray()
+    for piece in _layer_pieces(layer):
+        if len(pending) + len(piece) > CHUNK:
+            if pending:
+                yield bytes(pending)
+                pending.clear()
+            if len(piece) >= CHUNK:
+                yield piece
+                continue
+        pending += piece
+    if pending:
+        yield bytes(pending)
+
+
+def _layer_pieces(layer: PlannedLayer) -> Iterator[bytes]:
+    for member in layer.members:
+        yield member.header
+        if member.data is not None:
+            with member.data() as data:
+                yield from _exactly(data, member)
+            yield tarfile.NUL * (-member.size % tarfile.BLOCKSIZE)
+    yield tarfile.NUL * layer.ending
+
+
+def _exactly(data: BinaryIO, member: _Member) -> Iterator[bytes]:
+    left = member.size
+    while left:
+        chunk = data.read(min(CHUNK, left))
+        if not chunk:
+            raise InconsistentPlan(f"{member.path} ends {left} bytes before the size the image's index gives it")
+        left -= len(chunk)
+        yield chunk
 
 
 def _tar_header(entry: FileEntry) -> tarfile.TarInfo:
@@ -156,55 +210,55 @@ def _member_name(path: PurePosixPath) -> str:
     return str(path.relative_to(ROOT))  # "usr/bin/x", and "." for the root, as layer tars spell them
 
 
-class _MeasuringSink:
-    """Passes the tar on to `out` while hashing it and counting what gzip would make of it."""
+class LayerStream:
+    """The planned layer's chunks as they go by, hashed for its diff id and handed to each of `taps`."""
 
-    def __init__(self, out: BinaryIO):
-        self._out = out
+    def __init__(self, layer: PlannedLayer, *taps: Callable[[bytes], object]):
+        self.size = layer.size
+        self._layer = layer
+        self._taps = taps
         self._sha256 = hashlib.sha256()
-        self._gzip = pushed_gzip()  # only ever counted
-        self._size = 0
-        self._compressed = 0
 
-    def write(self, data: bytes) -> int:
-        self._out.write(data)
-        self._sha256.update(data)
-        self._compressed += len(self._gzip.compress(data))
-        self._size += len(data)
-        return len(data)
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in layer_chunks(self._layer):
+            self._sha256.update(chunk)
+            for tap in self._taps:
+                tap(chunk)
+            yield chunk
 
-    def tell(self) -> int:
-        return self._size
-
-    def measured(self, files: int) -> LayerInfo:
-        self._compressed += len(self._gzip.flush())
-        return LayerInfo(f"sha256:{self._sha256.hexdigest()}", self._size, self._compressed, files)
+    @property
+    def diff_id(self) -> str:
+        """"sha256:<hex of the uncompressed tar>", once every chunk went by."""
+        return f"sha256:{self._sha256.hexdigest()}"
 
 
 # ---------------------------------------------------------------- the image
 
 
-def image_archive(plan: ImagePlan, layer_path: Path, layer: LayerInfo, work_tag: str) -> Iterator[bytes]:
+def image_archive(plan: ImagePlan, layer: LayerStream, work_tag: str) -> Iterator[bytes]:
     """The image as a `docker save` tar stream, tagged only with the build's work tag (the user's tag
-    comes after verification)."""
-    config = _json(_image_config(plan, layer))
+    comes after verification). The layer comes first: its digest, which the config names, is known once
+    it went by. Every engine reads the members by the names manifest.json gives, in any order, and an
+    image's id depends on the config's and the layer's bytes only, never on these names."""
+    yield from _archive_member(LAYER_NAME, layer, layer.size)
+    config = _json(_image_config(plan, layer.diff_id))
     config_name = f"{hashlib.sha256(config).hexdigest()}.json"
-    layer_name = f"{layer.diff_id.removeprefix('sha256:')}/layer.tar"
-    manifest = _json([{"Config": config_name, "Layers": [layer_name], "RepoTags": [work_tag]}])
-    yield from _archive_member(config_name, [config], len(config))
-    with layer_path.open("rb") as data:
-        yield from _archive_member(layer_name, iter(lambda: data.read(CHUNK), b""), layer.size)
-    yield from _archive_member("manifest.json", [manifest], len(manifest))
-    yield tarfile.NUL * (2 * tarfile.BLOCKSIZE)  # end of archive
+    manifest = _json([{"Config": config_name, "Layers": [LAYER_NAME], "RepoTags": [work_tag]}])
+    # One last chunk: an interrupt held while the layer streamed cuts the upload off before the manifest.
+    yield b"".join([
+        *_archive_member(config_name, [config], len(config)),
+        *_archive_member("manifest.json", [manifest], len(manifest)),
+        tarfile.NUL * (2 * tarfile.BLOCKSIZE),  # end of archive
+    ])
 
 
-def _image_config(plan: ImagePlan, layer: LayerInfo) -> Mapping[str, Any]:
+def _image_config(plan: ImagePlan, diff_id: str) -> Mapping[str, Any]:
     return {
         "architecture": plan.architecture,
         "os": plan.os,
         "config": plan.config,
         "created": plan.created,
-        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created": plan.created, "created_by": f"slimtrace: minified from {plan.source_id}"}],
     }
 
@@ -218,24 +272,60 @@ def _archive_member(name: str, chunks: Iterable[bytes], size: int) -> Iterator[b
     info.size, info.mode, info.mtime = size, 0o644, ARCHIVE_MTIME
     yield info.tobuf(tarfile.PAX_FORMAT, "utf-8")
     yield from chunks
-    yield tarfile.NUL * (-size % tarfile.BLOCKSIZE)
+    if size % tarfile.BLOCKSIZE:  # never an empty chunk: in a chunked upload that ends the body
+        yield tarfile.NUL * (-size % tarfile.BLOCKSIZE)
 
 
-def build_image(engine: Engine, plan: ImagePlan, rootfs: RootFS, workdir: Path, work_tag: str) -> BuiltImage:
-    """Write the layer and load the image tagged `work_tag` (see slim.ownership: that tag, not a flag of
-    ours, is what makes the image this build's until it is handed over)."""
+def build_image(engine: Engine, plan: ImagePlan, rootfs: RootFS, workdir: Path, work_tag: str) -> AssembledImage:
+    """Stream the image into the engine, tagged `work_tag` (see slim.ownership: that tag, not a flag of ours,
+    is what makes the image this build's until it is handed over). Each kept file's bytes are read once:
+    on their way into the engine they are hashed, copied to `workdir` (verification indexes that copy
+    rather than exporting the image again) and sampled for the layer's gzip size, worked out on a thread."""
     workdir.mkdir(parents=True, exist_ok=True)
-    layer_path = workdir / LAYER_NAME
-    with layer_path.open("wb") as out, zeros_as_holes(out) as sparse:
-        layer = write_layer(plan, rootfs, sparse)
-    # Once the whole archive is sent the engine loads it: wait for its answer even if interrupted.
-    with deferred_interrupts():
-        image_id = engine.load_image(image_archive(plan, layer_path, layer, work_tag))
-    return BuiltImage(
-        id=image_id,
-        layer_diff_id=layer.diff_id,
-        layer_size=layer.size,
-        compressed_size=layer.compressed_size,
-        size=engine.inspect_image(image_id).size,
-        files=layer.files,
-    )
+    layer = plan_layer(plan, rootfs)
+    gzip = StreamedGzip(layer.size)
+    try:
+        with (workdir / LAYER_NAME).open("wb") as copy, zeros_as_holes(copy) as sparse:
+            stream = LayerStream(layer, sparse.write, gzip.feed)
+            image_id = _load(engine, image_archive(plan, stream, work_tag))
+        built = BuiltImage(
+            id=image_id,
+            layer_diff_id=stream.diff_id,
+            layer_size=layer.size,
+            size=engine.inspect_image(image_id).size,
+            files=len(layer.members),
+        )
+    except BaseException:
+        gzip.close()
+        raise
+    return AssembledImage(built, gzip)
+
+
+def _load(engine: Engine, archive: Iterable[bytes]) -> str:
+    """Ctrl-C while the archive streams cuts the upload off, and the engine loads nothing from a cut-off
+    archive; once its last chunk is on the way, the engine's answer is waited for, as the image it makes
+    is ours to remove. An error of ours while streaming is the one raised, not the failed upload it causes."""
+    with deferred_interrupts() as held:
+        upload = _Upload(archive, held)
+        try:
+            return engine.load_image(upload)
+        except BaseException as failure:
+            if upload.error is None or upload.error is failure:
+                raise
+            raise upload.error from None
+
+
+class _Upload:
+    def __init__(self, archive: Iterable[bytes], held: HeldInterrupts):
+        self._archive = archive
+        self._held = held
+        self.error: Exception | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._archive:
+                self._held.raise_pending()
+                yield chunk
+        except Exception as error:  # an interrupt passes through the engine's client as it is
+            self.error = error
+            raise

@@ -59,15 +59,19 @@ class ImageSummary:
     largest_removed: tuple[tuple[str, int], ...]
     surface: tuple[SurfaceRow, ...] = ()  # empty for reports written before issue 12
     packages: Packages | None = None
+    original_compressed_by: str | None = None  # MEASURED or ESTIMATED (slim/build/sizes.py)
+    slimmed_compressed_by: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "image": self.image,
             "report": self.report,
             "original": {"id": self.original_id, "size": self.original_size,
-                         "compressed_size": self.original_compressed, "files": self.original_files},
+                         "compressed_size": self.original_compressed, "compressed_by": self.original_compressed_by,
+                         "files": self.original_files},
             "slimmed": {"id": self.slimmed_id, "tag": self.slimmed_tag, "size": self.slimmed_size,
-                        "compressed_size": self.slimmed_compressed, "files": self.slimmed_files},
+                        "compressed_size": self.slimmed_compressed, "compressed_by": self.slimmed_compressed_by,
+                        "files": self.slimmed_files},
             "ratio": self.ratio,
             "compressed_ratio": self.compressed_ratio,
             "verification": self.verification,
@@ -118,6 +122,8 @@ def summarise(report: Report, path: Path | str) -> ImageSummary:
         largest_removed=tuple((item.path, item.size) for item in removed.largest[:LARGEST_REMOVED]),
         surface=tuple(SurfaceRow(c.label, len(c.original), c.slimmed) for c in report.attack_surface),
         packages=_packages(report.packages),
+        original_compressed_by=source.compressed_by,
+        slimmed_compressed_by=result.compressed_by,
     )
 
 

@@ -63,12 +63,19 @@ def render_text(comparison: Comparison) -> str:
     return "\n".join(lines)
 
 
+def _compressed_by(image: ImageSummary) -> str:
+    """How the compressed figures were obtained, when the reports say: "; original estimated, slimmed measured"."""
+    said = [f"{which} {how}" for which, how in (("original", image.original_compressed_by),
+                                                  ("slimmed", image.slimmed_compressed_by)) if how]
+    return f"; {', '.join(said)}" if said else ""
+
+
 def _image_text(image: ImageSummary) -> list[str]:
     lines = [
         image.image,
         f"  uncompressed    {before_after(image.original_size, image.slimmed_size)}  ({ratio_text(image.ratio)} smaller)",
         f"  compressed      {before_after(image.original_compressed, image.slimmed_compressed)}"
-        f"  ({ratio_text(image.compressed_ratio)} smaller, gzip as a registry stores it)",
+        f"  ({ratio_text(image.compressed_ratio)} smaller, gzip as a registry stores it{_compressed_by(image)})",
         f"  files           {image.original_files:,} -> {image.slimmed_files:,}",
         f"  verification    {verification_text(image)}",
         f"  slimmed image   {image.slimmed_tag or '(not tagged)'}  {image.slimmed_id[:19]}",

@@ -64,6 +64,7 @@ class Result:
     layer_diff_id: str | None = None
     layer_size: int | None = None
     compressed_size: int | None = None
+    compressed_by: str | None = None  # MEASURED or ESTIMATED (slim/build/sizes.py)
     files: int
     entries: int | None = None
 
@@ -311,6 +312,7 @@ def build_report(
             layer_diff_id=built.layer_diff_id,
             layer_size=built.layer_size,
             compressed_size=built.compressed_size,
+            compressed_by=built.compressed_by,
             files=sum(1 for item in kept if item.kind == EntryKind.FILE.value),
             entries=built.files,
         ),
