@@ -263,24 +263,34 @@ def _called_name(func: ast.expr) -> str:
 
 
 class ModuleFinder:
-    """Python's path finder over the image: module name -> the files importing it reads."""
+    """Python's path finder over the image: module name -> the files importing it reads. The image does not
+    change while a build reads it, so every answer is memoised (one finder serves every closure round)."""
 
     def __init__(self, rootfs: RootFS, search_path: tuple[PurePosixPath, ...],
                  hidden: frozenset[PurePosixPath] = frozenset()):
         self.rootfs = rootfs
         self.search_path = search_path
         self.hidden = hidden  # modules and packages never taken (the standard library's test suite)
+        self._found: dict[tuple[PurePosixPath, tuple[str, ...]], list[PurePosixPath] | None] = {}
+        self._extensions: dict[PurePosixPath, dict[str, PurePosixPath]] = {}
 
     def find(self, name: str) -> list[PurePosixPath] | None:
         """Every file importing `name` runs (each package's __init__.py on the way, then the module);
         None when no directory of the search path has it (a built-in module, or an optional one)."""
+        parts = name.split(".")
         for directory in self.search_path:
-            found = self.find_below(directory, name.split("."))
+            found = self.find_below(directory, parts)
             if found is not None:
                 return found
         return None
 
     def find_below(self, directory: PurePosixPath, parts: list[str]) -> list[PurePosixPath] | None:
+        key = (directory, tuple(parts))
+        if key not in self._found:
+            self._found[key] = self._find_below(directory, parts)
+        return self._found[key]
+
+    def _find_below(self, directory: PurePosixPath, parts: list[str]) -> list[PurePosixPath] | None:
         files: list[PurePosixPath] = []
         for index, part in enumerate(parts):
             last = index == len(parts) - 1
@@ -301,10 +311,19 @@ class ModuleFinder:
         source = directory / f"{name}.py"
         if self._is(source, EntryKind.FILE):
             return source
-        for child in self.rootfs.children(directory):
-            if child.name.startswith(f"{name}.") and child.name.endswith(".so") and self._is(child, EntryKind.FILE):
-                return child
-        return None
+        return self._extension_modules(directory).get(name)
+
+    def _extension_modules(self, directory: PurePosixPath) -> dict[str, PurePosixPath]:
+        """The directory's extension modules by each name they can be imported as: `name.<anything>.so`
+        is `name`'s (`_ssl.cpython-311-x86_64-linux-gnu.so`, `x.abi3.so`), the first in the directory's order."""
+        modules = self._extensions.get(directory)
+        if modules is None:
+            modules = self._extensions[directory] = {}
+            for child in self.rootfs.children(directory):
+                if child.name.endswith(".so") and self._is(child, EntryKind.FILE):
+                    for dot in (i for i, c in enumerate(child.name) if c == "."):
+                        modules.setdefault(child.name[:dot], child)
+        return modules
 
     def package_of(self, module: PurePosixPath) -> PurePosixPath | None:
         """The outermost package (directory with __init__.py) holding `module`, below its search path entry."""
