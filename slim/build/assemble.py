@@ -21,7 +21,8 @@ from slim.engine import Engine
 from slim.errors import SlimError
 from slim.model import ROOT, BuiltImage, Closure, EntryKind, FileEntry, ImageFacts, ImagePlan
 from slim.ownership import HeldInterrupts, deferred_interrupts
-from slim.image.rootfs import CHUNK, XATTR_RECORD, RootFS
+from slim.image.rootfs import CHUNK, RootFS
+from slim.image.tarheaders import XATTR_RECORD
 from slim.image.sparse import zeros_as_holes
 from .sizes import StreamedGzip
 

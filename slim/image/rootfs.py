@@ -30,13 +30,12 @@ from slim.model import ROOT, EntryKind, FileEntry
 from .overlay import Overlay
 from .sparse import zeros_as_holes
 from .storedlayers import SeekableReader, StoredLayerTar, StoredLayerUnreadable, read_config
+from .tarheaders import TarMember, UnusualTar, read_members, tarfile_members
 
 MAX_SYMLINKS = 40  # the kernel's MAXSYMLINKS: following one more is ELOOP
 CHUNK = 1 << 20
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
-XATTR_RECORD = "SCHILY.xattr."
-NO_XATTRS: Mapping[str, bytes] = MappingProxyType({})
 
 _KINDS = {
     tarfile.REGTYPE: EntryKind.FILE,
@@ -438,19 +437,26 @@ class _Layer:
 
 
 def _read_layer(index: int, layer_tar: LayerTar) -> _Layer:
-    layer = _Layer()
     try:
-        with layer_tar.reader() as data, tarfile.open(
-            fileobj=data, mode="r:", encoding="utf-8", errors="surrogateescape"
-        ) as tar:
-            for member in tar:
-                _add_member(layer, index, member, layer_tar)
+        with layer_tar.reader() as data:
+            return _layer_of(index, layer_tar, read_members(data))
+    except UnusualTar:
+        pass  # a header form only tarfile reads
+    try:
+        with layer_tar.reader() as data:
+            return _layer_of(index, layer_tar, tarfile_members(data))
     except tarfile.TarError as e:
         raise UnreadableImage(f"layer {layer_tar}: {e}") from e
+
+
+def _layer_of(index: int, source: LayerTar, members: Iterable[TarMember]) -> _Layer:
+    layer = _Layer()
+    for member in members:
+        _add_member(layer, index, member, source)
     return layer
 
 
-def _add_member(layer: _Layer, index: int, member: tarfile.TarInfo, source: LayerTar) -> None:
+def _add_member(layer: _Layer, index: int, member: TarMember, source: LayerTar) -> None:
     key = _member_key(member.name)
     parent, name = posixpath.split(key)
     if name == OPAQUE:
@@ -459,10 +465,11 @@ def _add_member(layer: _Layer, index: int, member: tarfile.TarInfo, source: Laye
         pass  # other aufs bookkeeping (.wh..wh.plnk, ...) is not part of the filesystem
     elif name.startswith(WHITEOUT):
         layer.whiteouts.append(posixpath.join(parent, name[len(WHITEOUT):]))
-    elif member.islnk():
+    elif member.type == tarfile.LNKTYPE:
         _add_hardlink(layer, key, _member_key(member.linkname), source)
     else:
-        layer.members[key] = _Member(_entry(key, member, source, index), (index, member.offset_data) if member.isreg() else None)
+        entry = _entry(key, member, source, index)
+        layer.members[key] = _Member(entry, (index, member.offset_data) if entry.kind is EntryKind.FILE else None)
 
 
 def _add_hardlink(layer: _Layer, key: str, target: str, source: LayerTar) -> None:
@@ -473,25 +480,20 @@ def _add_hardlink(layer: _Layer, key: str, target: str, source: LayerTar) -> Non
     layer.members[key] = _Member(dataclasses.replace(entry, path=PurePosixPath(key)), blob)
 
 
-def _entry(key: str, member: tarfile.TarInfo, source: LayerTar, layer: int) -> FileEntry:
+def _entry(key: str, member: TarMember, source: LayerTar, layer: int) -> FileEntry:
     kind = _KINDS.get(member.type)
-    if kind is None or member.issparse():
+    if kind is None or member.sparse:
         raise UnreadableImage(f"layer {source}: {key}: unsupported tar member type {member.type!r}")
-    xattrs = {
-        record[len(XATTR_RECORD):]: value.encode("utf-8", "surrogateescape")  # PAX values are bytes
-        for record, value in member.pax_headers.items()
-        if record.startswith(XATTR_RECORD)
-    }
     return FileEntry(
         path=PurePosixPath(key),
         kind=kind,
         mode=member.mode & 0o7777,
         uid=member.uid,
         gid=member.gid,
-        mtime=int(member.mtime),
+        mtime=member.mtime,
         size=member.size if kind is EntryKind.FILE else 0,
         link_target=member.linkname if kind is EntryKind.SYMLINK else None,
-        xattrs=MappingProxyType(xattrs) if xattrs else NO_XATTRS,
+        xattrs=member.xattrs,
         devmajor=member.devmajor,
         devminor=member.devminor,
         uname=member.uname,
@@ -609,9 +611,7 @@ def _member_key(name: str) -> str:
 
 
 def _key(path: PurePosixPath) -> str:
-    # An absolute path is its own key (str() of a path is cached); joining it to / again made a new path
-    # on every lookup, the closure's most frequent call.
-    return str(path) if path.is_absolute() else str(ROOT / path)
+    return str(ROOT / path)
 
 
 def _lexical_child(directory: str, name: str) -> str:
