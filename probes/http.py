@@ -31,6 +31,12 @@ REQUEST_TIMEOUT = 10.0  # seconds for one request, answer and body included
 # Seconds for a TLS handshake when detecting TLS: a TLS server answers a ClientHello at once, while a server
 # of another protocol (redis) may wait silently for the rest of a "command" until the request times out.
 TLS_HANDSHAKE_TIMEOUT = 3.0
+# Before that attempt, a bare request on a connection of its own: a server of a plain-text protocol answers it at
+# once with a line that is neither HTTP nor TLS (redis: "-ERR ..."), and the port is then known to be neither.
+# No Host header: redis closes the connection on one without answering (its guard against cross-protocol
+# requests), which is all the full request of the HTTP attempt got back.
+BARE_REQUEST = b"GET / HTTP/1.0\r\n\r\n"
+PLAIN_ANSWER_TIMEOUT = 0.5  # seconds for the first line of that answer
 RETRY_INTERVAL = 0.2  # seconds between readiness attempts
 CHUNK = 64 * 1024
 HTML_LIMIT = 2 * 1024 * 1024  # links and parts are looked for in the first bytes of a body only
@@ -106,6 +112,21 @@ def handshake(host: str, port: int, deadline: float) -> None:
         plain.settimeout(max(0.001, deadline - time.monotonic()))
         with unverified_tls().wrap_socket(plain, server_hostname=host):
             pass
+
+
+def answers_in_plain_text(host: str, port: int, deadline: float) -> bool:
+    """Whether the port answers BARE_REQUEST with a line of printable text that is not an HTTP status line:
+    a TLS server never does (its alerts are binary; a TLS server that explains itself answers in HTTP)."""
+    timeout = min(deadline, time.monotonic() + PLAIN_ANSWER_TIMEOUT) - time.monotonic()
+    if timeout <= 0:
+        return False
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as plain, plain.makefile("rb") as answer:
+            plain.sendall(BARE_REQUEST)
+            line = answer.readline(256).rstrip(b"\r\n")
+    except OSError:
+        return False
+    return line.isascii() and line.decode().isprintable() and bool(line) and not line.startswith(b"HTTP/")
 
 
 def page_links(html: str, page_url: str) -> list[str]:
@@ -333,6 +354,8 @@ class HttpProbe:
         schemes = {None: ("http", "https"), False: ("http",), True: ("https",)}[self.tls]
         first_error = None
         for scheme in schemes:
+            if scheme == "https" and self.tls is None and answers_in_plain_text(host, port, deadline):
+                break  # a plain-text protocol (redis): the TLS attempt would only wait out its timeout
             origin = Origin(scheme, host, port)
             try:
                 if scheme == "https" and self.tls is None:

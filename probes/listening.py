@@ -17,7 +17,10 @@ from .interface import ContainerControl
 
 LISTEN = "0A"  # TCP_LISTEN in the `st` column
 SOCKET_TABLES = ("tcp", "tcp6")
-POLL_INTERVAL = 0.1  # seconds between two looks at the socket tables
+# Seconds between two looks at the socket tables: short at first, as most servers listen within a few tens
+# of milliseconds, then doubling up to POLL_INTERVAL for one that takes its time.
+FIRST_POLL_INTERVAL = 0.01
+POLL_INTERVAL = 0.1
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Socket = tuple[str, int]  # (address, port) of a listening socket, as RunOutcome.listening holds them
@@ -147,6 +150,7 @@ def await_listening(
     if not wanted and not also:
         return Readiness(wanted, None)
     started = time.monotonic()
+    interval = FIRST_POLL_INTERVAL
     while True:
         elapsed = time.monotonic() - started
         pid = engine.pid(container_id)
@@ -163,7 +167,8 @@ def await_listening(
             loopback = frozenset(listener.port for listener in found) - reachable
             return Readiness(wanted, reachable, loopback, seconds=elapsed if ready else timeout, sockets=also,
                              sockets_missing=absent)
-        time.sleep(min(POLL_INTERVAL, max(0.0, timeout - elapsed)))
+        time.sleep(min(interval, max(0.0, timeout - elapsed)))
+        interval = min(2 * interval, POLL_INTERVAL)
 
 
 def _socket_text(socket: Socket) -> str:

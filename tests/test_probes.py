@@ -1,6 +1,7 @@
 """Probes against local servers on 127.0.0.1 and a stand-in engine: no container needed."""
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import socket
@@ -264,6 +265,52 @@ def foreign_protocol(greeting: bytes | None):
         listener.close()
         for connection in held:
             connection.close()
+
+
+@contextmanager
+def redis_like():
+    """A server of a line protocol as redis is: an error line for each line it does not know, the connection
+    closed without an answer on a `Host:` line, and silence until a line ends (a TLS ClientHello has none).
+    Yields its port and the first bytes each connection sent."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    first_bytes: list[bytes] = []
+    held: list[socket.socket] = []
+
+    def talk(connection: socket.socket) -> None:
+        with connection, connection.makefile("rb") as lines:
+            first_bytes.append(lines.peek(1)[:1])
+            while line := lines.readline():
+                if line.lower().startswith(b"host:"):
+                    return
+                if line.strip():
+                    connection.sendall(b"-ERR unknown command\r\n")
+
+    def serve():
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            held.append(connection)
+            threading.Thread(target=talk, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield listener.getsockname()[1], first_bytes
+    finally:
+        listener.close()
+        for connection in held:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+def test_a_plain_text_protocol_is_not_asked_for_tls():
+    """Redis waits silently for the end of a ClientHello's "line": a plain-text answer to a bare request
+    already says the port speaks neither HTTP nor TLS, so no handshake is tried."""
+    with redis_like() as (port, first_bytes):
+        outcome = HttpProbe(6379).run(target(port, container_port=6379, readiness=listening(6379)))
+    assert (outcome.ok, outcome.detail, dict(outcome.fingerprint)) == (True, "listening, not HTTP", NOT_HTTP)
+    assert first_bytes == [b"G", b"G"]  # the HTTP request, then the bare one; no TLS record (0x16)
 
 
 def listening(*ports: int) -> Readiness:

@@ -611,7 +611,9 @@ def _member_key(name: str) -> str:
 
 
 def _key(path: PurePosixPath) -> str:
-    return str(ROOT / path)
+    # An absolute path is its own key (str() of a path is cached); joining it to / again made a new path
+    # on every lookup, the closure's most frequent call.
+    return str(path) if path.is_absolute() else str(ROOT / path)
 
 
 def _lexical_child(directory: str, name: str) -> str:

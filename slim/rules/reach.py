@@ -120,8 +120,11 @@ def keep_python_imports(ctx: RuleContext) -> Iterator[Keep]:
     search_path = ctx.found_once("python-path", lambda: python_search_path(ctx))
     if not search_path:
         return
-    stdlib = [d for d in search_path if d.name.startswith("python") and d.parent.name == "lib"]
-    finder = ModuleFinder(ctx.rootfs, search_path, frozenset(d / name for d in stdlib for name in STDLIB_HIDDEN))
+    finder = ctx.memo.get(("python-finder", search_path))
+    if finder is None:  # one for every round: it memoises what it finds
+        stdlib = [d for d in search_path if d.name.startswith("python") and d.parent.name == "lib"]
+        hidden = frozenset(d / name for d in stdlib for name in STDLIB_HIDDEN)
+        finder = ctx.memo[("python-finder", search_path)] = ModuleFinder(ctx.rootfs, search_path, hidden)
     for entry in ctx.kept_files_new_to("python-imports"):
         if entry.path.suffix == ".py" or _is_python_script(ctx, entry.path):
             yield from _module_imports(ctx, finder, entry.path)

@@ -12,8 +12,7 @@ from __future__ import annotations
 import ast
 import re
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from slim.model import EntryKind
@@ -54,43 +53,135 @@ def scan_imports(source: bytes, main: bool = False) -> ModuleImports | None:
             tree = ast.parse(source)
     except (SyntaxError, ValueError):
         return None
-    names: list[ImportName] = []
-    dynamic: list[int] = []
-    words: list[tuple[str, int]] = []
-    handlers = _import_error_handlers(tree)
-    for node, handler in _run_time_nodes(tree, main):
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.extend(replace(name, fallback_for=handlers.get(handler, ())) for name in _statement_imports(node))
-        elif isinstance(node, ast.Call) and _called_name(node.func) in IMPORTERS and node.args:
-            first = node.args[0]
-            if isinstance(first, ast.Constant) and isinstance(first.value, str) and _IDENTIFIER.fullmatch(first.value):
-                names.append(ImportName(first.value, node.lineno))
-            elif not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
-                dynamic.append(node.lineno)  # a relative literal (".x", package=...) needs the package too
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _WORD.fullmatch(node.value):
-            words.append((node.value, node.lineno))
-    return ModuleImports(tuple(names), tuple(dynamic), tuple(words))
+    return _RunTimeScan(main).imports(tree)
 
 
-def _statement_imports(node: ast.Import | ast.ImportFrom) -> list[ImportName]:
+def _statement_imports(node: ast.Import | ast.ImportFrom, fallback_for: tuple[ImportName, ...] = ()) -> list[ImportName]:
     if isinstance(node, ast.Import):
-        return [ImportName(alias.name, node.lineno) for alias in node.names]
+        return [ImportName(alias.name, node.lineno, fallback_for=fallback_for) for alias in node.names]
     members = tuple(alias.name for alias in node.names if alias.name != "*")
-    return [ImportName(node.module or "", node.lineno, node.level, members)]
+    return [ImportName(node.module or "", node.lineno, node.level, members, fallback_for)]
 
 
-def _import_error_handlers(tree: ast.Module) -> dict[ast.AST, tuple[ImportName, ...]]:
-    """Each `except ImportError:` (or ModuleNotFoundError) handler of a `try:` that imports, with the
-    imports of that `try:` body."""
-    handlers = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Try):
+@dataclass
+class _Found:
+    """What the code of one top-level statement imports, in the order the scan meets it."""
+
+    names: list[ImportName] = field(default_factory=list)
+    dynamic_lines: list[int] = field(default_factory=list)
+    words: list[tuple[str, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _LeaveHandler:
+    """Put on the scan's stack below an `except` handler's children: past it, the outer handler's
+    fallbacks apply again."""
+
+    fallback_for: tuple[ImportName, ...]
+
+
+# Fields that never hold a node the scan looks into: names, numbers and flags, and expression contexts and
+# operators (nodes that name nothing).
+_NOT_CHILDREN = frozenset({"ctx", "op", "ops", "id", "attr", "name", "asname", "module", "level", "arg", "kind",
+                           "type_comment", "is_async", "simple", "conversion", "tag"})
+_CHILD_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _child_fields(kind: type) -> tuple[str, ...]:
+    fields = _CHILD_FIELDS.get(kind)
+    if fields is None:
+        fields = _CHILD_FIELDS[kind] = tuple(f for f in getattr(kind, "_fields", ()) if f not in _NOT_CHILDREN)
+    return fields
+
+
+class _RunTimeScan:
+    """One walk over a module's code that can run, gathering its imports; code an imported module never
+    runs is left out: `if __name__ == "__main__":` and `if TYPE_CHECKING:` blocks (their `else:` branches do
+    run), branches for other platforms, and private module-level functions nothing outside those blocks
+    names (difflib's `_test()`, called only when the module runs as a program).
+
+    A private function is known to be unused only once the whole module is walked, so each top-level
+    statement's finds are kept apart and those of unused functions dropped at the end. Each statement is
+    walked depth first, children pushed in field order and popped last first (ast.iter_child_nodes' order
+    on a stack): the finds come in the order every earlier version of this scan gave them."""
+
+    def __init__(self, main: bool):
+        self.main = main
+        self.named: set[str] = set()  # every name, attribute and string the code that can run mentions
+        self.fallbacks: dict[ast.ExceptHandler, tuple[ImportName, ...]] = {}
+
+    def imports(self, tree: ast.Module) -> ModuleImports:
+        private = {node.name: node for node in tree.body
+                   if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("_")
+                   and not node.name.startswith("__")}
+        found = [(statement, self._walk(statement)) for statement in reversed(tree.body)]
+        unused = {node for name, node in private.items() if name not in self.named}
+        kept = [part for statement, part in found if statement not in unused]
+        return ModuleImports(tuple(name for part in kept for name in part.names),
+                             tuple(line for part in kept for line in part.dynamic_lines),
+                             tuple(word for part in kept for word in part.words))
+
+    def _walk(self, top: ast.stmt) -> _Found:
+        found = _Found()
+        named, main = self.named, self.main
+        fallback_for: tuple[ImportName, ...] = ()  # the imports an enclosing `except ImportError:` stands in for
+        stack: list = [top]
+        while stack:
+            node = stack.pop()
+            kind = node.__class__
+            if kind is ast.Name:
+                named.add(node.id)
+            elif kind is ast.Constant:
+                if node.value.__class__ is str:
+                    named.add(node.value)  # __all__, getattr(module, "_name")
+                    if _WORD.fullmatch(node.value):
+                        found.words.append((node.value, node.lineno))
+            elif kind is ast.Attribute:
+                named.add(node.attr)
+                stack.append(node.value)
+            elif kind is _LeaveHandler:
+                fallback_for = node.fallback_for
+            elif kind is ast.If and (truth := _known_truth(node.test, main)) is not None:
+                stack.extend(node.body if truth else node.orelse)
+            elif kind is ast.Import or kind is ast.ImportFrom:
+                found.names.extend(_statement_imports(node, fallback_for))
+            else:
+                if kind is ast.Call:
+                    self._import_call(node, found)
+                elif kind is ast.ExceptHandler:
+                    stack.append(_LeaveHandler(fallback_for))
+                    fallback_for = self.fallbacks.get(node, ())
+                elif kind is ast.Try:
+                    self._note_fallbacks(node)
+                for name in _child_fields(kind):
+                    value = getattr(node, name)
+                    if value.__class__ is list:
+                        stack.extend(value)  # None (a dict's `**` key) and strings (`global` names) are skipped
+                    elif value is not None:
+                        stack.append(value)
+        return found
+
+    @staticmethod
+    def _import_call(node: ast.Call, found: _Found) -> None:
+        """importlib.import_module("name") and __import__("name")."""
+        if _called_name(node.func) not in IMPORTERS or not node.args:
+            return
+        first = node.args[0]
+        if isinstance(first, ast.Constant) and isinstance(first.value, str):
+            if _IDENTIFIER.fullmatch(first.value):
+                found.names.append(ImportName(first.value, node.lineno))
+        else:
+            found.dynamic_lines.append(node.lineno)  # a relative literal (".x", package=...) needs the package too
+
+    def _note_fallbacks(self, node: ast.Try) -> None:
+        """Each `except ImportError:` (or ModuleNotFoundError) handler of a `try:` that imports, with the
+        imports of that `try:` body."""
+        handlers = [handler for handler in node.handlers if _catches_import_error(handler.type)]
+        if handlers:
             tried = tuple(name for statement in node.body for inner in ast.walk(statement)
                           if isinstance(inner, (ast.Import, ast.ImportFrom)) for name in _statement_imports(inner))
-            for handler in node.handlers:
-                if tried and _catches_import_error(handler.type):
-                    handlers[handler] = tried
-    return handlers
+            if tried:
+                self.fallbacks.update(dict.fromkeys(handlers, tried))
 
 
 def _catches_import_error(caught: ast.expr | None) -> bool:
@@ -98,49 +189,6 @@ def _catches_import_error(caught: ast.expr | None) -> bool:
     imported module fails in any other way."""
     names = caught.elts if isinstance(caught, ast.Tuple) else [caught]
     return caught is not None and all(_is_name(n, "ImportError") or _is_name(n, "ModuleNotFoundError") for n in names)
-
-
-def _run_time_nodes(tree: ast.Module, main: bool) -> Iterator[tuple[ast.AST, ast.AST | None]]:
-    """Every node with the innermost `except` handler holding it, except code an imported module never runs:
-    `if __name__ == "__main__":` and `if TYPE_CHECKING:` blocks (their `else:` branches do run), branches for
-    other platforms, and private module-level functions nothing outside those blocks names (difflib's
-    `_test()`, called only when the module runs as a program)."""
-    dead = _unused_private_functions(tree, main)
-    stack: list[tuple[ast.AST, ast.AST | None]] = [(tree, None)]
-    while stack:
-        node, handler = stack.pop()
-        yield node, handler
-        if node not in dead:
-            inner = node if isinstance(node, ast.ExceptHandler) else handler
-            stack.extend((child, inner) for child in _children_run(node, main))
-
-
-def _unused_private_functions(tree: ast.Module, main: bool) -> set[ast.AST]:
-    private = {node.name: node for node in tree.body
-               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("_")
-               and not node.name.startswith("__")}
-    if not private:
-        return set()
-    named: set[str] = set()
-    stack: list[ast.AST] = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.Name):
-            named.add(node.id)
-        elif isinstance(node, ast.Attribute):
-            named.add(node.attr)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            named.add(node.value)  # __all__, getattr(module, "_name")
-        stack.extend(_children_run(node, main))
-    return {node for name, node in private.items() if name not in named}
-
-
-def _children_run(node: ast.AST, main: bool) -> list[ast.AST]:
-    """The child nodes that can run: of an `if` whose test is known where the module runs, one branch."""
-    truth = _known_truth(node.test, main) if isinstance(node, ast.If) else None
-    if truth is None:
-        return list(ast.iter_child_nodes(node))
-    return list(node.body if truth else node.orelse)
 
 
 def _known_truth(test: ast.expr, main: bool) -> bool | None:
@@ -215,24 +263,34 @@ def _called_name(func: ast.expr) -> str:
 
 
 class ModuleFinder:
-    """Python's path finder over the image: module name -> the files importing it reads."""
+    """Python's path finder over the image: module name -> the files importing it reads. The image does not
+    change while a build reads it, so every answer is memoised (one finder serves every closure round)."""
 
     def __init__(self, rootfs: RootFS, search_path: tuple[PurePosixPath, ...],
                  hidden: frozenset[PurePosixPath] = frozenset()):
         self.rootfs = rootfs
         self.search_path = search_path
         self.hidden = hidden  # modules and packages never taken (the standard library's test suite)
+        self._found: dict[tuple[PurePosixPath, tuple[str, ...]], list[PurePosixPath] | None] = {}
+        self._extensions: dict[PurePosixPath, dict[str, PurePosixPath]] = {}
 
     def find(self, name: str) -> list[PurePosixPath] | None:
         """Every file importing `name` runs (each package's __init__.py on the way, then the module);
         None when no directory of the search path has it (a built-in module, or an optional one)."""
+        parts = name.split(".")
         for directory in self.search_path:
-            found = self.find_below(directory, name.split("."))
+            found = self.find_below(directory, parts)
             if found is not None:
                 return found
         return None
 
     def find_below(self, directory: PurePosixPath, parts: list[str]) -> list[PurePosixPath] | None:
+        key = (directory, tuple(parts))
+        if key not in self._found:
+            self._found[key] = self._find_below(directory, parts)
+        return self._found[key]
+
+    def _find_below(self, directory: PurePosixPath, parts: list[str]) -> list[PurePosixPath] | None:
         files: list[PurePosixPath] = []
         for index, part in enumerate(parts):
             last = index == len(parts) - 1
@@ -253,10 +311,19 @@ class ModuleFinder:
         source = directory / f"{name}.py"
         if self._is(source, EntryKind.FILE):
             return source
-        for child in self.rootfs.children(directory):
-            if child.name.startswith(f"{name}.") and child.name.endswith(".so") and self._is(child, EntryKind.FILE):
-                return child
-        return None
+        return self._extension_modules(directory).get(name)
+
+    def _extension_modules(self, directory: PurePosixPath) -> dict[str, PurePosixPath]:
+        """The directory's extension modules by each name they can be imported as: `name.<anything>.so`
+        is `name`'s (`_ssl.cpython-311-x86_64-linux-gnu.so`, `x.abi3.so`), the first in the directory's order."""
+        modules = self._extensions.get(directory)
+        if modules is None:
+            modules = self._extensions[directory] = {}
+            for child in self.rootfs.children(directory):
+                if child.name.endswith(".so") and self._is(child, EntryKind.FILE):
+                    for dot in (i for i, c in enumerate(child.name) if c == "."):
+                        modules.setdefault(child.name[:dot], child)
+        return modules
 
     def package_of(self, module: PurePosixPath) -> PurePosixPath | None:
         """The outermost package (directory with __init__.py) holding `module`, below its search path entry."""
