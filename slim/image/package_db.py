@@ -118,16 +118,16 @@ class _KeptFiles:
         self.rootfs = rootfs
         self.kept = kept
 
-    def where(self, listed: PurePosixPath) -> PurePosixPath | None:
-        resolved = self.rootfs.resolve(listed, follow_last=False)
-        return resolved.path if resolved.exists else None
+    def where(self, listed: str) -> PurePosixPath | None:
+        entry = self.rootfs.entry_at(listed, follow_last=False) if listed.startswith("/") else None
+        return entry.path if entry is not None else None
 
     def listed(self, line: str) -> bool:
-        path = self.where(P(line)) if line.startswith("/") else None
+        path = self.where(line)
         return path is not None and path in self.kept
 
     def payload(self, line: str) -> bool:
-        path = self.where(P(line)) if line.startswith("/") else None
+        path = self.where(line)
         if path is None or path not in self.kept or under_any(path, DOC_TREES):
             return False
         # Directories are shared by packages, also where a merged /usr made them symlinks (/bin -> usr/bin).
@@ -235,12 +235,13 @@ def original_packages(rootfs: RootFS) -> list[InstalledPackage]:
     return [package for database, text in texts if text is not None for package in installed_packages(database, text)]
 
 
-def dpkg_owned_paths(rootfs: RootFS) -> frozenset[PurePosixPath]:
-    """Every path an installed dpkg package lists as its own (its info/PKG.list)."""
+def dpkg_owned_paths(rootfs: RootFS, under: PurePosixPath) -> frozenset[PurePosixPath]:
+    """Every path below `under` that an installed dpkg package lists as its own (its info/PKG.list)."""
+    prefix = str(under).rstrip("/") + "/"
     owned: set[PurePosixPath] = set()
     for package in original_packages(rootfs):
         if package.manager == "dpkg" and (listing := _info_file(rootfs, package, "list")) is not None:
-            owned.update(PurePosixPath(line) for line in _list_paths(rootfs, listing) if line.startswith("/"))
+            owned.update(PurePosixPath(line) for line in _list_paths(rootfs, listing) if line.startswith(prefix))
     return frozenset(owned)
 
 

@@ -329,6 +329,12 @@ class RootFS:
             loop=found.outcome is _Outcome.LOOP,
         )
 
+    def entry_at(self, path: str, *, follow_last: bool = True) -> FileEntry | None:
+        """The entry an absolute path names, resolved as `resolve` does; None unless it exists. Text in, no
+        pathlib: for loops over every line of a package database."""
+        found = self._lookup(path, follow_last, MAX_SYMLINKS)
+        return self._by_key[found.key] if found.outcome is _Outcome.FOUND else None
+
     def _path(self, key: str) -> PurePosixPath:
         entry = self._by_key.get(key)
         return entry.path if entry is not None else PurePosixPath(key)
@@ -338,9 +344,10 @@ class RootFS:
         that asked may follow."""
         names = [name for name in path.split("/") if name]
         state = _AT_ROOT
+        prefix = ""
         for depth, name in enumerate(names, 1):
             follow = follow_last or depth < len(names)
-            prefix = "/" + "/".join(names[:depth])
+            prefix += "/" + name
             remembered = self._resolved.get(prefix) if follow else None
             if remembered is not None:
                 state = remembered

@@ -318,7 +318,7 @@ def keep_own_configuration(ctx: RuleContext) -> Iterator[Keep]:
     kinds = [step_kind(step) for step in ctx.layer_steps]
     # A package's own configuration (its conffiles) comes with the package when its programs are used: kept
     # for the image's sake alone, /etc/wgetrc would make scanners report a wget that is not there.
-    packaged = dpkg_owned_paths(ctx.rootfs)
+    packaged = dpkg_owned_paths(ctx.rootfs, ETC)
     for entry in walk(ctx.rootfs, ETC):
         own = 0 < entry.layer < len(kinds) and kinds[entry.layer] is not StepKind.BASE and entry.path not in packaged
         if own and (_is_configuration(entry) or entry.kind is EntryKind.SYMLINK and _stays_in_etc(ctx, entry.path)):
