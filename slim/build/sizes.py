@@ -10,7 +10,6 @@ machine, to change the figure by a fraction of a percent. The report says which.
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import re
 import threading
@@ -29,7 +28,6 @@ SAMPLES = 128  # samples spread evenly over all the layers, SAMPLE bytes each: 3
 SAMPLE = 256 * 1024
 MEASURED = "measured"
 ESTIMATED = "estimated"
-IDLE_NICENESS = 19
 GZIP_LEVEL = 6  # what `docker push` uses, so a compressed size is what a registry would store
 
 Figure = TypeVar("Figure")
@@ -80,9 +78,6 @@ class _OnThread(Generic[Figure]):
         self._thread.join()
 
     def _run(self) -> None:
-        # The lowest CPU priority (of this thread alone, on Linux): the build's own stages come first, and
-        # the figure is worked out in the seconds they wait on containers.
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), IDLE_NICENESS)
         try:
             self._figure = self._work()
         except BaseException as e:  # handed to the thread that asks for the result
