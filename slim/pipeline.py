@@ -27,7 +27,7 @@ from .errors import ApplicationFailed, NoSpace, SlimError, TracingUnavailable, U
 from .build.exercise import ExercisePlan, exercise
 from .model import BuiltImage, Closure, ImageFacts, RunOutcome, Trace, Verification
 from .output_file import check_writable, write_text
-from .ownership import deferred_interrupts, enter_temp_dir, work_tag
+from .ownership import deferred_interrupts, enter_temp_dir, retire, retiring, work_tag
 from .references import normalised_tag, same_name
 from .tracer import Tracer
 from .reporting.report import Report, build_report
@@ -166,6 +166,7 @@ def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: Stag
     if options.report_path is not None:
         check_writable(options.report_path)
     with contextlib.ExitStack() as cleanup:
+        cleanup.enter_context(retiring())  # left last: what the build retired in the background is done
         workdir = enter_temp_dir(cleanup, "build")
 
         with timer.stage("inspect"):
@@ -221,7 +222,7 @@ def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: Stag
             # The image is this build's through a work tag the engine holds; letting go of it removes the
             # image only when nobody else tagged it (another build of the same input, or the user's tag).
             work = work_tag()
-            cleanup.callback(engine.remove_image, work)
+            cleanup.callback(retire, engine.remove_image, work)  # after the removal of the containers run from it
             assembled = build_image(engine, image_plan, rootfs, workdir / RESULT_DIR, work)
             cleanup.callback(assembled.gzip.close)
             built = assembled.image
@@ -270,6 +271,7 @@ def verify_images(engine: Engine, options: VerifyOptions, on_stage: StageCallbac
     slimmed one with the original's filesystem as the baseline."""
     timer = _Timer(on_stage)
     with contextlib.ExitStack() as cleanup:
+        cleanup.enter_context(retiring())
         workdir = enter_temp_dir(cleanup, "verify")
         with timer.stage("inspect"):
             # The runs are local too: host probes reach 127.0.0.1, a timed-out exec is killed by its host pid.

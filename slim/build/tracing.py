@@ -10,16 +10,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import select
 import shutil
 import signal
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from slim.adapters.c_helpers import gate_binary, lookupd_binary
 from slim.engine import BindMount, ContainerSpec, Engine
 from slim.errors import SlimError
 from slim.model import RunOutcome, Trace
-from slim.ownership import enter_temp_dir, owned_container, start_owned
+from slim.ownership import enter_temp_dir, owned_container, retire, start_owned
 from slim.tracer import Tracer
 
 from .lookups import LookupRecorder
@@ -32,6 +33,7 @@ STARTUP = "startup"
 SHUTDOWN = "shutdown"
 # What `docker stop` gives an application that handles its stop signal, as the engine's default does.
 STOP_TIMEOUT = 10
+EXIT_GRACE = 5  # seconds beyond it for the engine's SIGKILL to end PID 1
 
 # exercise(container_id, set_phase, last_news): last_news() is when the trace last saw something new
 # (time.monotonic()), so the exercise can wait for the application to go quiet.
@@ -82,11 +84,38 @@ def run_traced(
 def _stop(engine: Engine, container_id: str, stop_signal: str | None) -> None:
     """Stop the container, waiting for a graceful shutdown only when one can happen: the kernel never
     delivers a signal to a PID namespace's init that has no handler for it, so such a PID 1 would only
-    die at the timeout's SIGKILL, having run no shutdown code in between (and traced nothing more)."""
+    die at the timeout's SIGKILL, having run no shutdown code in between (and traced nothing more).
+
+    The trace is complete once PID 1 has exited (the kernel kills the rest of its namespace with it): that
+    is waited for here, while the engine's own stop, which returns a second later, goes on in the background."""
     pid = engine.pid(container_id)
     number = signal_number(stop_signal or "SIGTERM")
     graceful = pid is None or number is None or catches_signal(pid, number)
-    engine.stop(container_id, timeout=STOP_TIMEOUT if graceful else 0)
+    timeout = STOP_TIMEOUT if graceful else 0
+    with _exit_of(pid) as exited:  # watched from before the signal, so no exit goes unseen
+        retire(engine.stop, container_id, timeout)
+        exited(timeout + EXIT_GRACE)
+
+
+@contextlib.contextmanager
+def _exit_of(pid: int | None) -> Iterator[Callable[[float], None]]:
+    """A function that waits, at most so many seconds, for process `pid` to exit (at once if it has, or
+    if there is none)."""
+    try:
+        descriptor = os.pidfd_open(pid) if pid is not None else None
+    except ProcessLookupError:
+        descriptor = None
+    if descriptor is None:
+        yield lambda _seconds: None
+        return
+
+    def wait(seconds: float) -> None:
+        select.select([descriptor], [], [], seconds)  # a pidfd reads ready once its process has exited
+
+    try:
+        yield wait
+    finally:
+        os.close(descriptor)
 
 
 def signal_number(name: str) -> int | None:
