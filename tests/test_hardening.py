@@ -406,6 +406,51 @@ def test_gc_never_touches_what_a_live_run_owns(tmp_path):
     assert removed.directories == (str(dead),) and alive.is_dir() and not dead.exists()
 
 
+def test_retired_work_runs_in_order_in_the_background_and_the_block_waits_for_it():
+    """What the build hands to `retire` (stopping and removing containers, then the work tag) runs on one
+    thread in the order given, the caller going on at once; leaving `retiring` waits for all of it and
+    raises its first error. Outside the block, `retire` works at once."""
+    import threading
+    from slim.ownership import retire, retiring
+
+    done: list[str] = []
+    release = threading.Event()
+    retire(done.append, "at once")
+    assert done == ["at once"]
+    with pytest.raises(RuntimeError, match="engine gone"):
+        with retiring():
+            retire(lambda: release.wait(10) and done.append("stop"))
+            retire(done.append, "remove")
+            retire(_fail, "engine gone")
+            retire(done.append, "untag")
+            assert done == ["at once"]  # the caller did not wait
+            release.set()
+    assert done == ["at once", "stop", "remove", "untag"]
+
+
+def _fail(why: str) -> None:
+    raise RuntimeError(why)
+
+
+def test_the_trace_waits_for_the_exit_of_pid_1_itself():
+    """The trace stops once the container's first process exited, seen through a pidfd opened before the
+    stop signal: a process that exits later is waited for, one already gone (or none) is not."""
+    from slim.build.tracing import _exit_of
+
+    child = subprocess.Popen(["sleep", "30"])
+    with _exit_of(child.pid) as exited:
+        exited(0.2)
+        assert child.poll() is None  # still running: the wait ran out, nothing was done to the process
+        child.terminate()
+        exited(30)
+        assert child.poll() is not None  # returned because it exited (a zombie until reaped here)
+    child.wait()
+    with _exit_of(child.pid) as exited:  # reaped: no such process
+        exited(30)
+    with _exit_of(None) as exited:
+        exited(30)
+
+
 # ---------------------------------------------------------------- medium items
 
 

@@ -175,3 +175,32 @@ def test_sbom_language_packages(tmp_path):
     assert [(f["name"], f["hashes"][0]["content"]) for f in flask["components"]] == [
         (f"{site}/flask/__init__.py", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
     ]
+
+
+def test_sbom_is_the_document_the_library_writes_with_the_files_nested_by_it(tmp_path):
+    """The package files are added to the library's JSON as plain values (the library's own nesting costs
+    seconds per image); the bytes must be what the library writes when it nests them, in both layouts."""
+    from cyclonedx.model import HashAlgorithm, HashType
+    from cyclonedx.model.bom import Bom
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.output.json import JsonV1Dot6
+
+    rootfs = distroless_like().rootfs(tmp_path)
+    files = ImageFiles({e.path for e in rootfs.entries.values() if e.kind.value == "file"}, rootfs.read)
+    for indent in (None, 2):
+        document = sbom_json(files, Subject("app:1", "sha256:" + "2" * 64, "sha256:" + "3" * 64), indent=indent)
+        written = json.loads(document)
+        assert any(c.get("components") for c in written["components"]), "the fixture must hold package files"
+        bom = Bom.from_json(_without_files(written))
+        for component in bom.components:
+            nested = next(c for c in written["components"] if c["bom-ref"] == str(component.bom_ref))
+            component.components = [
+                Component(type=ComponentType.FILE, name=f["name"], bom_ref=f["bom-ref"],
+                          hashes=[HashType(alg=HashAlgorithm(h["alg"]), content=h["content"]) for h in f["hashes"]])
+                for f in nested.get("components", [])
+            ]
+        assert document == json.dumps(json.loads(JsonV1Dot6(bom).output_as_string()), indent=indent)
+
+
+def _without_files(document: dict) -> dict:
+    return {**document, "components": [{k: v for k, v in c.items() if k != "components"} for c in document["components"]]}
