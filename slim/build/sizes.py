@@ -3,7 +3,7 @@ the original image's layers and of the slimmed layer (their gzip size), worked o
 the build goes on.
 
 A compressed size is a figure for the report, never worth waiting for: a thread estimates it from evenly
-spread samples (a second of CPU), or compresses layers no bigger than the samples whole. Compressing every
+spread samples (half a second of CPU), or compresses layers no bigger than the samples whole. Compressing every
 byte of a 200 MB image would cost ten seconds of CPU that the build's own stages compete for on a small
 machine, to change the figure by a fraction of a percent. The report says which.
 """
@@ -24,8 +24,11 @@ UNITS = {
     "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
     "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
 }
-SAMPLES = 128  # samples spread evenly over all the layers, SAMPLE bytes each: 32 MiB compressed to estimate
-SAMPLE = 256 * 1024
+# Samples spread evenly over all the layers, SAMPLE bytes each: 16 MiB compressed to estimate. Measured
+# against every byte compressed (nginx, Flask, redis fixtures): within 3%, as 128 samples of 256 KiB were, at
+# half their CPU.
+SAMPLES = 256
+SAMPLE = 64 * 1024
 MEASURED = "measured"
 ESTIMATED = "estimated"
 GZIP_LEVEL = 6  # what `docker push` uses, so a compressed size is what a registry would store
