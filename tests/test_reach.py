@@ -224,3 +224,51 @@ def test_codec_names_are_normalised_as_the_codec_registry_does():
     aliases = {"latin1": "latin_1", "utf8": "utf_8"}
     assert codec_module(aliases, "UTF-8") == "utf_8" and codec_module(aliases, "latin1") == "latin_1"
     assert codec_module(aliases, "ISO-8859-15") == "iso_8859_15"
+
+
+CACHED_MODULE = b'''
+import os, json as j
+from . import sibling
+try:
+    import _speedups
+except ImportError:
+    from .slow import speedups
+def later():
+    importlib.import_module(name)
+    return "utf-8".encode("latin-1")
+'''
+
+
+def test_scans_are_cached_by_source_and_read_back_as_scanned(tmp_path, monkeypatch):
+    """A module scanned by an earlier build is read from the cache, equal to scanning it again; a file that
+    is no Python 3 is remembered as such."""
+    from slim.static_analysis import scancache
+    from slim.static_analysis.scancache import ScanCache
+
+    fresh = scan_imports(CACHED_MODULE)
+    assert fresh.names and fresh.dynamic_lines and fresh.words and any(n.fallback_for for n in fresh.names)
+    assert ScanCache(tmp_path).scan(CACHED_MODULE) == fresh
+    assert ScanCache(tmp_path).scan(b"print 'python 2'") is None
+
+    def never(source, main=False):
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(scancache, "scan_imports", never)
+    later_build = ScanCache(tmp_path)
+    assert later_build.scan(CACHED_MODULE) == fresh
+    assert later_build.scan(b"print 'python 2'") is None
+    with pytest.raises(AssertionError, match="parsed again"):  # run as __main__ it is another scan
+        later_build.scan(CACHED_MODULE, main=True)
+
+
+@pytest.mark.parametrize("damage", ["not a directory", "not a database"])
+def test_a_cache_that_cannot_be_used_only_means_parsing_again(tmp_path, damage):
+    from slim.static_analysis.scancache import CACHE_NAME, ScanCache
+
+    if damage == "not a directory":
+        directory = tmp_path / "file"
+        directory.write_text("")
+    else:
+        directory = tmp_path
+        (directory / CACHE_NAME).write_bytes(b"\xff" * 4096)
+    assert ScanCache(directory).scan(CACHED_MODULE) == scan_imports(CACHED_MODULE)

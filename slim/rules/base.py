@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import TypeVar
 
 from slim.model import EntryKind, FileEntry, ImageFacts, Reason, ReasonKind
 from slim.image.rootfs import RootFS
@@ -12,6 +13,7 @@ P = PurePosixPath
 Keep = tuple[PurePosixPath, Reason]
 
 SCAN_CHUNK = 1 << 20
+T = TypeVar("T")
 
 
 
@@ -61,6 +63,12 @@ class RuleContext:
         if found := find():
             self.memo[key] = found
         return found
+
+    def made_once(self, key: object, make: Callable[[], T]) -> T:
+        """`make()`, made the first time `key` is asked for and shared by every later round."""
+        if key not in self.memo:
+            self.memo[key] = make()
+        return self.memo[key]
 
     def once(self, key: object) -> bool:
         """True the first time `key` is asked about: work a rule need not redo in a later round."""

@@ -35,8 +35,9 @@ from slim.static_analysis.pyimports import (
     codec_module,
     import_succeeds,
     imported_files,
-    scan_imports,
 )
+from slim.static_analysis.scancache import ScanCache
+from slim.adapters.c_helpers import cache_dir
 from .base import Keep, RuleContext, walk
 from .app_files import step_kind, StepKind
 from .packages import PACKAGE_SKIP_DIRS, Package, package_files, python_distributions, ruby_package
@@ -92,9 +93,7 @@ def _python_versions(ctx: RuleContext) -> list[str]:
 def _main_scripts(ctx: RuleContext) -> list[PurePosixPath]:
     """The Python files the container's command runs as __main__ (python3 /app/app.py, also behind an
     entrypoint script that ends in `exec "$@"`)."""
-    if "python-main" not in ctx.memo:
-        ctx.memo["python-main"] = _named_scripts(ctx)
-    return ctx.memo["python-main"]
+    return ctx.made_once("python-main", lambda: _named_scripts(ctx))
 
 
 def _named_scripts(ctx: RuleContext) -> list[PurePosixPath]:
@@ -120,11 +119,8 @@ def keep_python_imports(ctx: RuleContext) -> Iterator[Keep]:
     search_path = ctx.found_once("python-path", lambda: python_search_path(ctx))
     if not search_path:
         return
-    finder = ctx.memo.get(("python-finder", search_path))
-    if finder is None:  # one for every round: it memoises what it finds
-        stdlib = [d for d in search_path if d.name.startswith("python") and d.parent.name == "lib"]
-        hidden = frozenset(d / name for d in stdlib for name in STDLIB_HIDDEN)
-        finder = ctx.memo[("python-finder", search_path)] = ModuleFinder(ctx.rootfs, search_path, hidden)
+    # One for every round: it memoises what it finds.
+    finder = ctx.made_once(("python-finder", search_path), lambda: _module_finder(ctx, search_path))
     for entry in ctx.kept_files_new_to("python-imports"):
         if entry.path.suffix == ".py" or _is_python_script(ctx, entry.path):
             yield from _module_imports(ctx, finder, entry.path)
@@ -138,13 +134,19 @@ def keep_python_imports(ctx: RuleContext) -> Iterator[Keep]:
             yield from _timezone_database(ctx, entry.path)
 
 
+def _module_finder(ctx: RuleContext, search_path: tuple[PurePosixPath, ...]) -> ModuleFinder:
+    stdlib = [d for d in search_path if d.name.startswith("python") and d.parent.name == "lib"]
+    hidden = frozenset(d / name for d in stdlib for name in STDLIB_HIDDEN)
+    return ModuleFinder(ctx.rootfs, search_path, hidden)
+
+
 def _is_python_script(ctx: RuleContext, path: PurePosixPath) -> bool:
     head = ctx.rootfs.read(path, limit=128)
     return head.startswith(b"#!") and b"python" in head.split(b"\n", 1)[0]
 
 
 def _module_imports(ctx: RuleContext, finder: ModuleFinder, module: PurePosixPath) -> Iterator[Keep]:
-    found = scan_imports(ctx.rootfs.read(module), main=module in _main_scripts(ctx))
+    found = ctx.made_once("python-scans", lambda: ScanCache(cache_dir())).scan(ctx.rootfs.read(module), main=module in _main_scripts(ctx))
     if found is None:
         return
     for wanted in found.names:
@@ -176,13 +178,15 @@ def _codec(ctx: RuleContext, finder: ModuleFinder, name: str) -> list[PurePosixP
     """The codec module a string names, if it names one (`"latin-1"` -> encodings/latin_1.py)."""
     found = []
     for encodings in (d / "encodings" for d in _stdlib_dirs(finder)):
-        aliases = ctx.memo.get(("codec-aliases", encodings))
-        if aliases is None:
-            source = ctx.rootfs.read(encodings / "aliases.py") if ctx.is_file(encodings / "aliases.py") else b""
-            aliases = ctx.memo.setdefault(("codec-aliases", encodings), codec_aliases(source) if source else {})
+        aliases = ctx.made_once(("codec-aliases", encodings), lambda: _codec_aliases(ctx, encodings))
         if aliases and (module := finder.module_file(encodings, codec_module(aliases, name))) is not None:
             found.append(module)
     return found
+
+
+def _codec_aliases(ctx: RuleContext, encodings: PurePosixPath) -> dict[str, str]:
+    source = ctx.rootfs.read(encodings / "aliases.py") if ctx.is_file(encodings / "aliases.py") else b""
+    return codec_aliases(source) if source else {}
 
 
 def _basic_codecs(ctx: RuleContext, finder: ModuleFinder, encodings: PurePosixPath) -> Iterator[Keep]:
@@ -427,16 +431,18 @@ def _distributions(ctx: RuleContext, manifest: PurePosixPath, names: list[str]) 
 
 def _installed_distributions(ctx: RuleContext) -> dict[str, Package]:
     """Every distribution of the image's site directories by canonical name."""
-    if "distributions" not in ctx.memo:
-        index: dict[str, Package] = {}
-        sites = [d for d in python_search_path(ctx) if d.name in ("site-packages", "dist-packages")]
-        for site in sites:
-            by_file, by_name = python_distributions(ctx, site)
-            for package in {*by_file.values(), *by_name.values()}:
-                stem = package.root.name.rsplit(".", 1)[0].split("-")[0]
-                index.setdefault(canonicalize_name(stem), package)
-        ctx.memo["distributions"] = index
-    return ctx.memo["distributions"]
+    return ctx.made_once("distributions", lambda: _distribution_index(ctx))
+
+
+def _distribution_index(ctx: RuleContext) -> dict[str, Package]:
+    index: dict[str, Package] = {}
+    sites = [d for d in python_search_path(ctx) if d.name in ("site-packages", "dist-packages")]
+    for site in sites:
+        by_file, by_name = python_distributions(ctx, site)
+        for package in {*by_file.values(), *by_name.values()}:
+            stem = package.root.name.rsplit(".", 1)[0].split("-")[0]
+            index.setdefault(canonicalize_name(stem), package)
+    return index
 
 
 def _python_version(ctx: RuleContext) -> str:
