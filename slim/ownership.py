@@ -155,12 +155,13 @@ def retiring() -> Iterator[None]:
     """Within the block, `retire` hands its work to one background thread; leaving the block waits for all
     of it, whatever way the block ends."""
     global _retirer
-    _retirer = _Retirer()
+    outer, mine = _retirer, _Retirer()
+    _retirer = mine
     try:
         yield
     finally:
-        retirer, _retirer = _retirer, None
-        retirer.finish()
+        _retirer = outer
+        mine.finish()
 
 
 def retire(work: Callable[..., None], *args: object) -> None:
