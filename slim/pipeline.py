@@ -186,10 +186,13 @@ def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: Stag
             # The index is read on a thread while the traced container starts and runs: the trace mostly
             # waits on the application and the engine, the index only on the CPU. Its seconds overlap the trace's.
             indexer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="slimtrace-index")
-            indexing = indexer.submit(_index_original, engine, facts.id, workdir / "source")
             # On the way out, the index thread ends first, then the measuring it started, then the temp dir goes.
-            cleanup.callback(_stop_measuring, indexing)
-            cleanup.callback(indexer.shutdown)
+            # Interrupts held: a Ctrl-C between the thread's start and these callbacks would leave it writing
+            # into the temp dir while the dir is removed (seen in CI: a build dir left behind).
+            with deferred_interrupts():
+                indexing = indexer.submit(_index_original, engine, facts.id, workdir / "source")
+                cleanup.callback(_stop_measuring, indexing)
+                cleanup.callback(indexer.shutdown)
         with timer.stage("trace"):
             try:
                 trace = run_traced(
