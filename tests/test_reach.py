@@ -272,3 +272,17 @@ def test_a_cache_that_cannot_be_used_only_means_parsing_again(tmp_path, damage):
         directory = tmp_path
         (directory / CACHE_NAME).write_bytes(b"\xff" * 4096)
     assert ScanCache(directory).scan(CACHED_MODULE) == scan_imports(CACHED_MODULE)
+
+
+@pytest.mark.parametrize("row", ['{"names": []}', "[[], 3]", '"abc"', "[[[1, 2]], [], []]", "not json"])
+def test_a_damaged_row_is_scanned_again_and_stored_right(tmp_path, row):
+    import sqlite3
+
+    from slim.static_analysis.scancache import CACHE_NAME, ScanCache
+
+    ScanCache(tmp_path).scan(CACHED_MODULE)
+    with sqlite3.connect(tmp_path / CACHE_NAME) as db:
+        db.execute("UPDATE scans SET found = ?", (row,))
+    assert ScanCache(tmp_path).scan(CACHED_MODULE) == scan_imports(CACHED_MODULE)
+    with sqlite3.connect(tmp_path / CACHE_NAME) as db:
+        assert db.execute("SELECT found FROM scans").fetchone()[0] != row

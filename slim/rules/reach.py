@@ -146,7 +146,8 @@ def _is_python_script(ctx: RuleContext, path: PurePosixPath) -> bool:
 
 
 def _module_imports(ctx: RuleContext, finder: ModuleFinder, module: PurePosixPath) -> Iterator[Keep]:
-    found = ctx.made_once("python-scans", lambda: ScanCache(cache_dir())).scan(ctx.rootfs.read(module), main=module in _main_scripts(ctx))
+    scans = ctx.made_once("python-scans", lambda: ScanCache(cache_dir()))
+    found = scans.scan(ctx.rootfs.read(module), main=module in _main_scripts(ctx))
     if found is None:
         return
     for wanted in found.names:

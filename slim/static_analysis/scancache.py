@@ -27,14 +27,17 @@ _NOT_PYTHON = "null"  # scan_imports gave None: not Python 3
 
 class ScanCache:
     def __init__(self, directory: Path):
-        self._db = _open(directory / CACHE_NAME, directory)
+        self._db = _open(directory)
 
     def scan(self, source: bytes, main: bool = False) -> ModuleImports | None:
         """scan_imports(source, main), from the cache when these bytes were scanned before."""
         key = hashlib.sha256(_SCANNER + bytes([main]) + source).digest()
         stored = self._read(key)
         if stored is not None:
-            return _decoded(json.loads(stored))
+            try:
+                return _decoded(json.loads(stored))
+            except (ValueError, TypeError):
+                pass  # a row written by something else or damaged: scanned again and stored right
         found = scan_imports(source, main)
         self._write(key, _NOT_PYTHON if found is None else json.dumps(_encoded(found), separators=(",", ":")))
         return found
@@ -58,12 +61,12 @@ class ScanCache:
             self._db = None
 
 
-def _open(path: Path, directory: Path) -> sqlite3.Connection | None:
+def _open(directory: Path) -> sqlite3.Connection | None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         # Autocommit: every finding is stored at once, so a build that is interrupted keeps what it parsed;
         # no fsync per row (a lost row is only parsed again).
-        db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(directory / CACHE_NAME, timeout=10, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=OFF")
         db.execute(_SCHEMA)
