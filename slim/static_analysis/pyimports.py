@@ -271,10 +271,10 @@ class ModuleFinder:
         self.rootfs = rootfs
         self.search_path = search_path
         self.hidden = hidden  # modules and packages never taken (the standard library's test suite)
-        self._found: dict[tuple[PurePosixPath, tuple[str, ...]], list[PurePosixPath] | None] = {}
+        self._found: dict[tuple[PurePosixPath, tuple[str, ...]], tuple[PurePosixPath, ...] | None] = {}
         self._extensions: dict[PurePosixPath, dict[str, PurePosixPath]] = {}
 
-    def find(self, name: str) -> list[PurePosixPath] | None:
+    def find(self, name: str) -> tuple[PurePosixPath, ...] | None:
         """Every file importing `name` runs (each package's __init__.py on the way, then the module);
         None when no directory of the search path has it (a built-in module, or an optional one)."""
         parts = name.split(".")
@@ -284,13 +284,13 @@ class ModuleFinder:
                 return found
         return None
 
-    def find_below(self, directory: PurePosixPath, parts: list[str]) -> list[PurePosixPath] | None:
+    def find_below(self, directory: PurePosixPath, parts: list[str]) -> tuple[PurePosixPath, ...] | None:
         key = (directory, tuple(parts))
         if key not in self._found:
             self._found[key] = self._find_below(directory, parts)
         return self._found[key]
 
-    def _find_below(self, directory: PurePosixPath, parts: list[str]) -> list[PurePosixPath] | None:
+    def _find_below(self, directory: PurePosixPath, parts: list[str]) -> tuple[PurePosixPath, ...] | None:
         files: list[PurePosixPath] = []
         for index, part in enumerate(parts):
             last = index == len(parts) - 1
@@ -305,7 +305,7 @@ class ModuleFinder:
             if module is None:
                 return None
             files.append(module)
-        return files
+        return tuple(files)  # shared by every import of the name: never to be changed in place
 
     def module_file(self, directory: PurePosixPath, name: str) -> PurePosixPath | None:
         source = directory / f"{name}.py"
@@ -340,14 +340,14 @@ class ModuleFinder:
         return entry is not None and entry.kind is kind
 
 
-def imported_files(finder: ModuleFinder, module: PurePosixPath, wanted: ImportName) -> list[PurePosixPath] | None:
+def imported_files(finder: ModuleFinder, module: PurePosixPath, wanted: ImportName) -> tuple[PurePosixPath, ...] | None:
     """The files an import statement of `module` reads (None: not found), trying each `from` member as a
     submodule too (`from email import mime` imports email.mime)."""
     found, submodule = _importer(finder, module, wanted)
     if found is None:
         return None
     for member in wanted.members:
-        found = found + (submodule(member) or [])
+        found = found + (submodule(member) or ())
     return found
 
 
@@ -367,7 +367,7 @@ def _importer(finder: ModuleFinder, module: PurePosixPath, wanted: ImportName): 
     if wanted.level:
         base = module.parents[wanted.level - 1]
         parts = wanted.name.split(".") if wanted.name else []
-        found = finder.find_below(base, parts) if parts else []
+        found = finder.find_below(base, parts) if parts else ()
         return found, lambda member: finder.find_below(base, parts + [member])
     return finder.find(wanted.name), lambda member: finder.find(f"{wanted.name}.{member}")
 
