@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import struct
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from types import MappingProxyType
 from typing import BinaryIO, Mapping, NamedTuple
 
@@ -67,12 +67,17 @@ def tarfile_members(tar: BinaryIO) -> Iterator[TarMember]:
     """The members as tarfile reads them: every header form, and tarfile's own errors."""
     with tarfile.open(fileobj=tar, mode="r:", encoding="utf-8", errors="surrogateescape") as archive:
         for info in archive:
-            xattrs = {record[len(XATTR_RECORD):]: value.encode("utf-8", "surrogateescape")  # PAX values are bytes
-                      for record, value in info.pax_headers.items() if record.startswith(XATTR_RECORD)}
+            records = ((record, value.encode("utf-8", "surrogateescape"))  # tarfile decoded the PAX bytes
+                       for record, value in info.pax_headers.items())
             yield TarMember(info.name, info.type, info.mode, info.uid, info.gid, int(info.mtime), info.size,
                             info.linkname, info.devmajor, info.devminor, info.uname, info.gname,
-                            MappingProxyType(xattrs) if xattrs else NO_XATTRS,
-                            info.offset_data, info.issparse())
+                            _xattrs(records), info.offset_data, info.issparse())
+
+
+def _xattrs(records: Iterable[tuple[str, bytes]]) -> Mapping[str, bytes]:
+    """The extended attributes among a member's PAX records."""
+    found = {keyword[len(XATTR_RECORD):]: value for keyword, value in records if keyword.startswith(XATTR_RECORD)}
+    return MappingProxyType(found) if found else NO_XATTRS
 
 
 class _Headers:
@@ -156,9 +161,7 @@ def _with_pax(member: TarMember, end: int, records: dict[str, bytes]) -> tuple[T
             fields["linkname"] = value.decode("utf-8", "surrogateescape")
         elif keyword in ("uname", "gname"):
             fields[keyword] = value.decode("utf-8", "surrogateescape")
-    xattrs = {keyword[len(XATTR_RECORD):]: value for keyword, value in records.items()
-              if keyword.startswith(XATTR_RECORD)}
-    member = member._replace(**fields, xattrs=MappingProxyType(xattrs) if xattrs else NO_XATTRS)  # type: ignore[arg-type]
+    member = member._replace(**fields, xattrs=_xattrs(records.items()))  # type: ignore[arg-type]
     if "size" in fields and member.type in _DATA_TYPES:
         end = member.offset_data + _padded(member.size)
     return member, end
