@@ -183,6 +183,8 @@ class RunOutcome:
     # loopback ones included: a slimmed run is probed only once it listens on them all.
     listening: tuple[tuple[str, int], ...] = ()
     paused: bool = False  # frozen from outside (`docker pause`) when the probes were done
+    # server: seconds it was left running after the probes, until it was stopped or exited
+    lingered: float = 0.0
 
 
 @dataclass(frozen=True)

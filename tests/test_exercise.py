@@ -152,8 +152,15 @@ class PausingEngine(ScriptedEngine):
 
 def test_a_quiet_trace_ends_the_wait_after_the_probes_early():
     engine = PausingEngine()
-    exercise(engine, "c0ffee", ExercisePlan((), "server", timeout=30), lambda _phase: None, lambda: 0.0)
+    run = exercise(engine, "c0ffee", ExercisePlan((), "server", timeout=30), lambda _phase: None, lambda: 0.0)
     assert engine.waits == [pytest.approx(QUIET, abs=0.05)]
+    assert run.lingered == pytest.approx(QUIET, abs=0.05)
+
+
+def test_an_untraced_run_lingers_as_its_plan_says():
+    engine = PausingEngine()
+    run, _ = run_plan(engine, ExercisePlan((), "server", timeout=30, linger=0.4))
+    assert engine.waits == [0.4] and run.lingered == pytest.approx(0.4, abs=0.05)
 
 
 def test_a_busy_trace_is_waited_for_until_settle_at_most():

@@ -9,7 +9,7 @@ import pytest
 
 from probes import ExecProbe, HttpProbe
 from slim.errors import UsageError
-from slim.build.exercise import BATCH_RUN, ExercisePlan
+from slim.build.exercise import BATCH_RUN, QUIET, SETTLE, ExercisePlan
 from probes.interface import ProbeOutcome
 from slim.model import Access, ImageFacts, RunOutcome, Trace, TracedPath, TraceHealth
 from slim.pipeline import RunOptions, container_spec, exercise_plan
@@ -176,3 +176,15 @@ def test_the_slimmed_run_asks_in_plain_http_where_the_original_spoke_no_http():
     ))
     schemes = {probe.port: probe.tls for probe in plan_like(plan, original).probes}
     assert schemes == {6379: False, 80: None, 8443: True}
+
+
+@pytest.mark.parametrize("lingered, running, linger", [
+    (0.42, True, 0.42),  # the original's trace settled 0.42 s after its probes: the slimmed run waits as long
+    (0.05, True, QUIET),  # never less than the quiet time that settles a trace
+    (3.0, True, SETTLE),  # nor more than the plan's own linger
+    (0.05, False, SETTLE),  # an original that exited after its probes sets no bound on the slimmed image's exit
+])
+def test_the_slimmed_run_lingers_as_long_as_the_original_took_to_settle(lingered, running, linger):
+    plan = ExercisePlan((HttpProbe(80),), "server", timeout=30)
+    original = RunOutcome("server", None if running else 0, running_after_probes=running, probes=(), lingered=lingered)
+    assert plan_like(plan, original).linger == pytest.approx(linger)

@@ -36,7 +36,7 @@ class ExercisePlan:
     mode: str  # "server" | "batch"
     timeout: float  # batch: seconds until it must have exited; server: overall budget for the probes
     # server, after the probes (checked by the CLI): "probes" (wait until the trace is QUIET, SETTLE seconds
-    # at most; SETTLE seconds when no trace runs beside), "exit" (wait for the container to exit, within
+    # at most; `linger` seconds when no trace runs beside), "exit" (wait for the container to exit, within
     # what is left of `timeout`) or a number of seconds to wait.
     continue_after: str = "probes"
     # server: seconds to wait, before any probe runs, until every port of `ports` listens in the container
@@ -46,6 +46,9 @@ class ExercisePlan:
     passes: int = 1
     # server: sockets (loopback ones too) to wait for as well before probing: those the original listened on.
     sockets: tuple[Socket, ...] = ()
+    # server, continue_after "probes" with no trace beside: seconds to leave it running after the probes
+    # (a verification run: as long as the traced original took to settle).
+    linger: float = SETTLE
 
     def __post_init__(self) -> None:
         # Verification pairs the outcomes of two runs by probe name.
@@ -118,13 +121,15 @@ def _serve(
     # probes saw then says nothing about the image.
     paused = engine.is_paused(container_id)
     mark_phase(AFTER_PROBES)
+    probed_at = time.monotonic()
     if plan.continue_after == "probes" and last_news is not None:
         exit_code = _settle(engine, container_id, last_news)
     else:
         # wait() doubles as the pause: it returns early, with the exit code, if the container exits meanwhile.
         exit_code = engine.wait(container_id, _linger(plan, target))
+    lingered = time.monotonic() - probed_at
     tail = engine.logs(container_id) if exit_code is not None else ""
-    return RunOutcome("server", exit_code, exit_code is None, outcomes, tail, listening, paused)
+    return RunOutcome("server", exit_code, exit_code is None, outcomes, tail, listening, paused, lingered)
 
 
 def _published(engine: Engine, container_id: str, ports: tuple[int, ...]) -> dict[int, int]:
@@ -162,7 +167,7 @@ def _settle(engine: Engine, container_id: str, last_news: Callable[[], float]) -
 def _linger(plan: ExercisePlan, target: Target) -> float:
     """Seconds to leave the container running after the probes."""
     if plan.continue_after == "probes":
-        return SETTLE
+        return plan.linger
     if plan.continue_after == "exit":
         return target.seconds_left()
     return float(plan.continue_after)

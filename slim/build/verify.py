@@ -17,7 +17,7 @@ from .closure import ClosureOptions, compute_closure
 from slim.rules.table import RULE_NAMES
 from slim.engine import ContainerSpec, Engine
 from slim.errors import ContainerStartFailed
-from .exercise import BATCH_RUN, ExercisePlan, exercise
+from .exercise import BATCH_RUN, QUIET, ExercisePlan, exercise
 from slim.model import (
     CONFIG_READ_LIMIT,
     Access,
@@ -66,6 +66,11 @@ def plan_like(plan: ExercisePlan, original: RunOutcome) -> ExercisePlan:
     A port the original showed to listen without speaking HTTP is asked in plain HTTP only: the original's
     run already waited out the TLS attempt there (3 s on a server that waits silently for more, like redis),
     and a plain request tells the slimmed image's "listening, not HTTP" from any other answer all the same.
+
+    After its probes the run is left running as long as the original was, QUIET seconds at least: the traced
+    original ran on until its trace had seen nothing new for QUIET seconds, so the slimmed image gets the
+    time in which the original still opened files to fail in. An original that exited meanwhile sets no
+    bound: the slimmed image may take longer to exit the same way.
     """
     not_http = {outcome.probe for outcome in original.probes if outcome.fingerprint == NOT_HTTP}
     probes = tuple(
@@ -73,7 +78,8 @@ def plan_like(plan: ExercisePlan, original: RunOutcome) -> ExercisePlan:
         if isinstance(probe, HttpProbe) and probe.tls is None and probe.name in not_http else probe
         for probe in plan.probes
     )
-    return dataclasses.replace(plan, passes=1, sockets=original.listening, probes=probes)
+    linger = min(plan.linger, max(QUIET, original.lingered)) if original.running_after_probes else plan.linger
+    return dataclasses.replace(plan, passes=1, sockets=original.listening, probes=probes, linger=linger)
 
 
 # The config keys that decide how a container of the image runs: the slimmed image must keep them all.
