@@ -112,7 +112,8 @@ def _costs(images: Sequence[ImageResult]) -> str:
 def _cost_notes() -> str:
     return (
         "Seconds per pipeline stage as `slim build` reports them (*assemble* includes loading the image into "
-        "the engine); *total* is the wall time of the whole `slim build` process, start-up included; *peak "
+        "the engine); *total* is the wall time of the whole `slim build` process, start-up included (from "
+        "byte-compiled sources, as `pip install` leaves them); *peak "
         "RSS* is that process's high-water resident memory."
     )
 

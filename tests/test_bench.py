@@ -1,12 +1,15 @@
 """bench's pure logic: stats, the floor, wrk parsing, tables, targets. No engine, no timing assertions."""
 
 import dataclasses
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
 from bench import cli, scaling
 from bench.model import BenchRun, ImageResult, Machine, OverheadResult, OverheadRound, ScalingPoint
+from bench.measure import snapshot_sources
 from bench.overhead import parse_wrk
 from bench.render import markdown, table, to_json
 from bench.stats import floor_bytes, human_bytes, linear_fit, paired_ratios, ratio, summarize
@@ -206,3 +209,12 @@ def test_stage_columns_follow_the_pipeline_then_new_stages():
     from bench.model import STAGES, stage_names
 
     assert stage_names([{"verify": 1.0, "measure": 2.0}, {"index": 1.0, "sign": 0.1}]) == (*STAGES, "measure", "sign")
+
+
+def test_the_snapshot_builds_run_from_is_byte_compiled_as_an_installed_package(tmp_path):
+    """Builds start from bytecode, as `pip install` leaves slimtrace, even where bytecode is not written."""
+    root = Path(__file__).resolve().parent.parent
+    snapshot = snapshot_sources(root, tmp_path / "source")
+    sources = sorted((snapshot / "slim").rglob("*.py")) + sorted((snapshot / "probes").rglob("*.py"))
+    assert len(sources) == len(list((root / "slim").rglob("*.py"))) + len(list((root / "probes").rglob("*.py")))
+    assert [path for path in sources if not Path(importlib.util.cache_from_source(str(path))).is_file()] == []
