@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Protocol
 
 from probes.interface import ProbeOutcome  # probes own what they report; a run result holds it
 
@@ -185,6 +185,24 @@ class RunOutcome:
     paused: bool = False  # frozen from outside (`docker pause`) when the probes were done
     # server: seconds it was left running after the probes, until it was stopped or exited
     lingered: float = 0.0
+
+
+class Sightings(Protocol):
+    """What the closure reads of a trace: the paths its processes used, and those they looked up."""
+
+    @property
+    def paths(self) -> tuple[TracedPath, ...]: ...
+
+    @property
+    def lookups(self) -> tuple[Lookup, ...]: ...
+
+
+@dataclass(frozen=True)
+class Seen:
+    """Sightings without a run: what a trace had seen when the probes ended, or paths to check."""
+
+    paths: tuple[TracedPath, ...]
+    lookups: tuple[Lookup, ...] = ()
 
 
 @dataclass(frozen=True)

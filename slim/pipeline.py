@@ -25,7 +25,7 @@ from .engine import BindMount, ContainerSpec, Engine, Ulimit
 from .enginehost import require_local, require_traceable_storage, this_machine
 from .errors import ApplicationFailed, NoSpace, SlimError, TracingUnavailable, UsageError, VerificationFailed
 from .build.exercise import ExercisePlan, exercise
-from .model import BuiltImage, Closure, ImageFacts, RunOutcome, Trace, Verification
+from .model import BuiltImage, Closure, ImageFacts, RunOutcome, Seen, Sightings, Trace, Verification
 from .output_file import check_writable, write_text
 from .ownership import deferred_interrupts, enter_temp_dir, retire, retiring, work_tag
 from .references import normalised_tag, same_name
@@ -141,9 +141,46 @@ def _index_original(engine: Engine, image_id: str, workdir: Path) -> _Indexed:
     return _Indexed(source, rootfs, seconds, BackgroundGzip(source.layers))
 
 
+def _closure(seen: Sightings, original: _Indexed, facts: ImageFacts, options: BuildOptions) -> Closure:
+    return compute_closure(
+        seen, original.rootfs, facts,
+        ClosureOptions(
+            include_paths=options.include_paths,
+            exclude_paths=options.exclude_paths,
+            disabled_rules=frozenset(options.disabled_rules),
+            app_files=options.app_files,
+            layer_steps=layer_steps(original.source.config, len(original.source.layers)),
+            package_db=options.package_db,
+        ),
+    )
+
+
 def _stop_measuring(indexing: concurrent.futures.Future[_Indexed]) -> None:
     if not indexing.cancelled() and indexing.exception() is None:
         indexing.result().gzip.close()
+
+
+class EarlyClosure:
+    """The closure of what the trace had seen when the probes ended, computed on a thread while the traced
+    server settles and stops (the main thread only waits then). It is the closure when the trace saw
+    nothing new after the probes, as in most runs; otherwise the closure is computed again from the whole
+    trace. Either way it is the closure of the whole trace: the computation is the same, on the same input."""
+
+    def __init__(self, compute: Callable[[Sightings], Closure]):
+        self._compute = compute
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="slimtrace-closure")
+        self._early: tuple[Seen, concurrent.futures.Future[Closure]] | None = None
+
+    def start(self, seen: Seen) -> None:
+        self._early = (seen, self._thread.submit(self._compute, seen))
+
+    def closure(self, trace: Trace) -> Closure:
+        if self._early is not None and self._early[0] == Seen(trace.paths, trace.lookups):
+            return self._early[1].result()
+        return self._compute(trace)
+
+    def close(self) -> None:
+        self._thread.shutdown(cancel_futures=True)
 
 
 def default_tag(facts: ImageFacts) -> str:
@@ -193,11 +230,13 @@ def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: Stag
                 indexing = indexer.submit(_index_original, engine, facts.id, workdir / "source")
                 cleanup.callback(_stop_measuring, indexing)
                 cleanup.callback(indexer.shutdown)
+        early = EarlyClosure(lambda seen: _closure(seen, indexing.result(), facts, options))
+        cleanup.callback(early.close)  # before the index thread ends: the closure's thread waits on it
         with timer.stage("trace"):
             try:
                 trace = run_traced(
                     engine, tracer, spec, lambda cid, mark, news: exercise(engine, cid, plan, mark, news),
-                    lookups=options.trace_lookups,
+                    lookups=options.trace_lookups, on_probed=early.start,
                 )
             except SlimError:
                 _require_free_gate_mount(indexing.result().rootfs)  # the image's own gate mount point is why, then
@@ -207,19 +246,8 @@ def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: Stag
             _require_healthy_original(trace.run, options.run)
         timer.seconds["index"] = original.seconds
         source, rootfs = original.source, original.rootfs
-        steps = layer_steps(source.config, len(source.layers))
         with timer.stage("closure"):
-            closure = compute_closure(
-                trace, rootfs, facts,
-                ClosureOptions(
-                    include_paths=options.include_paths,
-                    exclude_paths=options.exclude_paths,
-                    disabled_rules=frozenset(options.disabled_rules),
-                    app_files=options.app_files,
-                    layer_steps=steps,
-                    package_db=options.package_db,
-                ),
-            )
+            closure = early.closure(trace)
         with timer.stage("assemble"):
             image_plan = plan_image(closure, rootfs, facts, _stored_sbom(rootfs, closure, facts, options))
             # The image is this build's through a work tag the engine holds; letting go of it removes the

@@ -26,6 +26,10 @@ class PathRecorder(Protocol):
         """time.monotonic() when a new path, or a new access to one, was last recorded."""
         ...
 
+    def so_far(self) -> tuple[TracedPath, ...]:
+        """The paths recorded until now, as stop() would return them, while recording goes on."""
+        ...
+
     def stop(self) -> tuple[tuple[TracedPath, ...], TraceHealth]:
         """What was seen, one TracedPath per path, sorted; and how complete the record is."""
         ...

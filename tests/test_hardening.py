@@ -597,15 +597,13 @@ def test_a_sparse_file_stays_sparse_in_the_layer_we_write(derived_image, docker_
     from slim.adapters.docker_engine import DockerEngine
     from slim.build.assemble import build_image, plan_image
     from slim.build.closure import ClosureOptions, compute_closure
-    from slim.model import Trace, TraceHealth
+    from slim.model import Seen
     from slim.image.rootfs import RootFS, spool_image
-    from slim.build.verify import NOT_RUN
 
     engine = DockerEngine(docker_client)
     facts = engine.inspect_image(derived_image("FROM {base}\nRUN truncate -s 300M /sparse\n"))
     rootfs = RootFS.from_layers(spool_image(engine, facts.id, tmp_path / "source"))
-    trace = Trace(paths=(), health=TraceHealth(events=0, overflow=False, foreign_events=0), run=NOT_RUN)
-    closure = compute_closure(trace, rootfs, facts, ClosureOptions(include_paths=(P("/sparse"),)))
+    closure = compute_closure(Seen(paths=()), rootfs, facts, ClosureOptions(include_paths=(P("/sparse"),)))
     work_tag = f"{WORK_REPOSITORY}:test-{uuid.uuid4().hex[:8]}"
     try:
         assembled = build_image(engine, plan_image(closure, rootfs, facts), rootfs, tmp_path / "result", work_tag)

@@ -14,7 +14,7 @@ from slim.adapters.fanotify_tracer import TRACE_MASK, FanotifyTracer, Recorder
 from slim.engine import ContainerSpec
 from slim.errors import TracingUnavailable
 from slim.adapters.c_helpers import gate_binary
-from slim.model import Access, RunOutcome, Trace
+from slim.model import Access, RunOutcome, Seen, Trace
 from tests.helpers import fanotify_queue_limit
 from probes import ExecProbe
 from slim.build.exercise import AFTER_PROBES, ExercisePlan, exercise
@@ -145,12 +145,12 @@ def run_to_exit(engine):
     return exercise
 
 
-def trace_image(engine, tag, argv=None, exercise=None) -> Trace:
+def trace_image(engine, tag, argv=None, exercise=None, **options) -> Trace:
     facts = engine.inspect_image(tag)
     spec = ContainerSpec(image=tag, entrypoint=facts.entrypoint, command=facts.cmd)
     if argv is not None:
         spec = ContainerSpec(image=tag, entrypoint=(argv[0],), command=argv[1:])
-    return run_traced(engine, FanotifyTracer(), spec, exercise or run_to_exit(engine))
+    return run_traced(engine, FanotifyTracer(), spec, exercise or run_to_exit(engine), **options)
 
 
 def by_path(trace: Trace):
@@ -226,14 +226,20 @@ LATE_READS = "for f in /etc/issue /etc/host.conf /etc/login.defs /etc/xattr.conf
 def test_files_a_busy_server_reads_after_the_probes_are_traced(engine, fixture_image):
     probe = ExecProbe(("sh", "-c", f"({LATE_READS}) >/dev/null 2>&1 &"))
     plan = ExercisePlan((probe,), "server", timeout=60)
+    when_probed: list[Seen] = []
     trace = trace_image(
         engine, fixture_image("jq"), argv=("sh", "-c", "trap 'exit 0' TERM; sleep 60 & wait"),
-        exercise=lambda cid, mark, news: exercise(engine, cid, plan, mark, news),
+        exercise=lambda cid, mark, news: exercise(engine, cid, plan, mark, news), on_probed=when_probed.append,
     )
     paths = by_path(trace)
     assert trace.run.probes[0].ok, trace.run.probes[0].detail
     assert paths["/etc/issue"].phase == AFTER_PROBES
     assert paths["/etc/xattr.conf"].phase == AFTER_PROBES
+    # What the trace had seen when the probes ended: the start-up and the probe, as the whole trace has them.
+    [seen] = when_probed
+    assert STARTUP in {traced.phase for traced in seen.paths} <= {STARTUP, probe.name}
+    later = (AFTER_PROBES, SHUTDOWN)
+    assert {traced.path for traced in seen.paths} == {traced.path for traced in trace.paths if traced.phase not in later}
 
 
 def run_bystander(engine, tag, argv) -> str:

@@ -78,11 +78,16 @@ class Recorder(RecorderThread):
         self._own_pid = os.getpid()
         self._start()
 
+    def so_far(self) -> tuple[TracedPath, ...]:
+        """The paths recorded until now, sorted, while the thread goes on."""
+        # list() copies the dict in one step that the recorder thread cannot interleave (it holds the GIL).
+        return tuple(sorted(list(self._seen.values()), key=lambda traced: traced.path))
+
     def stop(self) -> tuple[tuple[TracedPath, ...], TraceHealth]:
         """Read what the kernel has already queued, stop the thread, and return the paths sorted."""
         self._stopped()
-        paths = tuple(sorted(self._seen.values(), key=lambda traced: traced.path))
-        return paths, TraceHealth(events=self._events, overflow=self._overflow, foreign_events=self._foreign)
+        health = TraceHealth(events=self._events, overflow=self._overflow, foreign_events=self._foreign)
+        return self.so_far(), health
 
     def _run(self) -> None:
         poller = self._poller()

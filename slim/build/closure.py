@@ -30,7 +30,7 @@ from slim.model import (
     Reason,
     ReasonKind,
     Lookup,
-    Trace,
+    Sightings,
     TracedPath,
     under_any,
 )
@@ -100,7 +100,7 @@ class ClosureOptions:
             raise ValueError(f"unknown rule {sorted(unknown)} or --app-files mode {self.app_files!r}")
 
 
-def compute_closure(trace: Trace, rootfs: RootFS, facts: ImageFacts, options: ClosureOptions) -> Closure:
+def compute_closure(trace: Sightings, rootfs: RootFS, facts: ImageFacts, options: ClosureOptions) -> Closure:
     image = _Image.of(rootfs, facts)
     kept = _Kept(rootfs)
     for traced in trace.paths:
@@ -352,7 +352,7 @@ def _keep_tree(kept: _Kept, path: PurePosixPath, reason: Reason) -> bool:
 
 
 def _rule_context(
-    trace: Trace, image: _Image, facts: ImageFacts, options: ClosureOptions, kept: _Kept, loader: _Loader
+    trace: Sightings, image: _Image, facts: ImageFacts, options: ClosureOptions, kept: _Kept, loader: _Loader
 ) -> RuleContext:
     traced = (image.rootfs.resolve(t.path) for t in trace.paths)
     return RuleContext(

@@ -46,9 +46,13 @@ class LookupRecorder(RecorderThread):
             self._note = str(why)
         self._start()
 
+    def so_far(self) -> tuple[Lookup, ...]:
+        """The lookups recorded until now, sorted as stop() returns them, while recording goes on."""
+        return tuple(sorted(list(self._lookups), key=lambda lookup: (lookup.path, lookup.follow)))
+
     def stop(self) -> tuple[tuple[Lookup, ...], LookupHealth]:
         self._stopped()
-        lookups = tuple(sorted(self._lookups, key=lambda lookup: (lookup.path, lookup.follow)))
+        lookups = self.so_far()
         if self._note:
             return lookups, LookupHealth(traced=False, calls=self._calls, note=self._note)
         return lookups, LookupHealth(traced=True, calls=self._calls)

@@ -19,10 +19,11 @@ from typing import Callable, Iterator
 from slim.adapters.c_helpers import gate_binary, lookupd_binary
 from slim.engine import BindMount, ContainerSpec, Engine
 from slim.errors import SlimError
-from slim.model import RunOutcome, Trace
+from slim.model import RunOutcome, Seen, Trace
 from slim.ownership import enter_temp_dir, owned_container, retire, start_owned
 from slim.tracer import Tracer
 
+from .exercise import AFTER_PROBES
 from .lookups import LookupRecorder
 
 GATE_MOUNT = "/.slimtrace"
@@ -41,13 +42,21 @@ Exercise = Callable[[str, Callable[[str], None], Callable[[], float]], RunOutcom
 
 
 def run_traced(
-    engine: Engine, tracer: Tracer, spec: ContainerSpec, exercise: Exercise, *, lookups: bool = True
+    engine: Engine,
+    tracer: Tracer,
+    spec: ContainerSpec,
+    exercise: Exercise,
+    *,
+    lookups: bool = True,
+    on_probed: Callable[[Seen], None] = lambda _seen: None,
 ) -> Trace:
     """Run `spec` behind the gate, traced from its first instruction, while `exercise` probes it.
 
     `spec.entrypoint + spec.command` must be the real argv. `exercise(container_id, set_phase, last_news)`
     runs the probes, labelling each with set_phase, and says how the container behaved. `lookups=False` leaves the
-    lookup filter out (opens only). The container and the gate's temp dir are removed whatever happens.
+    lookup filter out (opens only). `on_probed` gets what the trace has seen when the exercise marks the
+    phase AFTER_PROBES (a server's probes are done; it settles and stops after that). The container and the
+    gate's temp dir are removed whatever happens.
     """
     argv = (spec.entrypoint or ()) + (spec.command or ())
     if not argv:
@@ -68,6 +77,8 @@ def run_traced(
         def set_phase(name: str) -> None:
             recorder.set_phase(name)
             lookup_recorder.set_phase(name)
+            if name == AFTER_PROBES:
+                on_probed(Seen(recorder.so_far(), lookup_recorder.so_far()))
 
         def last_news() -> float:
             return max(recorder.last_news(), lookup_recorder.last_news())

@@ -26,16 +26,14 @@ from slim.model import (
     ProbeComparison,
     ProbeOutcome,
     RunOutcome,
+    Seen,
     Trace,
     TracedPath,
-    TraceHealth,
     Verification,
 )
 from slim.ownership import owned_container, start_owned
 from probes.http import NOT_HTTP, HttpProbe
 from slim.image.rootfs import RootFS
-
-NOT_RUN = RunOutcome(mode="batch", exit_code=None, running_after_probes=False, probes=())
 
 
 def verify(
@@ -133,7 +131,7 @@ def check_filesystem(root: RootFS, facts: ImageFacts, original: RootFS | None = 
 
 def _problems(root: RootFS, facts: ImageFacts, files: tuple[PurePosixPath, ...], links) -> list[str]:
     traced = tuple(TracedPath(path, frozenset({Access.OPEN}), program="", phase="verify") for path in files)
-    everything = Trace(paths=traced, health=TraceHealth(events=0, overflow=False), run=NOT_RUN)
+    everything = Seen(paths=traced)
     # Only resolution is checked: the keep-more rules would add nothing to "every file" but time.
     checking = ClosureOptions(always_keep=(), disabled_rules=frozenset(RULE_NAMES), app_files="none", package_db=False)
     problems = list(compute_closure(everything, root, facts, checking).warnings)
