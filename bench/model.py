@@ -65,7 +65,7 @@ class ImageResult:
 @dataclass(frozen=True)
 class OverheadRound:
     index: int
-    first: str  # "untraced" or "traced": the order alternates so drift hits both alike
+    first: str  # "untraced", "traced" or "opens only": the order rotates so drift hits every side alike
     untraced_rps: float
     traced_rps: float
     untraced_errors: int = 0  # socket errors plus non-2xx answers wrk counted
@@ -73,6 +73,8 @@ class OverheadRound:
     # The machine's 1-minute load average as the round began: above the core count, something else was
     # competing for the CPU (on a shared machine, another test run) and the round's ratio is noise.
     load_before: float | None = None
+    opens_only_rps: float | None = None  # traced without the lookup filter (--no-lookups); None in older results
+    opens_only_errors: int = 0
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ class OverheadResult:
     trace_events: tuple[int, ...] = ()  # fanotify events the tracer read in each traced round
     lookup_calls: tuple[int, ...] = ()  # stat/access/readlink calls the lookup tracer answered in each traced round
     lookups_note: str = ""  # why the lookup tracer was off, if it was
+    opens_only: Stats | None = None  # req/s traced with opens only (None in older results)
+    opens_only_ratio: Stats | None = None  # of the per-round opens-only/untraced ratios
 
     @property
     def ratio_of_means(self) -> float:

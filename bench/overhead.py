@@ -1,9 +1,10 @@
 """Tracing overhead: nginx requests/second under wrk, with and without the tracer attached.
 
-Each round runs the same container spec twice, once plain and once under slim.build.tracing.run_traced (behind
-the gate, the overlay marked, the recorder reading events, exactly as in a build), with wrk as the
-exercise. The order alternates between rounds so that drift (page cache, thermal, a noisy neighbour)
-falls on both sides alike, and the ratio is taken round by round.
+Each round runs the same container spec three times: plain, under slim.build.tracing.run_traced exactly as in a
+build (behind the gate, the overlay marked, the recorder reading events, the lookup filter answered), and
+under run_traced with opens only (`--no-lookups`), with wrk as the exercise. The order rotates between
+rounds so that drift (page cache, thermal, a noisy neighbour) falls on every side alike, and the ratios are
+taken round by round.
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ WRK_SECONDS = 10
 WARMUP_SECONDS = 2
 READY_SECONDS = 60.0
 PORT = 80
+UNTRACED, TRACED, OPENS_ONLY = "untraced", "traced", "opens only"  # traced: as a build traces, lookups included
+CONDITIONS = (UNTRACED, TRACED, OPENS_ONLY)
 
 
 @dataclass(frozen=True)
@@ -70,30 +73,34 @@ def measure(engine: Engine, image: str, rounds: int, progress: Callable[[str], N
     lookup_calls: list[int] = []
     lookups_note = ""
     for index in range(rounds):
-        first = "untraced" if index % 2 == 0 else "traced"
+        order = CONDITIONS[index % len(CONDITIONS):] + CONDITIONS[:index % len(CONDITIONS)]
         load_before = os.getloadavg()[0]
         measured: dict[str, WrkResult] = {}
-        for condition in (first, "traced" if first == "untraced" else "untraced"):
+        for condition in order:
             progress(f"overhead round {index + 1}/{rounds}: {condition}")
             with engine_turn():
-                if condition == "traced":
-                    measured[condition], trace = _traced(engine, spec)
+                if condition == UNTRACED:
+                    measured[condition] = _untraced(engine, spec)
+                    continue
+                measured[condition], trace = _traced(engine, spec, lookups=condition == TRACED)
+                if condition == TRACED:
                     events.append(trace.health.events)
                     lookup_calls.append(trace.lookup_health.calls)
                     lookups_note = trace.lookup_health.note
-                else:
-                    measured[condition] = _untraced(engine, spec)
         results.append(OverheadRound(
             index=index + 1,
-            first=first,
-            untraced_rps=measured["untraced"].requests_per_second,
-            traced_rps=measured["traced"].requests_per_second,
-            untraced_errors=measured["untraced"].errors,
-            traced_errors=measured["traced"].errors,
+            first=order[0],
+            untraced_rps=measured[UNTRACED].requests_per_second,
+            traced_rps=measured[TRACED].requests_per_second,
+            untraced_errors=measured[UNTRACED].errors,
+            traced_errors=measured[TRACED].errors,
             load_before=round(load_before, 2),
+            opens_only_rps=measured[OPENS_ONLY].requests_per_second,
+            opens_only_errors=measured[OPENS_ONLY].errors,
         ))
     untraced = [r.untraced_rps for r in results]
     traced = [r.traced_rps for r in results]
+    opens_only = [r.opens_only_rps for r in results]
     return OverheadResult(
         image=image,
         command=" ".join(wrk_argv(0)).replace(":0/", ":PORT/") + f" (after a {WARMUP_SECONDS} s warm-up)",
@@ -104,10 +111,12 @@ def measure(engine: Engine, image: str, rounds: int, progress: Callable[[str], N
         trace_events=tuple(events),
         lookup_calls=tuple(lookup_calls),
         lookups_note=lookups_note,
+        opens_only=summarize(opens_only),
+        opens_only_ratio=summarize(paired_ratios(opens_only, untraced)),
     )
 
 
-def _traced(engine: Engine, spec: ContainerSpec) -> tuple[WrkResult, Trace]:
+def _traced(engine: Engine, spec: ContainerSpec, lookups: bool) -> tuple[WrkResult, Trace]:
     measured: list[WrkResult] = []
 
     def exercise(container_id: str, set_phase: Callable[[str], None], _news: Callable[[], float]) -> RunOutcome:
@@ -115,7 +124,7 @@ def _traced(engine: Engine, spec: ContainerSpec) -> tuple[WrkResult, Trace]:
         measured.append(_load(engine, container_id))
         return RunOutcome(mode="server", exit_code=None, running_after_probes=True, probes=())
 
-    trace = run_traced(engine, FanotifyTracer(), spec, exercise)
+    trace = run_traced(engine, FanotifyTracer(), spec, exercise, lookups=lookups)
     return measured[0], trace
 
 

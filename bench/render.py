@@ -141,20 +141,25 @@ def _overhead(result: OverheadResult | None, error: str | None) -> str:
         return f"Not measured: {error}"
     rows = [
         (r.index, r.first, f"{r.untraced_rps:,.0f}", f"{r.traced_rps:,.0f}", f"{r.traced_rps / r.untraced_rps:.3f}",
-         f"{r.untraced_errors} / {r.traced_errors}", "–" if r.load_before is None else f"{r.load_before:.2f}")
+         _rate(r.opens_only_rps), _rate(r.opens_only_rps, r.untraced_rps),
+         f"{r.untraced_errors} / {r.traced_errors} / {r.opens_only_errors}",
+         "–" if r.load_before is None else f"{r.load_before:.2f}")
         for r in result.rounds
     ]
-    headers = ("round", "ran first", "untraced req/s", "traced req/s", "traced / untraced", "errors (u / t)",
-               "load avg at start")
-    rounds = table(headers, rows, "rlrrrrr")
-    u, t, q = result.untraced, result.traced, result.ratio
+    headers = ("round", "ran first", "untraced req/s", "traced req/s", "traced / untraced", "opens only req/s",
+               "opens only / untraced", "errors (u / t / o)", "load avg at start")
+    rounds = table(headers, rows, "rlrrrrrrr")
+    lines = [
+        ("untraced req/s", result.untraced, "{:,.0f}"),
+        ("traced req/s", result.traced, "{:,.0f}"),
+        ("traced / untraced (per round)", result.ratio, "{:.3f}"),
+        ("opens only req/s", result.opens_only, "{:,.0f}"),
+        ("opens only / untraced (per round)", result.opens_only_ratio, "{:.3f}"),
+    ]
     summary = table(
         ("", "median", "mean", "stdev", "min", "max"),
-        [
-            ("untraced req/s", *(f"{v:,.0f}" for v in (u.median, u.mean, u.stdev, u.min, u.max))),
-            ("traced req/s", *(f"{v:,.0f}" for v in (t.median, t.mean, t.stdev, t.min, t.max))),
-            ("traced / untraced (per round)", *(f"{v:.3f}" for v in (q.median, q.mean, q.stdev, q.min, q.max))),
-        ],
+        [(name, *(form.format(v) for v in (stats.median, stats.mean, stats.stdev, stats.min, stats.max)))
+         for name, stats, form in lines if stats],
         "lrrrrr",
     )
     events = ", ".join(map(str, result.trace_events))
@@ -162,11 +167,19 @@ def _overhead(result: OverheadResult | None, error: str | None) -> str:
                else f"lookups not traced: {result.lookups_note}")
     return (
         f"`{result.command}` against `{result.image}`, published on 127.0.0.1; {len(result.rounds)} rounds, "
-        f"the order alternating. The traced side runs under `slim.build.tracing.run_traced` exactly as a build "
-        f"does, lookup tracer included (fanotify events read per traced round: {events}; {lookups}).\n\n{rounds}\n\n{summary}\n\n"
-        f"Ratio of the means: **{result.ratio_of_means:.3f}**. The 1-minute load average at the start of a round "
-        f"above the number of cores means something else was competing for the CPU during it."
+        f"the order rotating. The traced side runs under `slim.build.tracing.run_traced` exactly as a build "
+        f"does, lookup tracer included (fanotify events read per traced round: {events}; {lookups}); the "
+        f"*opens only* side is the same without the lookup tracer (`--no-lookups`): the difference between "
+        f"the two is what the lookup tracer costs.\n\n{rounds}\n\n{summary}\n\n"
+        f"Ratio of the means (traced): **{result.ratio_of_means:.3f}**. The 1-minute load average at the start of "
+        f"a round above the number of cores means something else was competing for the CPU during it."
     )
+
+
+def _rate(value: float | None, over: float | None = None) -> str:
+    if value is None:
+        return "–"
+    return f"{value / over:.3f}" if over else f"{value:,.0f}"
 
 
 def _scaling(points: Sequence[ScalingPoint]) -> str:

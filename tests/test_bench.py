@@ -116,10 +116,12 @@ def sample_run(**changes) -> BenchRun:
                     floor=17_800_000, verification="passed"),
         ImageResult("pyapp", "fx/pyapp:1", "web", error="Error: probe failed"),
     )
-    rounds = (OverheadRound(1, "untraced", 1000.0, 950.0), OverheadRound(2, "traced", 1000.0, 930.0))
+    rounds = (OverheadRound(1, "untraced", 1000.0, 950.0, opens_only_rps=990.0),
+              OverheadRound(2, "traced", 1000.0, 930.0, opens_only_rps=970.0))
     result = OverheadResult(
         image="fx/nginx:1", command="wrk ...", rounds=rounds, untraced=summarize([1000.0, 1000.0]),
         traced=summarize([950.0, 930.0]), ratio=summarize([0.95, 0.93]), trace_events=(22, 24),
+        opens_only=summarize([990.0, 970.0]), opens_only_ratio=summarize([0.99, 0.97]),
     )
     points = (
         ScalingPoint(1000, 100_000_000, "s:1", image_size=217_000_000, wall_seconds=8.0, peak_rss=60_000_000,
@@ -177,6 +179,8 @@ def test_markdown_has_every_section_and_the_json_round_trips():
         assert heading in text
     assert "| nginx | 200.0 MB | 10.0 MB | 4.00 MB | 20.0x | 6,723 → 25 | 9.90 MB | 1.01x | passed |" in text
     assert "error: Error: probe failed" in text
+    assert "| 1 | untraced | 1,000 | 950 | 0.950 | 990 | 0.990 | 0 / 0 / 0 | – |" in text
+    assert "| opens only / untraced (per round) | 0.980 | 0.980 | 0.014 | 0.970 | 0.990 |" in text
     assert "![build time and peak memory against image size](2026-01-02-scaling.png)" in text
     data = json.loads(json.dumps(to_json(sample_run())))
     assert data["images"][0]["ratio"] == 20.0
