@@ -62,7 +62,12 @@ class RecorderThread(abc.ABC):
 
     def _woken(self, poller: select.poll) -> bool:
         """Wait for the next event; True once halting was asked for."""
-        return any(fd == self._wake_r for fd, _ in poller.poll())
+        return self._ready(poller) is None
+
+    def _ready(self, poller: select.poll) -> set[int] | None:
+        """Wait for the next event: the descriptors that have one, None once halting was asked for."""
+        ready = {fd for fd, _ in poller.poll()}
+        return None if self._wake_r in ready else ready
 
     def _stopped(self) -> None:
         """Halt, and raise in the caller's thread what failed on the recorder's."""

@@ -6,10 +6,13 @@ fixture whose start script and licence checker refuse to run without files they 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path, PurePosixPath
 
 import jsonschema
@@ -129,6 +132,41 @@ def test_no_lookups_leaves_the_filter_out(fixture_image):
     trace, found = traced_lookups(fixture_image, "[ -f /etc/hostname ]", lookups=False)
     assert found == {}
     assert trace.lookup_health == LookupHealth(traced=False, calls=0, note="turned off (--no-lookups)")
+
+
+def supervisors_running() -> list[int]:
+    """Pids of lookupd processes this test process started (lookupd-<digest> in the cache)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, IndexError):
+            stat = (entry / "stat").read_text()
+            name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+            if name.startswith("lookupd-") and int(fields[1]) == os.getpid() and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.engine
+def test_the_supervisor_ends_with_the_containers_first_process(fixture_image):
+    """The engine holds a container as running while a process answers its seccomp listener: lookupd must
+    end when the container's first process exits, not when the trace is stopped after the engine's wait."""
+    engine = DockerEngine()
+    spec = ContainerSpec(image=fixture_image("base"), entrypoint=("sh",), command=("-c", "[ -f /etc/hostname ]"))
+    left_running: list[list[int]] = []
+
+    def exercise(container_id, set_phase, _last_news):
+        exit_code = engine.wait(container_id, 60)
+        deadline = time.monotonic() + 10
+        while supervisors_running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left_running.append(supervisors_running())
+        return RunOutcome(mode="batch", exit_code=exit_code, running_after_probes=False, probes=())
+
+    trace = run_traced(engine, FanotifyTracer(), spec, exercise)
+    assert left_running == [[]]
+    # Ended, it still handed over every path and its count of calls.
+    assert trace.lookup_health.traced and trace.lookup_health.calls >= 1
+    assert "/etc/hostname" in {str(lookup.path) for lookup in trace.lookups}
 
 
 @pytest.mark.engine

@@ -10,16 +10,23 @@ Whatever means "this host cannot trace lookups" becomes LookupsUnavailable here.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import struct
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .processes import catches_signal
 
 # SECCOMP_USER_NOTIF_FLAG_CONTINUE, without which every call would have to be emulated, came in Linux 5.5.
 CONTINUE_SINCE = (5, 5)
 _GATE_SAYS_OK = b"ok"
 _CALLS_RECORD = "calls"
 _FIELDS = 3  # lookupd's records: three NUL-terminated fields
+HANDLER_WAIT = 2.0  # seconds a just-started lookupd gets to install its SIGTERM handler (it takes microseconds)
+HANDLER_POLL = 0.001
 
 
 class LookupsUnavailable(Exception):
@@ -80,16 +87,19 @@ class GateSocket:
     def fileno(self) -> int:
         return self._socket.fileno()
 
-    def receive_listener(self) -> int:
-        """Accept the gate (poll said it connected) and return the listener fd it sent."""
+    def receive_listener(self) -> tuple[int, int]:
+        """Accept the gate (poll said it connected); return the listener fd it sent and the gate's pid (as
+        this machine numbers it: the process that becomes the program)."""
         connection, _ = self._socket.accept()
         with connection:
+            credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
             message, fds, _, _ = socket.recv_fds(connection, 256, 1)
         if message != _GATE_SAYS_OK or not fds:
             for fd in fds:
                 os.close(fd)
             raise LookupsUnavailable(message.decode(errors="replace") or "the gate closed its socket without a word")
-        return fds[0]
+        pid, _uid, _gid = struct.unpack("3i", credentials)
+        return fds[0], pid
 
 
 class Supervisor:
@@ -113,7 +123,14 @@ class Supervisor:
         return os.read(self.fileno(), 64 * 1024)
 
     def finish(self) -> None:
-        """Tell lookupd to write its call count and exit; its output stays readable until the end."""
+        """Tell lookupd to write its call count and exit; its output stays readable until the end. A lookupd
+        that has only just started is given the moment it takes to install its handler for that signal: it
+        would die of it otherwise, its count unsaid."""
+        deadline = time.monotonic() + HANDLER_WAIT
+        while not catches_signal(self._process.pid, signal.SIGTERM) and time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                return
+            time.sleep(HANDLER_POLL)
         self._process.terminate()
 
     def close(self) -> int:

@@ -11,9 +11,11 @@ that `docker exec` starts (an exec probe) is not either. Nothing is lost: a stop
 """
 from __future__ import annotations
 
+import os
 import select
 from pathlib import Path, PurePosixPath
 
+from slim.adapters.processes import namespace_init_pidfd
 from slim.adapters.seccomp import GateSocket, LookupRecord, LookupsUnavailable, Supervisor, check_kernel, parse_records
 from slim.model import Lookup, LookupHealth
 from slim.recorder_thread import RecorderThread
@@ -37,6 +39,7 @@ class LookupRecorder(RecorderThread):
         self._gate: GateSocket | None = None
         self._supervisor: Supervisor | None = None
         self._unparsed = b""
+        self._container_exit: int | None = None  # a pidfd of the container's first process
         try:
             if socket_path is None:
                 raise LookupsUnavailable("turned off (--no-lookups)")
@@ -58,6 +61,8 @@ class LookupRecorder(RecorderThread):
         return lookups, LookupHealth(traced=True, calls=self._calls)
 
     def _release(self) -> None:
+        if self._container_exit is not None:
+            os.close(self._container_exit)
         if self._supervisor is not None:
             self._supervisor.close()
         if self._gate is not None:
@@ -67,25 +72,40 @@ class LookupRecorder(RecorderThread):
         poller = self._poller()
         if self._gate is not None:
             poller.register(self._gate.fileno(), select.POLLIN)
-        while not self._woken(poller):
-            self._serve(poller)
+        while (ready := self._ready(poller)) is not None:
+            self._serve(poller, ready)
         self._finish()
 
-    def _serve(self, poller: select.poll) -> None:
-        if self._supervisor is not None:
+    def _serve(self, poller: select.poll, ready: set[int]) -> None:
+        if self._container_exit is not None and self._container_exit in ready:
+            poller.unregister(self._container_exit)
+            self._supervisor.finish()
+        if self._supervisor is not None and self._supervisor.fileno() in ready:
             output = self._supervisor.read()
             if not output:  # it exited: _finish will say how
                 poller.unregister(self._supervisor.fileno())
             self._take(output)
-            return
-        poller.unregister(self._gate.fileno())
+        if self._gate is not None and self._gate.fileno() in ready:
+            poller.unregister(self._gate.fileno())
+            self._start_supervisor(poller)
+
+    def _start_supervisor(self, poller: select.poll) -> None:
         try:
-            listener = self._gate.receive_listener()
+            listener, gate_pid = self._gate.receive_listener()
         except LookupsUnavailable as why:
             self._note = str(why)
             return
         self._supervisor = Supervisor(self._supervisor_binary, listener)
         poller.register(self._supervisor.fileno(), select.POLLIN)
+        # lookupd ends with the container's first process (the gate become the program): the engine holds
+        # the container as running while a process answers its seccomp listener (up to a second seen here).
+        try:
+            self._container_exit = namespace_init_pidfd(gate_pid)
+        except ProcessLookupError:  # a program that is done already
+            self._supervisor.finish()
+            return
+        if self._container_exit is not None:
+            poller.register(self._container_exit, select.POLLIN)
 
     def _finish(self) -> None:
         """Once the container is gone: the supervisor's last records and its count of calls."""

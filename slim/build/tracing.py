@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from slim.adapters.c_helpers import gate_binary, lookupd_binary
+from slim.adapters.processes import catches_signal
 from slim.engine import BindMount, ContainerSpec, Engine
 from slim.errors import SlimError
 from slim.model import RunOutcome, Seen, Trace
@@ -136,17 +137,6 @@ def signal_number(name: str) -> int | None:
     with contextlib.suppress(KeyError):
         return signal.Signals["SIG" + name.upper().removeprefix("SIG")].value
     return None
-
-
-def catches_signal(pid: int, number: int) -> bool:
-    """Whether the process has a handler installed for the signal (SigCgt in /proc/PID/status). A process
-    that already exited catches nothing."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            caught = next((line.split()[1] for line in status if line.startswith("SigCgt:")), "0")
-    except OSError:
-        return False
-    return bool(int(caught, 16) >> (number - 1) & 1)
 
 
 def container_root(engine: Engine, container_id: str) -> Path:

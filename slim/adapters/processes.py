@@ -1,0 +1,30 @@
+"""What /proc tells of a process on this machine: its signal handlers, and whether it is the first
+process of its PID namespace."""
+from __future__ import annotations
+
+import os
+
+
+def catches_signal(pid: int, number: int) -> bool:
+    """Whether the process has a handler installed for the signal (SigCgt in /proc/PID/status). A process
+    that already exited catches nothing."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            caught = next((line.split()[1] for line in status if line.startswith("SigCgt:")), "0")
+    except OSError:
+        return False
+    return bool(int(caught, 16) >> (number - 1) & 1)
+
+
+def namespace_init_pidfd(pid: int) -> int | None:
+    """A pidfd of process `pid` (it reads ready once the process has exited) if it is the first process of
+    its PID namespace, whose exit ends every process there; None if it is not. ProcessLookupError once it
+    has exited."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            namespaced = next((line.split()[1:] for line in status if line.startswith("NSpid:")), [])
+    except FileNotFoundError:
+        raise ProcessLookupError(pid) from None
+    if len(namespaced) < 2 or namespaced[-1] != "1":
+        return None
+    return os.pidfd_open(pid)
