@@ -1,5 +1,7 @@
 """Tracing: the gate build, the Recorder on a tmpfs, and run_traced against real fixture containers."""
 import os
+import select
+import signal
 import subprocess
 import time
 from pathlib import Path, PurePosixPath
@@ -14,7 +16,7 @@ from slim.adapters.fanotify_tracer import TRACE_MASK, FanotifyTracer, Recorder
 from slim.engine import ContainerSpec
 from slim.errors import TracingUnavailable
 from slim.adapters.c_helpers import gate_binary
-from slim.adapters.processes import catches_signal
+from slim.adapters.processes import catches_signal, namespace_init_pidfd
 from slim.model import Access, RunOutcome, Seen, Trace
 from tests.helpers import fanotify_queue_limit
 from probes import ExecProbe
@@ -293,6 +295,34 @@ def test_catches_signal_reads_the_handlers_of_a_real_process():
         for process in (catching, plain):
             process.kill()
             process.wait()
+
+
+def test_only_the_first_process_of_a_pid_namespace_gets_a_pidfd_that_tells_its_exit():
+    first = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "sleep", "60"])
+    try:
+        deadline = time.monotonic() + 10
+        while not (inits := child_pids(first.pid)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        [init] = inits  # `sleep`, pid 1 of the new namespace
+        descriptor = namespace_init_pidfd(init)
+        assert descriptor is not None
+        try:
+            assert select.select([descriptor], [], [], 0)[0] == []
+            os.kill(init, signal.SIGKILL)
+            assert select.select([descriptor], [], [], 10)[0] == [descriptor]  # ready once it has exited
+        finally:
+            os.close(descriptor)
+    finally:
+        first.kill()
+        first.wait()
+    assert namespace_init_pidfd(os.getpid()) is None  # the host's processes are in the first namespace
+    with pytest.raises(ProcessLookupError):
+        namespace_init_pidfd(first.pid)
+
+
+def child_pids(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in children.read_text().split()] if children.exists() else []
 
 
 class _StopRecorder:
