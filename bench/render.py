@@ -141,7 +141,8 @@ def _overhead(result: OverheadResult | None, error: str | None) -> str:
         return f"Not measured: {error}"
     rows = [
         (r.index, r.first, f"{r.untraced_rps:,.0f}", f"{r.traced_rps:,.0f}", f"{r.traced_rps / r.untraced_rps:.3f}",
-         _rate(r.opens_only_rps), _rate(r.opens_only_rps, r.untraced_rps),
+         _optional(r.opens_only_rps, "{:,.0f}"),
+         _optional(r.opens_only_rps and r.opens_only_rps / r.untraced_rps, "{:.3f}"),
          f"{r.untraced_errors} / {r.traced_errors} / {r.opens_only_errors}",
          "–" if r.load_before is None else f"{r.load_before:.2f}")
         for r in result.rounds
@@ -176,10 +177,9 @@ def _overhead(result: OverheadResult | None, error: str | None) -> str:
     )
 
 
-def _rate(value: float | None, over: float | None = None) -> str:
-    if value is None:
-        return "–"
-    return f"{value / over:.3f}" if over else f"{value:,.0f}"
+def _optional(value: float | None, form: str) -> str:
+    """A figure older results lack: a dash for them."""
+    return "–" if value is None else form.format(value)
 
 
 def _scaling(points: Sequence[ScalingPoint]) -> str:

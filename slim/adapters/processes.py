@@ -9,11 +9,10 @@ def catches_signal(pid: int, number: int) -> bool:
     """Whether the process has a handler installed for the signal (SigCgt in /proc/PID/status). A process
     that already exited catches nothing."""
     try:
-        with open(f"/proc/{pid}/status") as status:
-            caught = next((line.split()[1] for line in status if line.startswith("SigCgt:")), "0")
+        caught = _status_field(pid, "SigCgt") or ["0"]
     except OSError:
         return False
-    return bool(int(caught, 16) >> (number - 1) & 1)
+    return bool(int(caught[0], 16) >> (number - 1) & 1)
 
 
 def namespace_init_pidfd(pid: int) -> int | None:
@@ -21,10 +20,15 @@ def namespace_init_pidfd(pid: int) -> int | None:
     its PID namespace, whose exit ends every process there; None if it is not. ProcessLookupError once it
     has exited."""
     try:
-        with open(f"/proc/{pid}/status") as status:
-            namespaced = next((line.split()[1:] for line in status if line.startswith("NSpid:")), [])
+        namespaced = _status_field(pid, "NSpid")
     except FileNotFoundError:
         raise ProcessLookupError(pid) from None
     if len(namespaced) < 2 or namespaced[-1] != "1":
         return None
     return os.pidfd_open(pid)
+
+
+def _status_field(pid: int, name: str) -> list[str]:
+    """The values of one line of /proc/PID/status ([] when the kernel writes no such line)."""
+    with open(f"/proc/{pid}/status") as status:
+        return next((line.split()[1:] for line in status if line.startswith(f"{name}:")), [])
