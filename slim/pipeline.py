@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator, Mapping
 
 from .build import verify as verification
-from .build.assemble import LAYER_NAME, build_image, plan_image
+from .build.assemble import LAYER_NAME, AssembledImage, build_image, plan_image
 from .build.closure import ClosureOptions, compute_closure
 from .engine import BindMount, ContainerSpec, Engine, Ulimit
 from .enginehost import require_local, require_traceable_storage, this_machine
@@ -155,32 +155,83 @@ def _closure(seen: Sightings, original: _Indexed, facts: ImageFacts, options: Bu
     )
 
 
+def _assemble(
+    engine: Engine, closure: Closure, original: _Indexed, facts: ImageFacts, options: BuildOptions, into: Path, tag: str
+) -> AssembledImage:
+    rootfs = original.rootfs
+    image_plan = plan_image(closure, rootfs, facts, _stored_sbom(rootfs, closure, facts, options))
+    return build_image(engine, image_plan, rootfs, into, tag)
+
+
 def _stop_measuring(indexing: concurrent.futures.Future[_Indexed]) -> None:
     if not indexing.cancelled() and indexing.exception() is None:
         indexing.result().gzip.close()
 
 
-class EarlyClosure:
-    """The closure of what the trace had seen when the probes ended, computed on a thread while the traced
-    server settles and stops (the main thread only waits then). It is the closure when the trace saw
-    nothing new after the probes, as in most runs; otherwise the closure is computed again from the whole
-    trace. Either way it is the closure of the whole trace: the computation is the same, on the same input."""
+class EarlyBuild:
+    """The closure of what the trace had seen when the probes ended, and the slimmed image of that closure,
+    made on a thread while the traced server settles and stops (the main thread only waits then).
 
-    def __init__(self, compute: Callable[[Sightings], Closure]):
-        self._compute = compute
-        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="slimtrace-closure")
-        self._early: tuple[Seen, concurrent.futures.Future[Closure]] | None = None
+    Most runs see nothing new after their probes: the early closure is then the closure of the whole trace,
+    and its image the image. A run that does has its closure computed again from the whole trace, and the
+    image assembled again unless that closure is the same (files seen at shutdown that the closure already
+    kept change nothing). Either way the result is the same computation on the same input."""
+
+    def __init__(
+        self,
+        closure_of: Callable[[Sightings], Closure],
+        assemble: Callable[[Closure], AssembledImage],
+        discard: Callable[[], None],
+    ):
+        """`assemble` loads the image under this build's work tag; `discard()` lets go of what that tag holds
+        (an early image of another closure, before the right one is loaded under the same tag)."""
+        self._closure_of = closure_of
+        self._assemble = assemble
+        self._discard = discard
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="slimtrace-early")
+        self._early: _Early | None = None
 
     def start(self, seen: Seen) -> None:
-        self._early = (seen, self._thread.submit(self._compute, seen))
+        closure = self._thread.submit(self._closure_of, seen)
+        self._early = _Early(seen, closure, self._thread.submit(lambda: self._assemble(closure.result())))
 
     def closure(self, trace: Trace) -> Closure:
-        if self._early is not None and self._early[0] == Seen(trace.paths, trace.lookups):
-            return self._early[1].result()
-        return self._compute(trace)
+        if self._early is not None and self._early.seen == Seen(trace.paths, trace.lookups):
+            return self._early.closure.result()
+        return self._closure_of(trace)
+
+    def image(self, closure: Closure) -> AssembledImage:
+        """The image of `closure` (what `closure()` returned): the early one when it is of the same closure."""
+        early, self._early = self._early, None
+        if early is not None:
+            concurrent.futures.wait([early.image])  # a load under way is this build's image until it ends
+            if early.of(closure):
+                return early.image.result()
+            self._drop(early)
+        return self._assemble(closure)
 
     def close(self) -> None:
+        """Ends the thread; an early image not handed out by `image()` is let go of."""
         self._thread.shutdown(cancel_futures=True)
+        early, self._early = self._early, None
+        if early is not None and not early.image.cancelled():
+            self._drop(early)
+
+    def _drop(self, early: _Early) -> None:
+        if early.image.exception() is None:
+            early.image.result().gzip.close()
+        self._discard()
+
+
+@dataclass(frozen=True)
+class _Early:
+    seen: Seen
+    closure: concurrent.futures.Future[Closure]
+    image: concurrent.futures.Future[AssembledImage]
+
+    def of(self, closure: Closure) -> bool:
+        """Whether the early image was made, and made of `closure`."""
+        return self.image.exception() is None and self.closure.result() == closure
 
 
 def default_tag(facts: ImageFacts) -> str:
@@ -230,8 +281,16 @@ def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: Stag
                 indexing = indexer.submit(_index_original, engine, facts.id, workdir / "source")
                 cleanup.callback(_stop_measuring, indexing)
                 cleanup.callback(indexer.shutdown)
-        early = EarlyClosure(lambda seen: _closure(seen, indexing.result(), facts, options))
-        cleanup.callback(early.close)  # before the index thread ends: the closure's thread waits on it
+        # The image is this build's through a work tag the engine holds; letting go of it removes the image
+        # only when nobody else tagged it (another build of the same input, or the user's tag).
+        work = work_tag()
+        cleanup.callback(retire, engine.remove_image, work)  # after the removal of the containers run from it
+        early = EarlyBuild(
+            lambda seen: _closure(seen, indexing.result(), facts, options),
+            lambda closure: _assemble(engine, closure, indexing.result(), facts, options, workdir / RESULT_DIR, work),
+            lambda: engine.remove_image(work),
+        )
+        cleanup.callback(early.close)  # before the index thread ends: the early thread waits on it
         with timer.stage("trace"):
             try:
                 trace = run_traced(
@@ -249,12 +308,7 @@ def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: Stag
         with timer.stage("closure"):
             closure = early.closure(trace)
         with timer.stage("assemble"):
-            image_plan = plan_image(closure, rootfs, facts, _stored_sbom(rootfs, closure, facts, options))
-            # The image is this build's through a work tag the engine holds; letting go of it removes the
-            # image only when nobody else tagged it (another build of the same input, or the user's tag).
-            work = work_tag()
-            cleanup.callback(retire, engine.remove_image, work)  # after the removal of the containers run from it
-            assembled = build_image(engine, image_plan, rootfs, workdir / RESULT_DIR, work)
+            assembled = early.image(closure)
             cleanup.callback(assembled.gzip.close)
             built = assembled.image
         # The SBOM names the built image, whatever the verdict: it is written on a thread while verification

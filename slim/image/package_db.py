@@ -117,18 +117,24 @@ class _KeptFiles:
     def __init__(self, rootfs: RootFS, kept: Collection[PurePosixPath]):
         self.rootfs = rootfs
         self.kept = kept
+        # Most listed paths are not kept; as the last component is never resolved, a kept one has the name
+        # of a kept path, and the others need no walk through the image.
+        self.kept_names = {path.name for path in kept}
 
-    def where(self, listed: str) -> PurePosixPath | None:
-        entry = self.rootfs.entry_at(listed, follow_last=False) if listed.startswith("/") else None
-        return entry.path if entry is not None else None
+    def kept_as(self, listed: str) -> PurePosixPath | None:
+        """The kept path a listed one names in the image; None when the image keeps no such path."""
+        name = listed.rpartition("/")[2]
+        if not listed.startswith("/") or (name not in self.kept_names and name not in ("", ".", "..")):
+            return None
+        entry = self.rootfs.entry_at(listed, follow_last=False)
+        return entry.path if entry is not None and entry.path in self.kept else None
 
     def listed(self, line: str) -> bool:
-        path = self.where(line)
-        return path is not None and path in self.kept
+        return self.kept_as(line) is not None
 
     def payload(self, line: str) -> bool:
-        path = self.where(line)
-        if path is None or path not in self.kept or under_any(path, DOC_TREES):
+        path = self.kept_as(line)
+        if path is None or under_any(path, DOC_TREES):
             return False
         # Directories are shared by packages, also where a merged /usr made them symlinks (/bin -> usr/bin).
         return not _is_dir(self.rootfs, self.rootfs.resolve(path).path)
