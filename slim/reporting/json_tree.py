@@ -15,6 +15,9 @@ from typing import Any
 
 
 def to_json(value: Any) -> Any:
+    """Dataclasses as dicts, tuples as lists, mappings as dicts; plain values as they are."""
+    if isinstance(value, (str, int, float)) or value is None:  # most of a tree's leaves, looked at first
+        return value
     if dataclasses.is_dataclass(value):
         omitted = value.json_omitted() if hasattr(value, "json_omitted") else ()
         return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name not in omitted}

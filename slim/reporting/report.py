@@ -260,16 +260,17 @@ class InvalidReport(UsageError):
 
 
 def json_text(value: Any, depth: int = 0) -> str:
-    """Indented JSON, except that a list of plain values stays on one line: the removed-file pairs
-    ["/usr/bin/perl", 3804464] then take one line each, which keeps big reports readable and small."""
+    """Indented JSON of JSON values (dicts, lists, plain values), except that a list of plain values stays on
+    one line: the removed-file pairs ["/usr/bin/perl", 3804464] then take one line each, which keeps big
+    reports readable and small."""
     pad = "  " * (depth + 1)
-    if isinstance(value, Mapping) and value:
+    if isinstance(value, dict) and value:
         items = (f"{pad}{json.dumps(key)}: {json_text(item, depth + 1)}" for key, item in value.items())
-    elif isinstance(value, (list, tuple)) and any(isinstance(item, (Mapping, list, tuple)) for item in value):
+    elif isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value):
         items = (f"{pad}{json_text(item, depth + 1)}" for item in value)
     else:
         return json.dumps(value)
-    opening, closing = ("{", "}") if isinstance(value, Mapping) else ("[", "]")
+    opening, closing = ("{", "}") if isinstance(value, dict) else ("[", "]")
     return opening + "\n" + ",\n".join(items) + "\n" + "  " * depth + closing
 
 
