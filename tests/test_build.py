@@ -5,6 +5,7 @@ Each slimmed image is checked against its original by running both, not by trust
 from __future__ import annotations
 
 import hashlib
+import shlex
 import tarfile
 import time
 import urllib.request
@@ -160,3 +161,15 @@ def test_no_temp_dirs_left_behind(built):
     before = set(Path("/tmp").glob("slimtrace-*"))
     built("jq")
     assert set(Path("/tmp").glob("slimtrace-*")) - before == set()
+
+
+def test_a_file_read_only_while_the_server_stops_is_in_the_image(built, docker_client):
+    """The closure and image made when the probes ended lack what the server reads while stopping: the image
+    is made again from the whole trace, and that one is the image tagged."""
+    shutdown = "trap 'cat /etc/debian_version > /dev/null; exit 0' TERM; sleep 60 & wait"
+    report, tag = built("base", "--cmd", f"sh -c {shlex.quote(shutdown)}", "--exec", "true")
+    kept = {item["path"]: item for item in report["kept"]}
+    assert "/etc/debian_version" in kept and "/usr/bin/cat" in kept
+    output = docker_client.containers.run(tag, entrypoint=["cat", "/etc/debian_version"], remove=True)
+    assert output.decode().strip()[:2].isdigit()  # "12.x"
+    assert docker_client.images.get(tag).id == report["result"]["id"]

@@ -434,21 +434,22 @@ def _fail(why: str) -> None:
 
 def test_the_trace_waits_for_the_exit_of_pid_1_itself():
     """The trace stops once the container's first process exited, seen through a pidfd opened before the
-    stop signal: a process that exits later is waited for, one already gone (or none) is not."""
-    from slim.build.tracing import _exit_of
+    stop signal (and the signal sent through it): a process that exits later is waited for; one already
+    gone, or none, is no process to wait for."""
+    from slim.build.tracing import watched_process
 
     child = subprocess.Popen(["sleep", "30"])
-    with _exit_of(child.pid) as exited:
-        exited(0.2)
-        assert child.poll() is None  # still running: the wait ran out, nothing was done to the process
-        child.terminate()
-        exited(30)
-        assert child.poll() is not None  # returned because it exited (a zombie until reaped here)
-    child.wait()
-    with _exit_of(child.pid) as exited:  # reaped: no such process
-        exited(30)
-    with _exit_of(None) as exited:
-        exited(30)
+    with watched_process(child.pid) as process:
+        assert process.wait(0.2) is False  # still running: the wait ran out, nothing was done to the process
+        assert child.poll() is None
+        process.signal(signal.SIGTERM)
+        assert process.wait(30) is True
+        assert child.poll() == -signal.SIGTERM  # a zombie until reaped here
+        process.signal(signal.SIGKILL)  # exited: nothing to signal, and no error
+    with watched_process(child.pid) as process:  # reaped: no such process
+        assert process is None
+    with watched_process(None) as process:
+        assert process is None
 
 
 # ---------------------------------------------------------------- medium items
