@@ -1,12 +1,16 @@
 """The pipeline's own pure logic (the stages are tested in their modules, the whole build in test_build)."""
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from slim.model import Access, Lookup, RunOutcome, Seen, Trace, TracedPath, TraceHealth
-from slim.pipeline import EarlyBuild
+import pytest
+
+from slim.errors import EngineUnreachable
+from slim.pipeline import BuildOptions, EarlyBuild, build
 
 STARTUP = TracedPath(PurePosixPath("/etc/app.conf"), frozenset({Access.OPEN}), program="/app", phase="startup")
 LATE = TracedPath(PurePosixPath("/var/cache/late"), frozenset({Access.OPEN}), program="/app", phase="after probes")
@@ -143,3 +147,17 @@ def test_without_probes_the_closure_and_the_image_are_made_from_the_trace():
     image = early.image(early.closure(whole))
     early.close()
     assert closures.inputs == [whole] and assembler.made == [image] and image.closure == ("closure of", (STARTUP,), ())
+
+
+class UnreachableEngine:
+    def host(self):
+        raise EngineUnreachable("no engine here")
+
+
+def test_a_build_gives_the_interpreter_s_thread_switching_back_as_it_found_it():
+    """The build switches threads more often while it runs (its main thread waits on the engine beside
+    computing threads); a caller's interpreter setting is its own again afterwards, error or not."""
+    before = sys.getswitchinterval()
+    with pytest.raises(EngineUnreachable):
+        build(UnreachableEngine(), tracer=None, options=BuildOptions(image="app:1"))
+    assert sys.getswitchinterval() == before

@@ -10,7 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 from pathlib import PurePosixPath
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from . import volatility
 from .closure import ClosureOptions, compute_closure
@@ -40,18 +40,19 @@ def verify(
     engine: Engine,
     facts: ImageFacts,
     slimmed: ImageFacts,
-    slimmed_root: RootFS,
+    slimmed_root: Callable[[], RootFS],
     spec: ContainerSpec,
     plan: ExercisePlan,
     original: RunOutcome,
     original_root: RootFS,
 ) -> Verification:
-    """Check `slimmed` (its facts and filesystem) against the original, then run it as `spec` says (with
-    `spec.image` replaced) under `plan` and compare with `original`, the outcome of the original image
-    under the same spec and probes."""
-    # The filesystem check is CPU, the run mostly waits on the container: one goes on while the other waits.
+    """Check `slimmed` (its facts and filesystem, `slimmed_root()`) against the original, then run it as
+    `spec` says (with `spec.image` replaced) under `plan` and compare with `original`, the outcome of the
+    original image under the same spec and probes."""
+    # Indexing and checking the filesystem is CPU, the run mostly waits on the container: one goes on while the
+    # other waits (the slimmed container starts meanwhile, not after the index).
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="slimtrace-check") as checker:
-        checked = checker.submit(check_filesystem, slimmed_root, facts, original_root)
+        checked = checker.submit(lambda: check_filesystem(slimmed_root(), facts, original_root))
         run = run_exercised(engine, dataclasses.replace(spec, image=slimmed.id), plan_like(plan, original))
         failures = config_problems(facts, slimmed) + checked.result()
     return Verification(invariant_failures=tuple(failures), comparisons=compare_runs(original, run))
