@@ -31,6 +31,7 @@ from .node_requires import keep_node_requires, node_resolve
 from .ruby_requires import keep_ruby_requires
 from slim.static_analysis.pyimports import (
     ModuleFinder,
+    ModuleImports,
     codec_aliases,
     codec_module,
     import_succeeds,
@@ -121,9 +122,14 @@ def keep_python_imports(ctx: RuleContext) -> Iterator[Keep]:
         return
     # One for every round: it memoises what it finds.
     finder = ctx.made_once(("python-finder", search_path), lambda: _module_finder(ctx, search_path))
-    for entry in ctx.kept_files_new_to("python-imports"):
-        if entry.path.suffix == ".py" or _is_python_script(ctx, entry.path):
-            yield from _module_imports(ctx, finder, entry.path)
+    entries = list(ctx.kept_files_new_to("python-imports"))
+    modules = [entry.path for entry in entries if entry.path.suffix == ".py" or _is_python_script(ctx, entry.path)]
+    # All of the round's modules at once: the ones new to the cache are parsed on two cores when they are many.
+    scans = ctx.made_once("python-scans", lambda: ScanCache(cache_dir()))
+    found = dict(zip(modules, scans.scan_many([(ctx.rootfs.read(m), m in _main_scripts(ctx)) for m in modules])))
+    for entry in entries:
+        if entry.path in found:
+            yield from _module_imports(ctx, finder, entry.path, found[entry.path])
         elif _PYTHON_PROGRAM.fullmatch(entry.path.name):
             reason = Reason(ReasonKind.IMPORT, source=str(entry.path), detail="imported by the interpreter")
             for name in INTERPRETER_IMPORTS:
@@ -145,9 +151,9 @@ def _is_python_script(ctx: RuleContext, path: PurePosixPath) -> bool:
     return head.startswith(b"#!") and b"python" in head.split(b"\n", 1)[0]
 
 
-def _module_imports(ctx: RuleContext, finder: ModuleFinder, module: PurePosixPath) -> Iterator[Keep]:
-    scans = ctx.made_once("python-scans", lambda: ScanCache(cache_dir()))
-    found = scans.scan(ctx.rootfs.read(module), main=module in _main_scripts(ctx))
+def _module_imports(
+    ctx: RuleContext, finder: ModuleFinder, module: PurePosixPath, found: ModuleImports | None
+) -> Iterator[Keep]:
     if found is None:
         return
     for wanted in found.names:

@@ -14,8 +14,10 @@ import json
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from . import pyimports
+from .parallel import from_both_ends
 from .pyimports import ImportName, ModuleImports, scan_imports
 
 CACHE_NAME = "pyimports.sqlite"
@@ -23,6 +25,7 @@ CACHE_NAME = "pyimports.sqlite"
 _SCANNER = hashlib.sha256(Path(pyimports.__file__).read_bytes() + sys.version.encode()).digest()
 _SCHEMA = "CREATE TABLE IF NOT EXISTS scans (key BLOB PRIMARY KEY, found TEXT)"
 _NOT_PYTHON = "null"  # scan_imports gave None: not Python 3
+WORKER = "slim.static_analysis.scan_worker"
 
 
 class ScanCache:
@@ -31,16 +34,28 @@ class ScanCache:
 
     def scan(self, source: bytes, main: bool = False) -> ModuleImports | None:
         """scan_imports(source, main), from the cache when these bytes were scanned before."""
-        key = hashlib.sha256(_SCANNER + bytes([main]) + source).digest()
+        return self.scan_many([(source, main)])[0]
+
+    def scan_many(self, sources: Sequence[tuple[bytes, bool]]) -> list[ModuleImports | None]:
+        """scan_imports of each (source, main), from the cache where it has them; the others are parsed, by
+        a second process too when they are many (a round of the closure new to the cache), and stored."""
+        keys = [hashlib.sha256(_SCANNER + bytes([main]) + source).digest() for source, main in sources]
+        found = {key: cached[0] for key in set(keys) if (cached := self._cached(key)) is not None}
+        missing = {key: item for key, item in zip(keys, sources) if key not in found}
+        for key, stored in zip(missing, from_both_ends(list(missing.values()), parsed, WORKER)):
+            self._write(key, stored)
+            found[key] = _decoded(json.loads(stored))
+        return [found[key] for key in keys]
+
+    def _cached(self, key: bytes) -> tuple[ModuleImports | None] | None:
+        """(what was found,) when the cache has it."""
         stored = self._read(key)
-        if stored is not None:
-            try:
-                return _decoded(json.loads(stored))
-            except (ValueError, TypeError):
-                pass  # a row written by something else or damaged: scanned again and stored right
-        found = scan_imports(source, main)
-        self._write(key, _NOT_PYTHON if found is None else json.dumps(_encoded(found), separators=(",", ":")))
-        return found
+        if stored is None:
+            return None
+        try:
+            return (_decoded(json.loads(stored)),)
+        except (ValueError, TypeError):
+            return None  # a row written by something else or damaged: scanned again and stored right
 
     def _read(self, key: bytes) -> str | None:
         if self._db is None:
@@ -73,6 +88,16 @@ def _open(directory: Path) -> sqlite3.Connection | None:
         return db
     except (OSError, sqlite3.Error):
         return None
+
+
+def parsed(item: tuple[bytes, bool]) -> str:
+    """The stored form of scan_imports(source, main) for item (source, main)."""
+    return stored_form(scan_imports(*item))
+
+
+def stored_form(found: ModuleImports | None) -> str:
+    """What the cache stores for a scan: JSON text on one line."""
+    return _NOT_PYTHON if found is None else json.dumps(_encoded(found), separators=(",", ":"))
 
 
 def _encoded(found: ModuleImports) -> list:
