@@ -9,7 +9,7 @@ import pytest
 
 from bench import cli, scaling
 from bench.model import BenchRun, ImageResult, Machine, OverheadResult, OverheadRound, ScalingPoint
-from bench.measure import snapshot_sources
+from bench.measure import run_measured, snapshot_sources
 from bench.overhead import parse_wrk
 from bench.render import markdown, table, to_json
 from bench.stats import floor_bytes, human_bytes, linear_fit, paired_ratios, ratio, summarize
@@ -222,3 +222,9 @@ def test_the_snapshot_builds_run_from_is_byte_compiled_as_an_installed_package(t
     sources = sorted((snapshot / "slim").rglob("*.py")) + sorted((snapshot / "probes").rglob("*.py"))
     assert len(sources) == len(list((root / "slim").rglob("*.py"))) + len(list((root / "probes").rglob("*.py")))
     assert [path for path in sources if not Path(importlib.util.cache_from_source(str(path))).is_file()] == []
+
+
+def test_a_measured_run_reports_its_exit_and_output_and_one_past_its_deadline_is_terminated():
+    exit_code, _wall, peak_rss, output = run_measured(["sh", "-c", "echo built; exit 3"], timeout=60)
+    assert (exit_code, output, peak_rss > 0) == (3, "built\n", True)
+    assert run_measured(["sleep", "60"], timeout=0.2)[0] == -15  # SIGTERM: slim cleans up as on Ctrl-C
