@@ -12,7 +12,7 @@ import pytest
 from slim.static_analysis import parallel
 from slim.static_analysis.parallel import SHARED_FROM, from_both_ends
 from slim.static_analysis.scancache import WORKER, ScanCache, parsed
-from slim.static_analysis.pyimports import scan_imports
+from slim.static_analysis.pyscan import scan_imports
 
 # Real modules: the standard library of the Python running the tests.
 SOURCES = [(path.read_bytes(), False) for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[:SHARED_FROM * 2]]

@@ -23,7 +23,8 @@ from slim.static_analysis.manifests import (
     requires_txt,
 )
 from slim.static_analysis.programs import first_word, language_of, programs_in
-from slim.static_analysis.pyimports import codec_module, scan_imports
+from slim.static_analysis.pyimports import codec_module
+from slim.static_analysis.pyscan import scan_imports
 from slim.static_analysis.jsrequires import is_builtin, package_name, scan_js
 from slim.static_analysis.rbrequires import scan_requires
 from slim.static_analysis.shellscripts import is_shell_script, scan_script

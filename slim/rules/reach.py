@@ -1,7 +1,7 @@
 """Rules that keep what deployed code can reach although the traced run did not go there (issue 10).
 
 Each reads the code and manifests the closure keeps, never runs them (the readers are in slim/static_analysis/):
-the modules kept Python modules can import (pyimports.py), the packages an app declares (manifests.py), the
+the modules kept Python modules can import (pyscan.py reads them, pyimports.py resolves them), the packages an app declares (manifests.py), the
 commands its entrypoint scripts can run (shellscripts.py), the programs its code starts by name (programs.py),
 and the configuration the image's own build wrote under /etc. What cannot be resolved statically (a name held in a
 variable) is said in the build's warnings.
@@ -31,12 +31,12 @@ from .node_requires import keep_node_requires, node_resolve
 from .ruby_requires import keep_ruby_requires
 from slim.static_analysis.pyimports import (
     ModuleFinder,
-    ModuleImports,
     codec_aliases,
     codec_module,
     import_succeeds,
     imported_files,
 )
+from slim.static_analysis.pyscan import ModuleImports
 from slim.static_analysis.scancache import ScanCache
 from slim.adapters.c_helpers import cache_dir
 from .base import Keep, RuleContext, walk

@@ -2,9 +2,9 @@
 process (`python -m WORKER`) from the first one up, until they meet.
 
 Parsing holds the GIL, so a thread would not put the machine's second core to work; a process does. The
-process costs about a quarter of a second to start (it imports the parser), so only long lists are shared,
-and this thread has begun from its end meanwhile: neither side waits for the other, and if the process fails
-(or is slower than expected) this thread does its share too. Either way each item's result is `work(item)`,
+process costs about a tenth of a second to start (it imports only the scanner, pyscan.py), so only long
+lists are shared, and this thread has begun from its end meanwhile: neither side waits for the other, and
+if the process fails (or is slower than expected) this thread does its share too. Either way each item's result is `work(item)`,
 which the worker computes with the same code.
 
 The worker reads a pickled list of the items from stdin and writes one line per item, in order.

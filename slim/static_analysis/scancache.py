@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import pyimports
+from . import pyscan
 from .parallel import from_both_ends
-from .pyimports import ImportName, ModuleImports, scan_imports
+from .pyscan import ImportName, ModuleImports, scan_imports
 
 CACHE_NAME = "pyimports.sqlite"
 # The scanner's code and the parsing Python: what decides the findings besides the source.
-_SCANNER = hashlib.sha256(Path(pyimports.__file__).read_bytes() + sys.version.encode()).digest()
+_SCANNER = hashlib.sha256(Path(pyscan.__file__).read_bytes() + sys.version.encode()).digest()
 _SCHEMA = "CREATE TABLE IF NOT EXISTS scans (key BLOB PRIMARY KEY, found TEXT)"
 _NOT_PYTHON = "null"  # scan_imports gave None: not Python 3
 WORKER = "slim.static_analysis.scan_worker"
