@@ -1,8 +1,8 @@
 """Rules that keep what deployed code can reach although the traced run did not go there (issue 10).
 
 Each reads the code and manifests the closure keeps, never runs them (the readers are in slim/static_analysis/):
-the modules kept Python modules can import (pyscan.py reads them, pyimports.py resolves them), the packages an app declares (manifests.py), the
-commands its entrypoint scripts can run (shellscripts.py), the programs its code starts by name (programs.py),
+the modules kept Python modules can import (pyscan.py reads them, pyimports.py resolves them), the packages
+an app declares (manifests.py), the commands its entrypoint scripts can run (shellscripts.py), the programs its code starts by name (programs.py),
 and the configuration the image's own build wrote under /etc. What cannot be resolved statically (a name held in a
 variable) is said in the build's warnings.
 """
