@@ -2,8 +2,8 @@
 
 Each reads the code and manifests the closure keeps, never runs them (the readers are in slim/static_analysis/):
 the modules kept Python modules can import (pyscan.py reads them, pyimports.py resolves them), the packages
-an app declares (manifests.py), the commands its entrypoint scripts can run (shellscripts.py), the programs its code starts by name (programs.py),
-and the configuration the image's own build wrote under /etc. What cannot be resolved statically (a name held in a
+an app declares (manifests.py), the commands its entrypoint scripts can run (shellscripts.py), the programs
+its code starts by name (programs.py), and the configuration the image's own build wrote under /etc. What cannot be resolved statically (a name held in a
 variable) is said in the build's warnings.
 """
 from __future__ import annotations
