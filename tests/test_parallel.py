@@ -59,3 +59,13 @@ def test_the_scan_cache_reads_back_what_the_worker_parsed(tmp_path):
     first_build = ScanCache(tmp_path).scan_many(SOURCES)
     assert first_build == [scan_imports(source, main) for source, main in SOURCES]
     assert ScanCache(tmp_path).scan_many(SOURCES) == first_build
+
+
+def test_an_interrupt_while_shared_ends_the_worker_too(workers):
+    """Ctrl-C reaches this side as KeyboardInterrupt (the worker ignores SIGINT: it is ended from here)."""
+    def interrupted(item):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        from_both_ends(SOURCES, interrupted, WORKER)
+    assert len(workers) == 1 and workers[0].poll() is not None
