@@ -55,6 +55,14 @@ def test_a_worker_that_fails_leaves_its_share_to_this_side(workers):
     assert workers[0].poll() is not None
 
 
+def test_a_worker_that_cannot_start_leaves_everything_to_this_side(monkeypatch):
+    def no_process(*args, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(parallel.subprocess, "Popen", no_process)
+    assert from_both_ends(SOURCES, parsed, WORKER) == [parsed(item) for item in SOURCES]
+
+
 def test_the_scan_cache_reads_back_what_the_worker_parsed(tmp_path):
     first_build = ScanCache(tmp_path).scan_many(SOURCES)
     assert first_build == [scan_imports(source, main) for source, main in SOURCES]

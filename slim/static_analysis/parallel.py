@@ -4,8 +4,8 @@ process (`python -m WORKER`) from the first one up, until they meet.
 Parsing holds the GIL, so a thread would not put the machine's second core to work; a process does. The
 process costs about a tenth of a second to start (it imports only the scanner, pyscan.py), so only long
 lists are shared, and this thread has begun from its end meanwhile: neither side waits for the other, and
-if the process fails (or is slower than expected) this thread does its share too. Either way each item's result is `work(item)`,
-which the worker computes with the same code.
+if the process cannot start, fails or is slower than expected, this thread does its share too. Either way
+each item's result is `work(item)`, which the worker computes with the same code.
 
 The worker reads a pickled list of the items from stdin and writes one line per item, in order.
 """
@@ -28,8 +28,12 @@ def from_both_ends(items: Sequence[Item], work: Callable[[Item], str], worker: s
     """[work(item) for item in items], shared with the worker module when the list is long."""
     if len(items) < SHARED_FROM:
         return [work(item) for item in items]
+    try:
+        helper = _Worker(worker, items)
+    except OSError:  # no second process to be had (out of processes or memory): all of it here
+        return [work(item) for item in items]
     results: list[str] = [""] * len(items)
-    with _Worker(worker, items) as helper:
+    with helper:
         index = len(items) - 1
         while index >= 0 and helper.done() <= index:
             results[index] = work(items[index])

@@ -91,12 +91,8 @@ def _open(directory: Path) -> sqlite3.Connection | None:
 
 
 def parsed(item: tuple[bytes, bool]) -> str:
-    """The stored form of scan_imports(source, main) for item (source, main)."""
-    return stored_form(scan_imports(*item))
-
-
-def stored_form(found: ModuleImports | None) -> str:
-    """What the cache stores for a scan: JSON text on one line."""
+    """What the cache stores for scan_imports(source, main) of item (source, main): JSON text on one line."""
+    found = scan_imports(*item)
     return _NOT_PYTHON if found is None else json.dumps(_encoded(found), separators=(",", ":"))
 
 
