@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-import yaml
-
 from .http import HttpRequest
 from .interface import ProbeInputError
 
@@ -45,6 +43,8 @@ class ProbeFile:
 
 def load_probe_file(path: str | Path) -> ProbeFile:
     """Parse and check a probe file; any problem is a ProbeInputError naming the file and the entry."""
+    import yaml  # here: 10 ms of every start-up otherwise, for runs that mostly have no probe file
+
     source = str(path)
     try:
         document = yaml.safe_load(_read_bounded(source))
@@ -181,7 +181,7 @@ def _is_list_of(kind: type) -> Callable[[Any], bool]:
     return lambda value: isinstance(value, list) and all(isinstance(item, kind) for item in value)
 
 
-def _yaml_problem(error: yaml.YAMLError) -> str:
+def _yaml_problem(error: Exception) -> str:
     mark = getattr(error, "problem_mark", None)
     problem = getattr(error, "problem", None) or str(error)
     return f"{problem} at line {mark.line + 1}" if mark else problem

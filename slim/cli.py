@@ -16,7 +16,6 @@ from probes.openapi import METHODS
 from . import __version__
 from .adapters.docker_engine import DockerEngine
 from .adapters.fanotify_tracer import FanotifyTracer
-from .build.sbom import image_sbom
 from .build.sizes import parse_size
 from .engine import ULIMIT_NAMES, BindMount, Ulimit
 from .errors import ExitCode, PolicyFailed, SlimError, VerificationFailed
@@ -371,6 +370,8 @@ def sbom(image, output):
 
     Example: slim sbom nginx.slim:1.25 -o nginx.slim.cdx.json
     """
+
+    from .build.sbom import image_sbom  # late: see its docstring
 
     document = image_sbom(DockerEngine(), image)
     if output:

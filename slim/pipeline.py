@@ -34,7 +34,6 @@ from .references import normalised_tag, same_name
 from .tracer import Tracer
 from .reporting.report import Report, build_report
 from .image.rootfs import RootFS, SourceImage, layer_steps, source_image
-from .build.sbom import SBOM_PATH, Subject, kept_files, package_purls, sbom_json
 from .build.sizes import BackgroundGzip
 from .build.tracing import GATE_MOUNT, run_traced
 from probes import ExecProbe, HostExecProbe, HttpProbe, Probe
@@ -330,6 +329,8 @@ def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: Stag
             built = assembled.image
         # The SBOM names the built image, whatever the verdict: it is written on a thread while verification
         # waits on the slimmed container.
+        from .build.sbom import SBOM_PATH, Subject, kept_files, package_purls, sbom_json  # late: see its docstring
+
         sbom_writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="slimtrace-sbom")
         cleanup.callback(sbom_writer.shutdown)
         sbom_document = sbom_writer.submit(sbom_json, kept_files(rootfs, closure), Subject(tag, built.id, facts.id))
@@ -588,6 +589,8 @@ def _stored_sbom(
     give the same image, so it is named after the source."""
     if not options.package_db:
         return {}
+    from .build.sbom import SBOM_PATH, Subject, kept_files, sbom_json  # late: see its docstring
+
     document = sbom_json(kept_files(rootfs, closure), Subject(facts.ref, None, facts.id), indent=None)
     return {SBOM_PATH: document.encode()}
 

@@ -7,6 +7,9 @@ a gem's gemspec). Each carries its files, with the hashes the package database r
 SHA-256 of a wheel's RECORD): reading them costs nothing, hashing every file again would. The image itself is
 the metadata component. The document is reproducible (serial number and time derive from the image), so the
 copy stored in the slimmed image keeps its layer reproducible too.
+
+Imported where an SBOM is made, not at start-up: the CycloneDX library is 0.07 s of imports, a fifth of
+slimtrace's start-up, which commands that make no SBOM (report, explain, gc, --help) need not pay.
 """
 from __future__ import annotations
 

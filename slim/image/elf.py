@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from elftools.common.exceptions import ELFError
-from elftools.common.utils import struct_parse
-from elftools.elf.elffile import ELFFile
 
 from slim.errors import SlimError
+
+if TYPE_CHECKING:
+    from elftools.elf.elffile import ELFFile
 
 ELF_MAGIC = b"\x7fELF"
 STRING_LIMIT = 4096  # PATH_MAX: no name or search path the loader accepts is longer
@@ -56,6 +57,10 @@ def read_elf(stream: BinaryIO, path: PurePosixPath | str) -> ElfInfo | None:
     stream.seek(0)
     if stream.read(len(ELF_MAGIC)) != ELF_MAGIC:
         return None
+    # Imported here: pyelftools' parser is 40 ms of imports, an eighth of slimtrace's start-up, which commands
+    # that read no ELF file (report, explain, gc, --help) need not pay.
+    from elftools.elf.elffile import ELFFile
+
     try:
         return _parse(ELFFile(stream), stream)
     except (ELFError, ValueError, IndexError) as e:  # pyelftools' own errors, plus bad offsets/enums
@@ -90,7 +95,7 @@ def _segments(elf: ELFFile, stream: BinaryIO) -> list[_Segment]:
     if elf["e_phoff"] + elf["e_phnum"] * phdr_size > size:
         raise ELFError("program header table extends past the end of the file")
     headers = (
-        struct_parse(elf.structs.Elf_Phdr, stream, elf["e_phoff"] + n * phdr_size) for n in range(elf["e_phnum"])
+        _record(elf.structs.Elf_Phdr, stream, elf["e_phoff"] + n * phdr_size) for n in range(elf["e_phnum"])
     )
     segments = [_Segment(str(h.p_type), h.p_offset, h.p_vaddr, h.p_filesz) for h in headers]
     for segment in segments:
@@ -136,11 +141,18 @@ def _dynamic_tags(elf: ELFFile, stream: BinaryIO, dynamic: _Segment) -> list[tup
     entry_size = elf.structs.Elf_Dyn.sizeof()
     tags = []
     for n in range(dynamic.filesz // entry_size):
-        entry = struct_parse(elf.structs.Elf_Dyn, stream, dynamic.offset + n * entry_size)
+        entry = _record(elf.structs.Elf_Dyn, stream, dynamic.offset + n * entry_size)
         if entry.d_tag == "DT_NULL":
             break
         tags.append((str(entry.d_tag), entry.d_val))
     return tags
+
+
+def _record(struct: Any, stream: BinaryIO, offset: int) -> Any:
+    """One header of `struct`'s layout at `offset` (pyelftools' utils come with its parser, imported by then)."""
+    from elftools.common.utils import struct_parse
+
+    return struct_parse(struct, stream, offset)
 
 
 def _file_offset(segments: list[_Segment], vaddr: int) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from dataclasses import asdict, dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 from slim.build.closure import DEFAULT_PATH, elf_dependencies
