@@ -33,6 +33,7 @@ from .ownership import deferred_interrupts, enter_temp_dir, retire, retiring, wo
 from .references import normalised_tag, same_name
 from .tracer import Tracer
 from .reporting.report import Report, build_report
+from .image.apart import index_image
 from .image.rootfs import RootFS, SourceImage, layer_steps, source_image
 from .build.sizes import BackgroundGzip
 from .build.tracing import GATE_MOUNT, run_traced
@@ -135,8 +136,7 @@ class _Indexed:
 
 def _index_original(engine: Engine, image_id: str, workdir: Path) -> _Indexed:
     started = time.monotonic()
-    source = source_image(engine, image_id, workdir)
-    rootfs = RootFS.from_layers(source.layers)
+    source, rootfs = index_image(engine, image_id, workdir)
     seconds = round(time.monotonic() - started, 3)
     # Started here, it runs while the trace still waits on the application, not beside the closure's CPU.
     return _Indexed(source, rootfs, seconds, BackgroundGzip(source.layers))

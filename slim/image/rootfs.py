@@ -8,6 +8,7 @@ openat2(RESOLVE_IN_ROOT)): nothing named by the image ever reaches a host path.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import errno
@@ -20,11 +21,11 @@ import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
-from typing import Any, BinaryIO, Iterable, Iterator, Mapping, NamedTuple, Protocol, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol, Sequence
 
 import zstandard
 
-from slim.engine import Engine
+from slim.engine import Engine, StoredImage
 from slim.errors import SlimError
 from slim.model import ROOT, EntryKind, FileEntry
 from .overlay import Overlay
@@ -103,12 +104,21 @@ def source_image(engine: Engine, image_id: str, workdir: Path) -> SourceImage:
     """The image read in place where the engine keeps it in a layout we know, exported otherwise."""
     stored = engine.stored_image(image_id)
     if stored is not None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        try:
-            layers = tuple(StoredLayerTar(layer, workdir / f"headers-{n}") for n, layer in enumerate(stored.layers))
-            return SourceImage(layers, read_config(stored.config, image_id), read_in_place=True)
-        except StoredLayerUnreadable:
-            pass  # removed or rewritten while we looked: the export says what the image is now
+        with contextlib.suppress(StoredLayerUnreadable):  # removed or rewritten while we looked: the export says
+            return stored_source(stored, image_id, workdir)  # what the image is now
+    return exported_source(engine, image_id, workdir)
+
+
+def stored_source(stored: StoredImage, image_id: str, workdir: Path) -> SourceImage:
+    """The image as the engine stores it (`Engine.stored_image`), its layers read in place; StoredLayerUnreadable
+    when the engine's records no longer match its storage."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    layers = tuple(StoredLayerTar(layer, workdir / f"headers-{n}") for n, layer in enumerate(stored.layers))
+    return SourceImage(layers, read_config(stored.config, image_id), read_in_place=True)
+
+
+def exported_source(engine: Engine, image_id: str, workdir: Path) -> SourceImage:
+    """The image exported by the engine (`docker save`) into `workdir`."""
     tars = spool_image(engine, image_id, workdir)
     return SourceImage(tuple(TarOnDisk(tar) for tar in tars), saved_config(workdir, image_id), read_in_place=False)
 
@@ -286,9 +296,14 @@ class RootFS:
         self._resolved: dict[str, _Lookup] = {"/": _AT_ROOT}
 
     @classmethod
-    def from_layers(cls, layer_tars: Sequence[Path | LayerTar]) -> RootFS:
+    def from_layers(
+        cls, layer_tars: Sequence[Path | LayerTar], members: Callable[[LayerTar], Iterable[TarMember]] | None = None
+    ) -> RootFS:
+        """The index of the layers, bottom first. `members(layer)`, asked for each layer in that order, gives
+        its members: read here (`layer_members`) unless another process read them (slim.image.apart)."""
         layers = [layer_tar(layer) for layer in layer_tars]
-        entries, blobs = _merged(_read_layer(index, layer) for index, layer in enumerate(layers))
+        read = members or layer_members
+        entries, blobs = _merged(_layer_of(index, layer, read(layer)) for index, layer in enumerate(layers))
         return cls(layers, _with_hardlink_groups(entries, blobs), blobs)
 
     # ------------------------------------------------ lookups by path as stored
@@ -443,15 +458,16 @@ class _Layer:
     opaque: list[str] = dataclasses.field(default_factory=list)  # directories whose lower children go
 
 
-def _read_layer(index: int, layer_tar: LayerTar) -> _Layer:
+def layer_members(layer_tar: LayerTar) -> list[TarMember]:
+    """The members of a layer tar, in order (their headers only)."""
     try:
         with layer_tar.reader() as data:
-            return _layer_of(index, layer_tar, read_members(data))
+            return list(read_members(data))
     except UnusualTar:
         pass  # a header form only tarfile reads
     try:
         with layer_tar.reader() as data:
-            return _layer_of(index, layer_tar, tarfile_members(data))
+            return list(tarfile_members(data))
     except tarfile.TarError as e:
         raise UnreadableImage(f"layer {layer_tar}: {e}") from e
 
@@ -564,7 +580,7 @@ def index_layers(layer_tars: Sequence[Path | LayerTar]) -> tuple[RootFS, list[La
     """The merged view (as RootFS.from_layers builds it) and each layer's own listing, bottom layer
     first, reading every tar once."""
     layers = [layer_tar(layer) for layer in layer_tars]
-    read = [_read_layer(number, tar) for number, tar in enumerate(layers)]
+    read = [_layer_of(number, tar, layer_members(tar)) for number, tar in enumerate(layers)]
     indexes = []
     for tar, layer in zip(layers, read):
         first_name: dict[tuple[int, int], str] = {}
