@@ -91,7 +91,7 @@ def _next(received: pickle.Unpickler) -> Any:
 
 def _child(make_source: Callable[[], SourceImage], write_end: int) -> NoReturn:
     """The source image, then each layer's members, bottom layer first, in chunks that an empty one ends. Stops
-    at the first error, and at a header form only tarfile reads (UnusualTar): `layer_members` reads it here then."""
+    at the first error, and at a header form only tarfile reads (UnusualTar): RootFS reads it here then."""
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

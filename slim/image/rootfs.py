@@ -300,10 +300,10 @@ class RootFS:
         cls, layer_tars: Sequence[Path | LayerTar], members: Callable[[LayerTar], Iterable[TarMember]] | None = None
     ) -> RootFS:
         """The index of the layers, bottom first. `members(layer)`, asked for each layer in that order, gives
-        its members: read here (`layer_members`) unless another process read them (slim.image.apart)."""
+        its members when another process read them (slim.image.apart); they are read here otherwise."""
         layers = [layer_tar(layer) for layer in layer_tars]
-        read = members or layer_members
-        entries, blobs = _merged(_layer_of(index, layer, read(layer)) for index, layer in enumerate(layers))
+        read = (lambda index, layer: _layer_of(index, layer, members(layer))) if members else _read_layer
+        entries, blobs = _merged(read(index, layer) for index, layer in enumerate(layers))
         return cls(layers, _with_hardlink_groups(entries, blobs), blobs)
 
     # ------------------------------------------------ lookups by path as stored
@@ -458,16 +458,15 @@ class _Layer:
     opaque: list[str] = dataclasses.field(default_factory=list)  # directories whose lower children go
 
 
-def layer_members(layer_tar: LayerTar) -> list[TarMember]:
-    """The members of a layer tar, in order (their headers only)."""
+def _read_layer(index: int, layer_tar: LayerTar) -> _Layer:
     try:
         with layer_tar.reader() as data:
-            return list(read_members(data))
+            return _layer_of(index, layer_tar, read_members(data))
     except UnusualTar:
         pass  # a header form only tarfile reads
     try:
         with layer_tar.reader() as data:
-            return list(tarfile_members(data))
+            return _layer_of(index, layer_tar, tarfile_members(data))
     except tarfile.TarError as e:
         raise UnreadableImage(f"layer {layer_tar}: {e}") from e
 
@@ -580,7 +579,7 @@ def index_layers(layer_tars: Sequence[Path | LayerTar]) -> tuple[RootFS, list[La
     """The merged view (as RootFS.from_layers builds it) and each layer's own listing, bottom layer
     first, reading every tar once."""
     layers = [layer_tar(layer) for layer in layer_tars]
-    read = [_layer_of(number, tar, layer_members(tar)) for number, tar in enumerate(layers)]
+    read = [_read_layer(number, tar) for number, tar in enumerate(layers)]
     indexes = []
     for tar, layer in zip(layers, read):
         first_name: dict[tuple[int, int], str] = {}
