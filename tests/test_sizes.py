@@ -1,13 +1,13 @@
 """The original's compressed size: measured whole for small layers, estimated from samples for big ones."""
 import gzip
-import itertools
+import os
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from slim.build import sizes
-from slim.build.sizes import ESTIMATED, GZIP_LEVEL, MEASURED, BackgroundGzip, StreamedGzip
+from slim.build.sizes import ESTIMATED, GZIP_LEVEL, MEASURED, BackgroundGzip
 from slim.image.rootfs import TarOnDisk
 
 # Real, varied bytes: the host's own libraries and programs (ELF, text, data), as image layers hold.
@@ -48,34 +48,48 @@ def test_layers_no_bigger_than_the_samples_are_measured_whole(tmp_path):
     assert abs(figure.compressed_size - len(gzip.compress(layer.read_bytes(), GZIP_LEVEL))) <= 64
 
 
-def fed(stream: bytes, sizes=(1, 511, 4096, 1 << 20, 300_000, 262_145)) -> StreamedGzip:
-    """`stream` fed in chunks of uneven sizes, as the layer's chunks are."""
-    gzip_size = StreamedGzip(len(stream))
-    position, sizes = 0, itertools.cycle(sizes)
-    while position < len(stream):
-        size = next(sizes)
-        gzip_size.feed(stream[position:position + size])
-        position += size
-    return gzip_size
+def test_the_figure_is_worked_out_by_a_child_at_the_lowest_priority(layer_tars, tmp_path, monkeypatch):
+    """The child works it out at nice 19 (it reports its own priority here), and gives the figure this process
+    would have worked out."""
+    priorities = tmp_path / "priorities"
+    work = sizes.gzip_size
+
+    def noted(tars):
+        with priorities.open("a") as log:
+            log.write(f"{os.getpid()} {os.getpriority(os.PRIO_PROCESS, 0)}\n")
+        return work(tars)
+
+    monkeypatch.setattr(sizes, "gzip_size", noted)
+    tars = [TarOnDisk(tar) for tar in layer_tars]
+    figure = BackgroundGzip(tars).result()
+    pid, priority = priorities.read_text().split()
+    assert int(pid) != os.getpid() and int(priority) == os.getpriority(os.PRIO_PROCESS, 0) + sizes.LOWEST_PRIORITY
+    assert figure == work(tars)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # the child was reaped
 
 
-def test_a_big_stream_is_estimated_from_the_samples_its_file_would_give(layer_tars, tmp_path):
-    stream = b"".join(tar.read_bytes() for tar in layer_tars)
-    (tmp_path / "joined.tar").write_bytes(stream)
-    from_file = BackgroundGzip([TarOnDisk(tmp_path / "joined.tar")]).result()
-    compressed, by = fed(stream).result()
-    assert (compressed, by) == (from_file.compressed_size, ESTIMATED)
-    assert compressed == pytest.approx(len(gzip.compress(stream, GZIP_LEVEL)), rel=0.05)
+def test_a_child_that_dies_leaves_the_figure_to_this_process(layer_tars, monkeypatch):
+    here, work = os.getpid(), sizes.gzip_size
+    monkeypatch.setattr(sizes, "gzip_size", lambda tars: work(tars) if os.getpid() == here else os.kill(os.getpid(), 9))
+    tars = [TarOnDisk(tar) for tar in layer_tars]
+    assert BackgroundGzip(tars).result() == work(tars)
 
 
-def test_a_stream_no_bigger_than_the_samples_is_measured_whole():
-    stream = b"".join(path.read_bytes() for path in sorted(Path("/usr/share/perl5").rglob("*.pm"))[:400])
-    assert fed(stream).result() == (len(gzip.compress(stream, GZIP_LEVEL, mtime=0)), MEASURED)
+def test_with_no_process_to_be_had_the_figure_is_worked_out_here(tmp_path, monkeypatch):
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    layer = tmp_path / "small.tar"
+    layer.write_bytes(b"x" * 10_000)
+    assert BackgroundGzip([TarOnDisk(layer)]).result().compressed_size == len(gzip.compress(b"x" * 10_000, GZIP_LEVEL))
 
 
-def test_closing_a_stream_half_fed_stops_its_thread():
-    gzip_size = StreamedGzip(10 * sizes.SAMPLES * sizes.SAMPLE)
-    gzip_size.feed(b"x" * sizes.SAMPLE)
-    gzip_size.close()
+def test_closing_ends_the_child_and_leaves_no_figure(layer_tars):
+    figure = BackgroundGzip([TarOnDisk(tar) for tar in layer_tars])
+    figure.close()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # killed and reaped, not left to finish
     with pytest.raises(RuntimeError):
-        gzip_size.result()
+        figure.result()

@@ -21,10 +21,10 @@ from slim.engine import Engine
 from slim.errors import SlimError
 from slim.model import ROOT, BuiltImage, Closure, EntryKind, FileEntry, ImageFacts, ImagePlan
 from slim.ownership import HeldInterrupts, deferred_interrupts
-from slim.image.rootfs import CHUNK, RootFS
+from slim.image.rootfs import CHUNK, RootFS, TarOnDisk
 from slim.image.tarheaders import XATTR_RECORD
 from slim.image.sparse import zeros_as_holes
-from .sizes import StreamedGzip
+from .sizes import BackgroundGzip
 
 SOURCE_LABEL = "io.slimtrace.source-image"
 # What `docker inspect` adds to an image's Config but the image config JSON does not hold (run-time state).
@@ -51,12 +51,12 @@ class InconsistentPlan(SlimError):
 @dataclasses.dataclass(frozen=True)
 class AssembledImage:
     image: BuiltImage  # without its layer's gzip size yet
-    gzip: StreamedGzip  # that size, worked out on a thread while the build goes on; close() stops it
+    gzip: BackgroundGzip  # that size, worked out in the background while the build goes on; close() stops it
 
     def measured(self) -> BuiltImage:
-        """The image with its layer's gzip size (waits for the thread)."""
-        compressed_size, compressed_by = self.gzip.result()
-        return dataclasses.replace(self.image, compressed_size=compressed_size, compressed_by=compressed_by)
+        """The image with its layer's gzip size (waits for it)."""
+        figure = self.gzip.result()
+        return dataclasses.replace(self.image, compressed_size=figure.compressed_size, compressed_by=figure.compressed_by)
 
 
 # ---------------------------------------------------------------- plan
@@ -280,15 +280,15 @@ def _archive_member(name: str, chunks: Iterable[bytes], size: int) -> Iterator[b
 def build_image(engine: Engine, plan: ImagePlan, rootfs: RootFS, workdir: Path, work_tag: str) -> AssembledImage:
     """Stream the image into the engine, tagged `work_tag` (see slim.ownership: that tag, not a flag of ours,
     is what makes the image this build's until it is handed over). Each kept file's bytes are read once:
-    on their way into the engine they are hashed, copied to `workdir` (verification indexes that copy
-    rather than exporting the image again) and sampled for the layer's gzip size, worked out on a thread."""
+    on their way into the engine they are hashed and copied to `workdir`, where verification indexes the
+    copy rather than exporting the image again, and the layer's gzip size is then worked out in the background."""
     workdir.mkdir(parents=True, exist_ok=True)
     layer = plan_layer(plan, rootfs)
-    gzip = StreamedGzip(layer.size)
+    with (workdir / LAYER_NAME).open("wb") as copy, zeros_as_holes(copy) as sparse:
+        stream = LayerStream(layer, sparse.write)
+        image_id = _load(engine, image_archive(plan, stream, work_tag))
+    gzip = BackgroundGzip([TarOnDisk(workdir / LAYER_NAME)])
     try:
-        with (workdir / LAYER_NAME).open("wb") as copy, zeros_as_holes(copy) as sparse:
-            stream = LayerStream(layer, sparse.write, gzip.feed)
-            image_id = _load(engine, image_archive(plan, stream, work_tag))
         built = BuiltImage(
             id=image_id,
             layer_diff_id=stream.diff_id,

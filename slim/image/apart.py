@@ -7,24 +7,22 @@ than with the index out of the way. Forked, a child parses the engine's tar-spli
 headers on another core, and streams each layer's members back as plain tuples (pickled, no path objects,
 so they load at C speed); this process builds the index's entries from them as they arrive.
 
-The child runs that parsing and nothing else: no engine call, nothing that takes a lock another thread of
-this process could hold when it forked (a fork copies the calling thread only), and the descriptors it was
-handed are never used (copies, closed when it ends). It ignores SIGINT and SIGTERM (the build decides what an
-interrupt stops, and waits for its index as it waited for a thread's), is killed and reaped on every way
-out, and always ends with os._exit. Whatever goes wrong in it (an exception, a crash, no process to be had),
-the work is done again here, where it raises what it would have raised.
+The child runs that parsing and nothing else (slim.forking says what a child may do; the export, where one is
+needed, is done here first), and the build waits for its index as it waited for a thread's. Whatever goes
+wrong in it (an exception, a crash, no process to be had), the work is done again here, where it raises what
+it would have raised.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
-import os
 import pickle
-import signal
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Iterator, Mapping, NoReturn
+from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
+from slim import forking
 from slim.engine import Engine
 from .rootfs import RootFS, SourceImage, exported_source, stored_source
 from .storedlayers import StoredLayerUnreadable
@@ -56,25 +54,16 @@ def _indexed(make_source: Callable[[], SourceImage]) -> tuple[SourceImage, RootF
 
 
 def _from_child(make_source: Callable[[], SourceImage]) -> tuple[SourceImage, RootFS]:
-    read_end, write_end = os.pipe()
     try:
-        pid = os.fork()
+        child = forking.fork(functools.partial(_child, make_source))
     except OSError as e:  # no process or memory to be had
-        os.close(read_end)
-        os.close(write_end)
         raise _ChildFailed from e
-    if pid == 0:
-        os.close(read_end)
-        _child(make_source, write_end)
-    os.close(write_end)
     try:
-        with os.fdopen(read_end, "rb") as stream:
-            received = pickle.Unpickler(stream)  # one unpickler for the child's one pickler: they share a memo
-            source = _next(received)
-            return source, RootFS.from_layers(source.layers, members=lambda _layer: _layer_members(received))
+        received = pickle.Unpickler(child.output)  # one unpickler for the child's one pickler: they share a memo
+        source = _next(received)
+        return source, RootFS.from_layers(source.layers, members=lambda _layer: _layer_members(received))
     finally:
-        os.kill(pid, signal.SIGKILL)  # done, or no longer wanted; then reaped
-        os.waitpid(pid, 0)
+        child.end()
 
 
 def _layer_members(received: pickle.Unpickler) -> Iterator[TarMember]:
@@ -89,24 +78,18 @@ def _next(received: pickle.Unpickler) -> Any:
         raise _ChildFailed from e
 
 
-def _child(make_source: Callable[[], SourceImage], write_end: int) -> NoReturn:
+def _child(make_source: Callable[[], SourceImage], stream: BinaryIO) -> None:
     """The source image, then each layer's members, bottom layer first, in chunks that an empty one ends. Stops
     at the first error, and at a header form only tarfile reads (UnusualTar): RootFS reads it here then."""
-    try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        with os.fdopen(write_end, "wb") as stream:
-            sent = _Pickler(stream, pickle.HIGHEST_PROTOCOL)
-            source = make_source()
-            sent.dump(source)
-            for layer in source.layers:
-                with layer.reader() as data:
-                    for chunk in _chunks(read_members(data)):
-                        sent.dump(chunk)
-                        stream.flush()  # the parent indexes these while the next ones are parsed
-                sent.dump(())
-    finally:
-        os._exit(0)
+    sent = _Pickler(stream, pickle.HIGHEST_PROTOCOL)
+    source = make_source()
+    sent.dump(source)
+    for layer in source.layers:
+        with layer.reader() as data:
+            for chunk in _chunks(read_members(data)):
+                sent.dump(chunk)
+                stream.flush()  # the parent indexes these while the next ones are parsed
+        sent.dump(())
 
 
 def _chunks(members: Iterator[TarMember]) -> Iterator[tuple[TarMember, ...]]:

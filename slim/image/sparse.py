@@ -12,7 +12,9 @@ class _HoleWriter:
         self._out = out
 
     def write(self, data: bytes) -> int:
-        if data.count(0) == len(data):
+        # lstrip stops at the first byte that is not zero (and copies nothing when that is the first byte):
+        # counting the zeros of every chunk held the GIL for 20 ms per 20 MB layer, while the engine waited.
+        if not data.lstrip(b"\0"):
             self._out.seek(len(data), os.SEEK_CUR)
         else:
             self._out.write(data)
