@@ -34,3 +34,11 @@ def test_what_the_work_raises_stops_the_output_short():
     child = forking.fork(fails)
     assert child.output.read() == b"half"
     child.end()
+
+
+def test_a_child_hurried_runs_at_this_process_priority():
+    child = forking.fork(lambda out: (out.write(b"ready"), out.flush(), time.sleep(3600)), niceness=19)
+    assert child.output.read(5) == b"ready"
+    child.hurry()
+    assert os.getpriority(os.PRIO_PROCESS, child.pid) == os.getpriority(os.PRIO_PROCESS, 0)
+    child.end()

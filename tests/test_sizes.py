@@ -2,6 +2,7 @@
 import gzip
 import os
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -48,22 +49,33 @@ def test_layers_no_bigger_than_the_samples_are_measured_whole(tmp_path):
     assert abs(figure.compressed_size - len(gzip.compress(layer.read_bytes(), GZIP_LEVEL))) <= 64
 
 
-def test_the_figure_is_worked_out_by_a_child_at_the_lowest_priority(layer_tars, tmp_path, monkeypatch):
-    """The child works it out at nice 19 (it reports its own priority here), and gives the figure this process
-    would have worked out."""
+def test_the_figure_is_worked_out_by_a_child_at_the_lowest_priority_until_it_is_waited_for(
+        layer_tars, tmp_path, monkeypatch):
+    """The child starts at nice 19, is given this process's priority once the figure is asked for (it notes
+    both here, waiting for the second), and gives the figure this process would have worked out."""
     priorities = tmp_path / "priorities"
-    work = sizes.gzip_size
+    work, here = sizes.gzip_size, os.getpriority(os.PRIO_PROCESS, 0)
 
-    def noted(tars):
+    def note() -> None:
         with priorities.open("a") as log:
             log.write(f"{os.getpid()} {os.getpriority(os.PRIO_PROCESS, 0)}\n")
+
+    def noted(tars):
+        note()
+        while os.getpriority(os.PRIO_PROCESS, 0) != here:
+            time.sleep(0.01)
+        note()
         return work(tars)
 
     monkeypatch.setattr(sizes, "gzip_size", noted)
     tars = [TarOnDisk(tar) for tar in layer_tars]
-    figure = BackgroundGzip(tars).result()
-    pid, priority = priorities.read_text().split()
-    assert int(pid) != os.getpid() and int(priority) == os.getpriority(os.PRIO_PROCESS, 0) + sizes.LOWEST_PRIORITY
+    background = BackgroundGzip(tars)
+    while not priorities.exists() or not priorities.read_text():
+        time.sleep(0.01)  # the child has started
+    figure = background.result()
+    (pid, started), (same_pid, ended) = (line.split() for line in priorities.read_text().splitlines())
+    assert int(pid) == int(same_pid) != os.getpid()
+    assert (int(started), int(ended)) == (here + sizes.LOWEST_PRIORITY, here)
     assert figure == work(tars)
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)  # the child was reaped
