@@ -48,7 +48,8 @@ class ImageResult:
     functional: str = "not run"  # bench's independent check of the slimmed image against the original
     functional_ok: bool | None = None
     timings: Mapping[str, float] = field(default_factory=dict)
-    wall_seconds: float | None = None
+    wall_seconds: float | None = None  # the median build's
+    wall_runs: tuple[float, ...] = ()  # every build's, in the order they ran
     peak_rss: int | None = None
     error: str | None = None
 

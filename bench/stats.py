@@ -29,6 +29,13 @@ def summarize(values: Iterable[float]) -> Stats:
     return Stats(len(values), statistics.fmean(values), statistics.median(values), stdev, min(values), max(values))
 
 
+def median_index(values: Sequence[float]) -> int:
+    """Where the median of `values` is (the lower one of an even count): the run a report shows whole."""
+    if not values:
+        raise ValueError("no measurements")
+    return sorted(range(len(values)), key=lambda index: values[index])[(len(values) - 1) // 2]
+
+
 def paired_ratios(numerators: Sequence[float], denominators: Sequence[float]) -> list[float]:
     """Round-by-round ratios (traced round i / untraced round i), so drift between rounds cancels."""
     if len(numerators) != len(denominators):

@@ -12,7 +12,7 @@ from bench.model import BenchRun, ImageResult, Machine, OverheadResult, Overhead
 from bench.measure import run_measured, snapshot_sources
 from bench.overhead import parse_wrk
 from bench.render import markdown, table, to_json
-from bench.stats import floor_bytes, human_bytes, linear_fit, paired_ratios, ratio, summarize
+from bench.stats import floor_bytes, human_bytes, linear_fit, median_index, paired_ratios, ratio, summarize
 from bench.targets import MET, MISSED, NOT_MEASURED, evaluate
 
 MACHINE = Machine(
@@ -111,7 +111,8 @@ def sample_run(**changes) -> BenchRun:
         ImageResult("nginx", "fx/nginx:1", "web", original_size=200_000_000, original_files=6723,
                     slimmed_size=10_000_000, compressed_size=4_000_000, files_kept=25, floor=9_900_000,
                     verification="passed", functional="same (5 checks)", functional_ok=True,
-                    timings={"inspect": 0.01, "index": 4.2, "trace": 2.1}, wall_seconds=10.5, peak_rss=61_000_000),
+                    timings={"inspect": 0.01, "index": 4.2, "trace": 2.1}, wall_seconds=10.5,
+                    wall_runs=(11.2, 10.5, 9.8), peak_rss=61_000_000),
         ImageResult("redis", "fx/redis:1", "kv", original_size=131_000_000, slimmed_size=17_900_000,
                     floor=17_800_000, verification="passed"),
         ImageResult("pyapp", "fx/pyapp:1", "web", error="Error: probe failed"),
@@ -159,9 +160,9 @@ def test_speed_targets_compare_wall_times_with_the_issues_goals_and_dockerslims_
     assert rows[("<= 8 s wall", "synthetic 100k files")].status == NOT_MEASURED
     slope = rows[("build time over image size <= 3 s per GB", "synthetic 1,000 files")]
     assert slope.measured == "22.9 s per GB (2 sizes)" and slope.status == MISSED
-    fast = sample_run(images=(dataclasses.replace(sample_run().images[0], wall_seconds=3.9),))
+    fast = sample_run(images=(dataclasses.replace(sample_run().images[0], wall_seconds=3.9, wall_runs=(3.9,)),))
     assert {row.status for row in evaluate(fast) if row.subject == "nginx" and "wall" in row.goal} == {MET}
-    assert "| nginx | 3.90 | nginx | 11.8 | 0.33x |" in markdown(fast)
+    assert "| nginx | 3.90 | 3.90 | nginx | 11.8 | 0.33x |" in markdown(fast)
 
 
 def test_targets_without_overhead_or_scaling_are_not_measured():
@@ -182,6 +183,7 @@ def test_markdown_has_every_section_and_the_json_round_trips():
     assert "| 1 | untraced | 1,000 | 950 | 0.950 | 990 | 0.990 | 0 / 0 / 0 | – |" in text
     assert "| opens only / untraced (per round) | 0.980 | 0.980 | 0.014 | 0.970 | 0.990 |" in text
     assert "![build time and peak memory against image size](2026-01-02-scaling.png)" in text
+    assert "| nginx | 10.5 | 11.2, 10.5, 9.80 | nginx | 11.8 | 0.89x |" in text
     data = json.loads(json.dumps(to_json(sample_run())))
     assert data["images"][0]["ratio"] == 20.0
     assert data["overhead"]["ratio_of_means"] == pytest.approx(0.94)
@@ -195,8 +197,18 @@ def test_only_selects_corpus_images_in_corpus_order():
     arguments = cli.parse_args(["--only", "redis,nginx", "--quick"])
     assert arguments.names == ("nginx", "redis")
     assert arguments.rounds == cli.QUICK_ROUNDS
+    assert arguments.builds == 1
+    assert cli.parse_args([]).builds == cli.DEFAULT_BUILDS
     with pytest.raises(SystemExit):
         cli.parse_args(["--only", "nosuch"])
+
+
+def test_the_build_shown_is_the_one_of_median_wall_time():
+    assert median_index([3.1, 2.4, 2.9]) == 2
+    assert median_index([2.5]) == 0
+    assert median_index([3.0, 1.0, 4.0, 2.0]) == 3  # the lower of the two middle ones
+    with pytest.raises(ValueError):
+        median_index([])
 
 
 def test_synthetic_dockerfile_names_the_files_its_app_reads():
