@@ -4,9 +4,8 @@ the build goes on.
 
 A compressed size is a figure for the report, never worth waiting for: a child process at the lowest CPU
 priority estimates it from evenly spread samples (half a second of CPU), or compresses layers no bigger than
-the samples whole. Compressing every
-byte of a 200 MB image would cost ten seconds of CPU that the build's own stages compete for on a small
-machine, to change the figure by a fraction of a percent. The report says which.
+the samples whole. Compressing every byte of a 200 MB image would cost ten seconds of CPU that the build's own
+stages compete for on a small machine, to change the figure by a few percent. The report says which.
 """
 from __future__ import annotations
 
