@@ -19,7 +19,7 @@ from .adapters.fanotify_tracer import FanotifyTracer
 from .build.sizes import parse_size
 from .engine import ULIMIT_NAMES, BindMount, Ulimit
 from .errors import ExitCode, PolicyFailed, SlimError, VerificationFailed
-from .ownership import collect_garbage
+from .ownership import collect_garbage, raise_interrupt
 from .pipeline import BuildOptions, RunOptions, VerifyOptions, build as run_build, verify_images
 from .references import normalised_tag
 from .reporting.ci_gates import evaluate, gates_from_options
@@ -578,9 +578,9 @@ class _progress:
 
 def main() -> None:
     """Run the CLI with our exit-code contract: one `Error:` line, never a traceback for user errors."""
-    signal.signal(signal.SIGTERM, _interrupt)
     # A shell starts background jobs with SIGINT ignored; we still want Ctrl-C/kill -INT to clean up.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         code = cli.main(prog_name="slim", standalone_mode=False)
     except click.ClickException as e:
@@ -595,9 +595,3 @@ def main() -> None:
         err_console.print(f"Error: internal error: {type(e).__name__}: {safe(e)} (SLIM_DEBUG=1 shows the traceback)")
         code = ExitCode.TOOL_ERROR
     sys.exit(code if isinstance(code, int) else 0)
-
-
-def _interrupt(signum, frame):
-    """SIGTERM (CI cancelling a job) cleans up exactly like Ctrl-C."""
-    raise KeyboardInterrupt
-

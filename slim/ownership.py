@@ -24,6 +24,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Callable, Iterator
 
 from .engine import ContainerSpec, Engine
@@ -91,6 +92,25 @@ def work_tag() -> str:
 
 
 # ---------------------------------------------------------------- interrupts
+
+
+# Where an interrupt must not be raised: a Condition's __enter__ (the lock of every queue.Queue, so of the engine
+# client's connection pool, and of every future) has taken its lock when Python runs a pending signal handler
+# on its return, and a KeyboardInterrupt raised there leaves the lock taken for ever. Seen once: a build
+# interrupted inside the connection pool's get() then hung in its next engine call.
+_TAKES_A_LOCK = threading.Condition.__enter__.__code__
+RETRY_INTERRUPT = 0.001  # seconds: by then the with block that took the lock is in place, and releases it
+
+
+def raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    """The handler of Ctrl-C and SIGTERM (CI cancelling a job): a KeyboardInterrupt where the main thread is,
+    so that the build cleans up on its way out; delivered again a moment later where raising would leave a
+    lock taken."""
+    if frame is not None and frame.f_code is _TAKES_A_LOCK:
+        signal.signal(signal.SIGALRM, raise_interrupt)
+        signal.setitimer(signal.ITIMER_REAL, RETRY_INTERRUPT)
+        return
+    raise KeyboardInterrupt
 
 
 class HeldInterrupts:
