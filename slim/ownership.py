@@ -133,8 +133,9 @@ def deferred_interrupts() -> Iterator[HeldInterrupts]:
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield held
         return
+    # SIGALRM too: it is an interrupt raise_interrupt delivers again.
     previous = {signum: signal.signal(signum, lambda received, _frame: held.received.append(received))
-                for signum in (signal.SIGINT, signal.SIGTERM)}
+                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
     try:
         yield held
     finally:

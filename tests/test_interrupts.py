@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from slim.ownership import raise_interrupt
+from slim import ownership
+from slim.ownership import deferred_interrupts, raise_interrupt
 
 
 class _Lock:
@@ -35,6 +36,18 @@ def test_an_interrupt_inside_a_conditions_enter_comes_back_once_the_with_block_h
         with condition:
             time.sleep(5)  # the interrupt comes back within a millisecond, here, where the block releases the lock
     assert not lock.lock.locked()
+
+
+def test_an_interrupt_delivered_again_inside_a_block_that_holds_interrupts_waits_for_its_end(monkeypatch):
+    monkeypatch.setattr(ownership, "RETRY_INTERRUPT", 0.05)  # time to enter the block below first
+    lock = _Lock(lambda frame: raise_interrupt(signal.SIGINT, frame))
+    held_at_the_end = []
+    with pytest.raises(KeyboardInterrupt):
+        with threading.Condition(lock):
+            with deferred_interrupts() as held:
+                time.sleep(0.2)  # the interrupt comes back meanwhile, and is held
+                held_at_the_end.append(list(held.received))
+    assert held_at_the_end == [[signal.SIGALRM]] and not lock.lock.locked()
 
 
 def test_anywhere_else_the_interrupt_is_raised_at_once():
