@@ -6,9 +6,9 @@ passes it over. A forked child shares no lock with the build and can run on anot
 
 What a child may do is narrow. A fork copies the calling thread only, so the child must not take a lock
 another thread of this process could hold at that moment: no engine call, no import, no logging, and no
-garbage collection (it is off in the child); reading files and computing is what it is for. It ignores SIGINT and SIGTERM (the build decides what an interrupt
-stops, and ends its children on every way out), and it always ends with os._exit: the build's own code after
-the fork never runs twice.
+garbage collection (it is off in the child); reading files and computing is what it is for. It ignores SIGINT
+and SIGTERM (the build decides what an interrupt stops, and ends its children on every way out), and it always
+ends with os._exit: the build's own code after the fork never runs twice.
 """
 from __future__ import annotations
 

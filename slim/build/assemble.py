@@ -56,7 +56,9 @@ class AssembledImage:
     def measured(self) -> BuiltImage:
         """The image with its layer's gzip size (waits for it)."""
         figure = self.gzip.result()
-        return dataclasses.replace(self.image, compressed_size=figure.compressed_size, compressed_by=figure.compressed_by)
+        return dataclasses.replace(
+            self.image, compressed_size=figure.compressed_size, compressed_by=figure.compressed_by
+        )
 
 
 # ---------------------------------------------------------------- plan
@@ -287,19 +289,14 @@ def build_image(engine: Engine, plan: ImagePlan, rootfs: RootFS, workdir: Path, 
     with (workdir / LAYER_NAME).open("wb") as copy, zeros_as_holes(copy) as sparse:
         stream = LayerStream(layer, sparse.write)
         image_id = _load(engine, image_archive(plan, stream, work_tag))
-    gzip = BackgroundGzip([TarOnDisk(workdir / LAYER_NAME)])
-    try:
-        built = BuiltImage(
-            id=image_id,
-            layer_diff_id=stream.diff_id,
-            layer_size=layer.size,
-            size=engine.inspect_image(image_id).size,
-            files=len(layer.members),
-        )
-    except BaseException:
-        gzip.close()
-        raise
-    return AssembledImage(built, gzip)
+    built = BuiltImage(
+        id=image_id,
+        layer_diff_id=stream.diff_id,
+        layer_size=layer.size,
+        size=engine.inspect_image(image_id).size,
+        files=len(layer.members),
+    )
+    return AssembledImage(built, BackgroundGzip([TarOnDisk(workdir / LAYER_NAME)]))
 
 
 def _load(engine: Engine, archive: Iterable[bytes]) -> str:

@@ -26,7 +26,8 @@ UNITS = {
 }
 # Samples spread evenly over all the layers, SAMPLE bytes each: 16 MiB compressed to estimate. Measured
 # against every byte compressed on the 12 fixture images (130 MB to 710 MB): 0.0% to 5.0% over, 2.6% on average
-# (a sample compressed alone lacks the bytes before it to refer back to). 128 samples: -3.9% to +6.1%; 64: -7.4% to +10.4%.
+# (a sample compressed alone lacks the bytes before it to refer back to). 128 samples: -3.9% to +6.1%; 64:
+# -7.4% to +10.4%.
 SAMPLES = 256
 SAMPLE = 64 * 1024
 MEASURED = "measured"
