@@ -88,7 +88,8 @@ class OverheadResult:
     ratio: Stats  # of the per-round traced/untraced ratios
     trace_events: tuple[int, ...] = ()  # fanotify events the tracer read in each traced round
     lookup_calls: tuple[int, ...] = ()  # stat/access/readlink calls the lookup tracer answered in each traced round
-    lookups_note: str = ""  # why the lookup tracer was off, if it was
+    lookups_note: str = ""  # why the lookup tracer was off, if it was (or, on, what it could not record)
+    lookup_mechanism: str = ""  # "ebpf" or "seccomp"; "" when off, or in older results
     opens_only: Stats | None = None  # req/s traced with opens only (None in older results)
     opens_only_ratio: Stats | None = None  # of the per-round opens-only/untraced ratios
 

@@ -71,7 +71,7 @@ def measure(engine: Engine, image: str, rounds: int, progress: Callable[[str], N
     results: list[OverheadRound] = []
     events: list[int] = []
     lookup_calls: list[int] = []
-    lookups_note = ""
+    lookups_note = lookup_mechanism = ""
     for index in range(rounds):
         order = CONDITIONS[index % len(CONDITIONS):] + CONDITIONS[:index % len(CONDITIONS)]
         load_before = os.getloadavg()[0]
@@ -86,7 +86,7 @@ def measure(engine: Engine, image: str, rounds: int, progress: Callable[[str], N
                 if condition == TRACED:
                     events.append(trace.health.events)
                     lookup_calls.append(trace.lookup_health.calls)
-                    lookups_note = trace.lookup_health.note
+                    lookups_note, lookup_mechanism = trace.lookup_health.note, trace.lookup_health.mechanism
         results.append(OverheadRound(
             index=index + 1,
             first=order[0],
@@ -111,6 +111,7 @@ def measure(engine: Engine, image: str, rounds: int, progress: Callable[[str], N
         trace_events=tuple(events),
         lookup_calls=tuple(lookup_calls),
         lookups_note=lookups_note,
+        lookup_mechanism=lookup_mechanism,
         opens_only=summarize(opens_only),
         opens_only_ratio=summarize(paired_ratios(opens_only, untraced)),
     )

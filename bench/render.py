@@ -139,6 +139,16 @@ def _dockerslim_notes() -> str:
     )
 
 
+def _lookups_line(result: OverheadResult) -> str:
+    calls = ", ".join(map(str, result.lookup_calls))
+    if result.lookup_mechanism:
+        note = f" ({result.lookups_note})" if result.lookups_note else ""
+        return f"lookups traced with {result.lookup_mechanism}{note}, lookup calls per traced round: {calls}"
+    if result.lookups_note:
+        return f"lookups not traced: {result.lookups_note}"
+    return f"lookup calls answered: {calls}"  # results from before the mechanism was recorded
+
+
 def _overhead(result: OverheadResult | None, error: str | None) -> str:
     if result is None:
         return f"Not measured: {error}"
@@ -167,8 +177,7 @@ def _overhead(result: OverheadResult | None, error: str | None) -> str:
         "lrrrrr",
     )
     events = ", ".join(map(str, result.trace_events))
-    lookups = (f"lookup calls answered: {', '.join(map(str, result.lookup_calls))}" if not result.lookups_note
-               else f"lookups not traced: {result.lookups_note}")
+    lookups = _lookups_line(result)
     return (
         f"`{result.command}` against `{result.image}`, published on 127.0.0.1; {len(result.rounds)} rounds, "
         f"the order rotating. The traced side runs under `slim.build.tracing.run_traced` exactly as a build "

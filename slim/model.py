@@ -166,8 +166,9 @@ class Lookup:
 @dataclass(frozen=True)
 class LookupHealth:
     traced: bool  # False: only opens were traced (the note says why)
-    calls: int = 0  # calls the supervisor answered (before deduplication)
-    note: str = ""
+    calls: int = 0  # lookup calls of traced processes (before deduplication)
+    note: str = ""  # why not traced; or, traced, why the first way was not used or what could not be recorded
+    mechanism: str = ""  # "ebpf" or "seccomp" when traced
 
 
 @dataclass(frozen=True)

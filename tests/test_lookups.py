@@ -1,8 +1,9 @@
 """Issue 10, "existence checks traced": paths that processes stat, access or readlink without opening them.
 
 The real kernel and engine throughout, except for the pure parts (lookupd's record format, the kernel
-version check, the closure over a hand-built image): the gate's seccomp filter, the C supervisor, and a
-fixture whose start script and licence checker refuse to run without files they never open.
+version check, the closure over a hand-built image): both ways of tracing lookups (the eBPF programs, and
+the gate's seccomp filter with the C supervisor), and a fixture whose start script and licence checker
+refuse to run without files they never open.
 """
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ import pytest
 
 
 from slim.adapters.docker_engine import DockerEngine
+from slim.adapters.bpf import BpfUnavailable
 from slim.adapters.seccomp import LookupRecord, LookupsUnavailable, check_kernel, parse_records
 from slim.build.closure import compute_closure
 from slim.engine import ContainerSpec
 from slim.model import Lookup, LookupHealth, ReasonKind, RunOutcome
 from slim.adapters.fanotify_tracer import FanotifyTracer
+from slim.build.lookups import EBPF, SECCOMP
 from slim.build.tracing import run_traced
 from tests.helpers import NO_ALWAYS, Layer, facts_with, trace_of
 
@@ -93,25 +96,33 @@ def test_a_symlink_looked_at_itself_keeps_where_it_leads_and_nothing_below(tmp_p
 # ---------------------------------------------------------------- the tracer (real kernel, real engine)
 
 
-def traced_lookups(fixture_image, script: str, user: str | None = None, lookups: bool = True):
+@pytest.fixture(params=[EBPF, SECCOMP])
+def mechanism(request) -> str:
+    return request.param
+
+
+def traced_lookups(fixture_image, script: str, mechanisms: str | tuple[str, ...] = EBPF, user: str | None = None,
+                   lookups: bool = True):
     engine = DockerEngine()
     spec = ContainerSpec(image=fixture_image("base"), entrypoint=("sh",), command=("-c", script), user=user)
 
     def exercise(container_id, set_phase, _last_news):
         return RunOutcome(mode="batch", exit_code=engine.wait(container_id, 60), running_after_probes=False, probes=())
 
-    trace = run_traced(engine, FanotifyTracer(), spec, exercise, lookups=lookups)
+    trace = run_traced(engine, FanotifyTracer(), spec, exercise, lookups=lookups,
+                       lookup_mechanisms=(mechanisms,) if isinstance(mechanisms, str) else mechanisms)
     assert trace.run.exit_code == 0
     return trace, {(str(found.path), found.follow): found for found in trace.lookups}
 
 
 @pytest.mark.engine
-def test_stat_access_readlink_and_cd_are_recorded_with_relative_paths_made_absolute(fixture_image):
+def test_stat_access_readlink_and_cd_are_recorded_with_relative_paths_made_absolute(fixture_image, mechanism):
     trace, found = traced_lookups(
         fixture_image,
         "[ -f /etc/hostname ]; [ -e /no/such/file ] || true; cd /usr/share; [ -d doc ]; readlink /bin >/dev/null",
+        mechanism,
     )
-    assert trace.lookup_health == LookupHealth(traced=True, calls=trace.lookup_health.calls)
+    assert trace.lookup_health == LookupHealth(traced=True, calls=trace.lookup_health.calls, mechanism=mechanism)
     assert trace.lookup_health.calls >= len(found) > 0
     assert {("/etc/hostname", True), ("/no/such/file", True), ("/usr/share", True), ("/usr/share/doc", True),
             ("/bin", False)} <= set(found)
@@ -122,9 +133,23 @@ def test_stat_access_readlink_and_cd_are_recorded_with_relative_paths_made_absol
 
 
 @pytest.mark.engine
-def test_lookups_are_traced_when_the_container_runs_as_an_unprivileged_user(fixture_image):
-    trace, found = traced_lookups(fixture_image, "[ -f /etc/hostname ]", user="nobody")
+def test_lookups_are_traced_when_the_container_runs_as_an_unprivileged_user(fixture_image, mechanism):
+    trace, found = traced_lookups(fixture_image, "[ -f /etc/hostname ]", mechanism, user="nobody")
     assert trace.lookup_health.traced and ("/etc/hostname", True) in found
+
+
+@pytest.mark.engine
+def test_where_ebpf_is_refused_the_seccomp_filter_traces_and_the_note_says_why(fixture_image, monkeypatch):
+    def refused(_cache):
+        raise BpfUnavailable("bpf: Operation not permitted")
+
+    # The refusal is faked (this host allows eBPF); the fallback it leads to runs for real.
+    monkeypatch.setattr("slim.build.lookups.BpfLookups", refused)
+    trace, found = traced_lookups(fixture_image, "[ -f /etc/hostname ]", (EBPF, SECCOMP))
+    assert ("/etc/hostname", True) in found
+    assert trace.lookup_health == LookupHealth(
+        traced=True, calls=trace.lookup_health.calls, note="ebpf: bpf: Operation not permitted", mechanism=SECCOMP,
+    )
 
 
 @pytest.mark.engine
@@ -162,7 +187,7 @@ def test_the_supervisor_ends_with_the_containers_first_process(fixture_image):
         left_running.append(supervisors_running())
         return RunOutcome(mode="batch", exit_code=exit_code, running_after_probes=False, probes=())
 
-    trace = run_traced(engine, FanotifyTracer(), spec, exercise)
+    trace = run_traced(engine, FanotifyTracer(), spec, exercise, lookup_mechanisms=(SECCOMP,))
     assert left_running == [[]]
     # Ended, it still handed over every path and its count of calls.
     assert trace.lookup_health.traced and trace.lookup_health.calls >= 1
@@ -170,8 +195,10 @@ def test_the_supervisor_ends_with_the_containers_first_process(fixture_image):
 
 
 @pytest.mark.engine
-def test_repeated_lookups_are_reported_once(fixture_image):
-    trace, found = traced_lookups(fixture_image, "for i in 1 2 3 4 5 6 7 8 9 10; do [ -f /etc/hostname ]; done")
+def test_repeated_lookups_are_reported_once(fixture_image, mechanism):
+    trace, found = traced_lookups(
+        fixture_image, "for i in 1 2 3 4 5 6 7 8 9 10; do [ -f /etc/hostname ]; done", mechanism
+    )
     assert [key for key in found if key[0] == "/etc/hostname"] == [("/etc/hostname", True)]
     assert trace.lookup_health.calls >= 10
 

@@ -23,6 +23,7 @@ from .processes import catches_signal
 # SECCOMP_USER_NOTIF_FLAG_CONTINUE, without which every call would have to be emulated, came in Linux 5.5.
 CONTINUE_SINCE = (5, 5)
 _GATE_SAYS_OK = b"ok"
+_HOST_TRACES, _HOST_WANTS_FILTER = b"traced", b"filter"  # gate.c's words
 _CALLS_RECORD = "calls"
 _FIELDS = 3  # lookupd's records: three NUL-terminated fields
 HANDLER_WAIT = 2.0  # seconds a just-started lookupd gets to install its SIGTERM handler (it takes microseconds)
@@ -87,19 +88,40 @@ class GateSocket:
     def fileno(self) -> int:
         return self._socket.fileno()
 
-    def receive_listener(self) -> tuple[int, int]:
-        """Accept the gate (poll said it connected); return the listener fd it sent and the gate's pid (as
-        this machine numbers it: the process that becomes the program)."""
+    def accept(self) -> GateConnection:
+        """The gate, which connected (poll said so) and waits for the host's word."""
         connection, _ = self._socket.accept()
-        with connection:
-            credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return GateConnection(connection)
+
+
+class GateConnection:
+    """The gate, connected: its pid (as this machine numbers it: the process that becomes the program) and
+    the one word it waits for."""
+
+    def __init__(self, connection: socket.socket):
+        self._connection = connection
+        credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        self.pid, _uid, _gid = struct.unpack("3i", credentials)
+
+    def say_traced(self) -> None:
+        """The gate is traced already (eBPF): it goes on to the program."""
+        with self._connection as connection:
+            connection.sendall(_HOST_TRACES)
+
+    def close(self) -> None:
+        """No word: the gate runs the program untraced."""
+        self._connection.close()
+
+    def receive_listener(self) -> int:
+        """Ask the gate for a seccomp filter; return the listener fd it sent."""
+        with self._connection as connection:
+            connection.sendall(_HOST_WANTS_FILTER)
             message, fds, _, _ = socket.recv_fds(connection, 256, 1)
         if message != _GATE_SAYS_OK or not fds:
             for fd in fds:
                 os.close(fd)
             raise LookupsUnavailable(message.decode(errors="replace") or "the gate closed its socket without a word")
-        pid, _uid, _gid = struct.unpack("3i", credentials)
-        return fds[0], pid
+        return fds[0]
 
 
 class Supervisor:

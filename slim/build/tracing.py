@@ -25,7 +25,7 @@ from slim.ownership import enter_temp_dir, owned_container, retire, start_owned
 from slim.tracer import Tracer
 
 from .exercise import AFTER_PROBES
-from .lookups import LookupRecorder
+from .lookups import LOOKUP_MECHANISMS, LookupRecorder
 
 GATE_MOUNT = "/.slimtrace"
 GATE_NAME = "gate"
@@ -49,13 +49,14 @@ def run_traced(
     exercise: Exercise,
     *,
     lookups: bool = True,
+    lookup_mechanisms: tuple[str, ...] = LOOKUP_MECHANISMS,
     on_probed: Callable[[Seen], None] = lambda _seen: None,
 ) -> Trace:
     """Run `spec` behind the gate, traced from its first instruction, while `exercise` probes it.
 
     `spec.entrypoint + spec.command` must be the real argv. `exercise(container_id, set_phase, last_news)`
     runs the probes, labelling each with set_phase, and says how the container behaved. `lookups=False` leaves the
-    lookup filter out (opens only). `on_probed` gets what the trace has seen when the exercise marks the
+    lookup tracer out (opens only); `lookup_mechanisms` are the ways to trace lookups to try, in order. `on_probed` gets what the trace has seen when the exercise marks the
     phase AFTER_PROBES (a server's probes are done; it settles and stops after that). The container and the
     gate's temp dir are removed whatever happens.
     """
@@ -69,7 +70,7 @@ def run_traced(
         session = cleanup.enter_context(tracer.session())
         # Listening before the container starts: the gate connects as soon as it may go.
         socket_path = gate_dir / LOOKUP_SOCKET_NAME if lookups else None
-        lookup_recorder = cleanup.enter_context(LookupRecorder(socket_path, lookupd_binary(), STARTUP))
+        lookup_recorder = cleanup.enter_context(LookupRecorder(socket_path, lookupd_binary(), STARTUP, lookup_mechanisms))
         container_id = cleanup.enter_context(owned_container(engine, _gated(spec, argv, gate_dir), "trace"))
         start_owned(engine, container_id)
         recorder = cleanup.enter_context(session.watch(container_root(engine, container_id), STARTUP))

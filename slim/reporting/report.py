@@ -86,6 +86,7 @@ class LookupsSummary:
     paths: int
     in_image: int
     missing: tuple[tuple[str, str, str], ...]  # (path, program, phase) the image lacks
+    mechanism: str = ""  # "ebpf" or "seccomp"; "" when not traced (or in a report from before it was said)
 
 
 @dataclass(frozen=True)
@@ -452,6 +453,7 @@ def _lookups_section(trace: Trace, rootfs: RootFS) -> LookupsSummary:
     looked_up = {lookup.path for lookup in trace.lookups}
     return LookupsSummary(
         traced=health.traced,
+        mechanism=health.mechanism,
         note=health.note,
         calls=health.calls,
         paths=len(looked_up),

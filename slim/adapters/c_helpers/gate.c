@@ -7,11 +7,14 @@
  * gate and GO_FILE sit on a bind mount (another filesystem), so neither shows up in the trace.
  *
  * fanotify sees opens, not the stat/access/readlink calls that only check a path. When the host
- * listens on LOOKUP_SOCKET, the gate installs a seccomp filter (no_new_privs: no privilege needed)
- * that hands only those calls to a supervisor (SECCOMP_RET_USER_NOTIF), sends the filter's listener
- * fd to the host over that socket, and then execs: the filter covers the program and every process
- * it starts, from its first instruction. The host answers each call with "continue", so the call
- * runs as usual; its path is only recorded. If anything fails the program runs without the filter.
+ * listens on LOOKUP_SOCKET, the gate connects and waits for one word. "traced": the host's eBPF
+ * programs trace this process and every one it starts (slim/adapters/bpf_lookups.py); nothing to do here.
+ * "filter": the host cannot use eBPF, so the gate installs a seccomp filter (no_new_privs: no
+ * privilege needed) that hands only those calls to a supervisor (SECCOMP_RET_USER_NOTIF), sends the
+ * filter's listener fd to the host over that socket, and then execs: the filter covers the program
+ * and every process it starts, from its first instruction. The host answers each call with
+ * "continue", so the call runs as usual; its path is only recorded. Either way the program runs
+ * from its first instruction traced; if anything fails it runs untraced.
  *
  * Usage: gate PROGRAM [ARG...]     built static (cc -static -Os): the image may have no libc.
  */
@@ -26,6 +29,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
@@ -37,6 +41,7 @@
 #define EXIT_GATE 125         /* the gate itself failed, like docker run's own failures */
 #define EXIT_EXEC 127         /* the command could not be run, like a shell */
 #define LOOKUP_SOCKET "/.slimtrace/lookups"
+#define HOST_WANTS_FILTER "filter"    /* or "traced" (seccomp.py) */
 
 #if defined(__x86_64__)
 #define AUDIT_ARCH_NATIVE AUDIT_ARCH_X86_64
@@ -117,6 +122,23 @@ static void tell_host(int sock, const char *message, int fd)
     sendmsg(sock, &msg, MSG_NOSIGNAL);
 }
 
+/* The host's word: 1 for "filter"; 0 for "traced", or for no word at all (the host is gone). */
+static int host_asks_for_filter(int sock)
+{
+    const struct timeval patience = {GIVE_UP_S, 0};
+    char word[16];
+    ssize_t got;
+
+    setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof patience);
+    do
+        got = recv(sock, word, sizeof word - 1, 0);
+    while (got < 0 && errno == EINTR);
+    if (got <= 0)
+        return 0;
+    word[got] = '\0';
+    return strcmp(word, HOST_WANTS_FILTER) == 0;
+}
+
 /* Only when the host asked for lookups (its socket exists); the program runs either way. */
 static void trace_lookups(void)
 {
@@ -132,6 +154,10 @@ static void trace_lookups(void)
     /* Silent: the program's output is compared with the slimmed image's. The host notes the absence. */
     if (sock < 0 || connect(sock, (struct sockaddr *)&address, sizeof address) != 0)
         return;
+    if (!host_asks_for_filter(sock)) {
+        close(sock);
+        return;
+    }
     build_filter(&filter);
     program.len = filter.len;
     program.filter = filter.code;
