@@ -1,5 +1,5 @@
-"""Our own eBPF binding: the kernel's bpf() and perf_event_open() calls through ctypes, an assembler for
-the few instructions slimtrace's programs use, maps, tracepoints, and the consumer's side of a ring buffer.
+"""Our own eBPF binding: the kernel's bpf() call through ctypes, an assembler for the few instructions
+slimtrace's programs use, maps, raw tracepoints, and the consumer's side of a ring buffer.
 
 No compiler, headers or BTF-based relocation: the programs are assembled at run time with the offsets
 they need (slim/adapters/bpf_lookups.py). Whatever the kernel refuses becomes BpfUnavailable here.
@@ -9,32 +9,24 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
-import re
 import struct
 from pathlib import Path
 
 # <linux/bpf.h>, only what is used here.
-_BPF_MAP_CREATE, _BPF_MAP_LOOKUP_ELEM, _BPF_MAP_UPDATE_ELEM, _BPF_PROG_LOAD = 0, 1, 2, 5
+_BPF_MAP_CREATE, _BPF_MAP_LOOKUP_ELEM, _BPF_MAP_UPDATE_ELEM, _BPF_PROG_LOAD, _BPF_RAW_TRACEPOINT_OPEN = 0, 1, 2, 5, 17
 MAP_HASH, MAP_PERCPU_ARRAY, MAP_RINGBUF = 1, 6, 27
 NO_PREALLOC = 1
-_PROG_TRACEPOINT = 5
+_PROG_RAW_TRACEPOINT = 17
 HELPER_LOOKUP, HELPER_UPDATE, HELPER_DELETE = 1, 2, 3
 HELPER_PID_TGID, HELPER_COMM, HELPER_CURRENT_TASK = 14, 16, 35
 HELPER_READ_KERNEL, HELPER_READ_USER_STR, HELPER_READ_KERNEL_STR, HELPER_RINGBUF_OUTPUT = 113, 114, 115, 130
 NOEXIST = 1
 _RINGBUF_BUSY, _RINGBUF_DISCARD, _RINGBUF_HEADER = 1 << 31, 1 << 30, 8
-# <linux/perf_event.h>
-_PERF_TYPE_TRACEPOINT = 2
-_PERF_FLAG_FD_CLOEXEC = 8
-_PERF_EVENT_IOC_ENABLE = 0x2400
-_PERF_EVENT_IOC_SET_BPF = 0x40042408
-_PERF_ATTR_SIZE = 128
-_SYSCALLS = {"x86_64": (321, 298), "aarch64": (280, 241)}  # bpf, perf_event_open
-_TRACEFS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+_BPF_SYSCALL = {"x86_64": 321, "aarch64": 280}
 
 
 class BpfUnavailable(Exception):
-    """The host does not let this process load or attach eBPF programs (no privilege, an old kernel, no tracefs)."""
+    """The host does not let this process load or attach eBPF programs (no privilege, an old kernel)."""
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -49,18 +41,14 @@ def _syscall(number: int, *args: object) -> int:
 
 
 def _bpf(command: int, attr: bytes) -> int:
+    machine = os.uname().machine
+    if machine not in _BPF_SYSCALL:
+        raise BpfUnavailable(f"no eBPF binding for {machine}")
     buffer = ctypes.create_string_buffer(attr, len(attr))
     try:
-        return _syscall(_syscall_numbers()[0], ctypes.c_int(command), buffer, ctypes.c_uint(len(attr)))
+        return _syscall(_BPF_SYSCALL[machine], ctypes.c_int(command), buffer, ctypes.c_uint(len(attr)))
     except OSError as why:
         raise BpfUnavailable(f"bpf: {why.strerror}") from why
-
-
-def _syscall_numbers() -> tuple[int, int]:
-    machine = os.uname().machine
-    if machine not in _SYSCALLS:
-        raise BpfUnavailable(f"no eBPF lookup tracer for {machine}")
-    return _SYSCALLS[machine]
 
 
 # ---------------------------------------------------------------- an assembler for the few instructions used
@@ -192,7 +180,7 @@ def _load_logged(program: Program, name: str, log_level: int) -> int:
     log = ctypes.create_string_buffer((16 << 20) if log_level else 0)
     license_ = ctypes.create_string_buffer(b"GPL")
     attr = struct.pack(
-        "=IIQQIIQII16s", _PROG_TRACEPOINT, len(code) // 8, ctypes.addressof(instructions),
+        "=IIQQIIQII16s", _PROG_RAW_TRACEPOINT, len(code) // 8, ctypes.addressof(instructions),
         ctypes.addressof(license_), log_level, len(log), ctypes.addressof(log) if log_level else 0, 0, 0,
         name.encode()[:15],
     )
@@ -203,40 +191,15 @@ def _load_logged(program: Program, name: str, log_level: int) -> int:
         raise BpfUnavailable(f"{why} ({' / '.join(verifier) or 'no verifier log'})") from why
 
 
-def tracefs() -> Path:
-    for root in _TRACEFS:
-        if (root / "events" / "syscalls").is_dir():
-            return root
-    raise BpfUnavailable("tracefs is not mounted (no /sys/kernel/tracing/events/syscalls)")
-
-
-def tracepoint_fields(event: Path) -> dict[str, int]:
-    """A tracepoint's fields: name -> offset in its record."""
-    fields = {}
-    for line in (event / "format").read_text().splitlines():
-        if match := re.search(r"field:.*?(\w+)(\[\d*\])?;\s*offset:(\d+);", line):
-            fields[match.group(1)] = int(match.group(3))
-    return fields
-
-
-def attach(program_fd: int, event: Path) -> int:
-    """Runs the program on every hit of the tracepoint, on all CPUs (a tracepoint's programs are global);
-    returns the perf event fd whose closing detaches it."""
-    tracepoint = int((event / "id").read_text())
-    attr = struct.pack("=IIQ", _PERF_TYPE_TRACEPOINT, _PERF_ATTR_SIZE, tracepoint).ljust(_PERF_ATTR_SIZE, b"\0")
-    buffer = ctypes.create_string_buffer(attr, len(attr))
+def attach(program_fd: int, tracepoint: str) -> int:
+    """Runs the program on every hit of the raw tracepoint (its arguments as the kernel passes them), on
+    all CPUs; returns the fd whose closing detaches it (at once: no grace period to wait out, unlike a
+    perf event's)."""
+    name = ctypes.create_string_buffer(tracepoint.encode())
     try:
-        fd = _syscall(_syscall_numbers()[1], buffer, ctypes.c_int(-1), ctypes.c_int(0), ctypes.c_int(-1),
-                      ctypes.c_ulong(_PERF_FLAG_FD_CLOEXEC))
-    except OSError as why:
-        raise BpfUnavailable(f"perf_event_open on {event.name}: {why.strerror}") from why
-    try:
-        if _libc.ioctl(fd, _PERF_EVENT_IOC_SET_BPF, program_fd) != 0 or _libc.ioctl(fd, _PERF_EVENT_IOC_ENABLE, 0) != 0:
-            raise BpfUnavailable(f"attaching to {event.name}: {os.strerror(ctypes.get_errno())}")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+        return _bpf(_BPF_RAW_TRACEPOINT_OPEN, struct.pack("=QI4x", ctypes.addressof(name), program_fd) + bytes(48))
+    except BpfUnavailable as why:
+        raise BpfUnavailable(f"attaching to {tracepoint}: {why}") from why
 
 
 def map_update(fd: int, key: ctypes._SimpleCData, value: ctypes._SimpleCData) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import select
-import threading
 from pathlib import Path, PurePosixPath
 
 from slim.adapters.c_helpers import cache_dir
@@ -82,9 +81,7 @@ class LookupRecorder(RecorderThread):
 
     def _release(self) -> None:
         if self._bpf is not None:
-            # Detaching takes a second or so of the kernel's grace periods, not of CPU: off the build's path,
-            # on a thread the interpreter waits for before it exits (and no Ctrl-C lands on).
-            threading.Thread(target=self._bpf.close, name="slimtrace-bpf-detach").start()
+            self._bpf.close()
         if self._container_exit is not None:
             os.close(self._container_exit)
         if self._supervisor is not None:
