@@ -1,6 +1,8 @@
-"""The host's side of the gate's seccomp filter: the listener fd the gate hands over, and its supervisor.
+"""The host's side of the gate's socket, and of its seccomp filter: the listener fd the gate hands over,
+and its supervisor.
 
-The gate (slim/adapters/c_helpers/gate.c) installs a filter that stops the path-lookup calls (stat, access, readlink,
+The gate (slim/adapters/c_helpers/gate.c) connects to the host's socket and waits for a word: "traced"
+(the eBPF tracer follows it: slim/adapters/bpf_lookups.py) or "filter". Then it installs a filter that stops the path-lookup calls (stat, access, readlink,
 ...) with SECCOMP_RET_USER_NOTIF and sends the filter's listener fd over a unix socket (SCM_RIGHTS).
 The supervisor that answers the stopped calls is a small C program (slim/adapters/c_helpers/lookupd.c): a server may
 stat a file on every request, and each stopped call waits for the answer, so the loop must cost
