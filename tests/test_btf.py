@@ -71,3 +71,11 @@ def test_offsets_are_read_once_per_kernel_then_from_the_cache(tmp_path):
     btf.write_bytes(b"\0" * len(QSTR))  # unreadable as BTF, same size and time: the cache answers
     os.utime(btf, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert field_offsets({"qstr": ("name",)}, tmp_path / "cache", btf) == first
+
+
+def test_a_cache_that_cannot_be_written_costs_only_the_parse(tmp_path):
+    btf = tmp_path / "vmlinux"
+    btf.write_bytes(QSTR)
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    assert field_offsets({"qstr": ("name",)}, not_a_directory / "cache", btf) == {"qstr.name": 8}

@@ -506,7 +506,10 @@ class BpfLookups:
             raise BpfUnavailable(str(why)) from why
         self._maps = Maps.create()
         self._fds += self._maps.fds()
-        self._ring = RingBuffer(self._maps.ring, RING_SIZE)
+        try:
+            self._ring = RingBuffer(self._maps.ring, RING_SIZE)
+        except OSError as why:
+            raise BpfUnavailable(f"mapping the ring buffer: {why.strerror}") from why
         self._run(fork_program(self._maps, kernel), "sched_process_fork")
         self._run(exec_done_program(self._maps, kernel), "sched_process_exec")
         self._run(exit_program(self._maps), "sched_process_exit")

@@ -8,6 +8,7 @@ they are looked up here, once per kernel (cached: the parse takes a few tenths o
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -43,11 +44,18 @@ def field_offsets(wanted: dict[str, tuple[str, ...]], cache: Path, btf: Path = V
         return json.loads(cached.read_text())
     except (OSError, ValueError):
         pass
-    offsets = _parse(btf.read_bytes(), wanted)
-    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        offsets = _parse(btf.read_bytes(), wanted)
+    except (OSError, struct.error, ValueError) as why:
+        raise BtfUnavailable(f"the kernel's BTF cannot be read ({why})") from why
     partial = cached.with_name(f".{cached.name}.{os.getpid()}")
-    partial.write_text(json.dumps(offsets))
-    os.replace(partial, cached)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(offsets))
+        os.replace(partial, cached)
+    except OSError:  # an unwritable cache costs the parse next time, nothing more
+        with contextlib.suppress(OSError):
+            partial.unlink()
     return offsets
 
 

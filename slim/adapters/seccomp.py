@@ -2,12 +2,13 @@
 and its supervisor.
 
 The gate (slim/adapters/c_helpers/gate.c) connects to the host's socket and waits for a word: "traced"
-(the eBPF tracer follows it: slim/adapters/bpf_lookups.py) or "filter". Then it installs a filter that stops the path-lookup calls (stat, access, readlink,
-...) with SECCOMP_RET_USER_NOTIF and sends the filter's listener fd over a unix socket (SCM_RIGHTS).
-The supervisor that answers the stopped calls is a small C program (slim/adapters/c_helpers/lookupd.c): a server may
-stat a file on every request, and each stopped call waits for the answer, so the loop must cost
-microseconds. This module receives the fd, runs the supervisor on it and parses what it reports.
-Whatever means "this host cannot trace lookups" becomes LookupsUnavailable here.
+(the eBPF tracer follows it: slim/adapters/bpf_lookups.py) or "filter". Then it installs a filter that
+stops the path-lookup calls (stat, access, readlink, ...) with SECCOMP_RET_USER_NOTIF and sends the
+filter's listener fd over the socket (SCM_RIGHTS). The supervisor that answers the stopped calls is a
+small C program (slim/adapters/c_helpers/lookupd.c): a server may stat a file on every request, and each
+stopped call waits for the answer, so the loop must cost microseconds. This module receives the fd, runs
+the supervisor on it and parses what it reports. Whatever means "this host cannot trace lookups" becomes
+LookupsUnavailable here.
 """
 from __future__ import annotations
 

@@ -70,7 +70,9 @@ def run_traced(
         session = cleanup.enter_context(tracer.session())
         # Listening before the container starts: the gate connects as soon as it may go.
         socket_path = gate_dir / LOOKUP_SOCKET_NAME if lookups else None
-        lookup_recorder = cleanup.enter_context(LookupRecorder(socket_path, lookupd_binary(), STARTUP, lookup_mechanisms))
+        lookup_recorder = cleanup.enter_context(
+            LookupRecorder(socket_path, lookupd_binary(), STARTUP, lookup_mechanisms)
+        )
         container_id = cleanup.enter_context(owned_container(engine, _gated(spec, argv, gate_dir), "trace"))
         start_owned(engine, container_id)
         recorder = cleanup.enter_context(session.watch(container_root(engine, container_id), STARTUP))
