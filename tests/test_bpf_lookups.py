@@ -18,9 +18,14 @@ from slim.adapters.bpf_lookups import KEY_PATH, BpfLookups
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="eBPF tracing needs root")
 
 
+@pytest.fixture(scope="module")
+def btf_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture
-def tracer():
-    lookups = BpfLookups(Path('/tmp/btfcache'))
+def tracer(btf_cache):
+    lookups = BpfLookups(btf_cache)
     yield lookups
     lookups.close()
 
@@ -172,7 +177,16 @@ def test_a_thread_that_execs_keeps_the_process_traced(tracer, tmp_path):
     assert (f"{tmp_path}/after-exec", True) in recorded(tracer)
 
 
-def test_closing_detaches_everything():
+def test_closing_detaches_everything(btf_cache):
     before = set(os.listdir("/proc/self/fd"))
-    BpfLookups(Path('/tmp/btfcache')).close()
+    BpfLookups(btf_cache).close()
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_scripts_lookups_are_named_by_its_interpreter_as_proc_would_name_it(tracer, tmp_path):
+    script = tmp_path / "check"
+    script.write_text(f"#!/bin/sh\n[ -e {tmp_path}/by-script ]\n")
+    script.chmod(0o755)
+    traced_child(tracer, lambda: os.execv(str(script), [str(script)]))
+    found = recorded(tracer)
+    assert found[(f"{tmp_path}/by-script", True)] == os.path.realpath("/bin/sh")  # /usr/bin/dash, once gone

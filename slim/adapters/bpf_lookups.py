@@ -137,7 +137,7 @@ ARCHITECTURES = {
 
 def kernel_fields(arch: Architecture) -> dict[str, tuple[str, ...]]:
     """The kernel structures' fields the programs read (their offsets: slim/adapters/btf.py)."""
-    return {**_WALK_FIELDS, "task_struct": ("fs", "files", "pid"),
+    return {**_WALK_FIELDS, "task_struct": ("fs", "files", "pid"), "linux_binprm": ("file",),
             "pt_regs": (*arch.argument_fields, arch.native_field)}
 
 
@@ -342,12 +342,7 @@ def _walk_directory(p: Program, kernel: dict[str, int]) -> None:
     """The names from the directory a relative path starts from (the dirfd in the event's first word, or
     the working directory) up to the process's root, into the event; its state says whether it got there
     (not across a mount inside the container, nor deeper than DIR_DEPTH: the host tries /proc then)."""
-    p.store_imm(4, R8, _DIR_STATE, _DIR_UNPLACED)
-    p.mov_imm(R7, 0)  # where the next name goes
-    p.call(HELPER_CURRENT_TASK)
-    p.store(8, R10, _TASK, R0)
-    _read_kernel(p, _FS, 8, _TASK, kernel["task_struct.fs"], "walked")
-    _read_kernel(p, _ROOT, 16, _FS, kernel["fs_struct.root"], "walked")
+    _walk_begins(p, kernel)
     p.load(4, R1, R8, _OTHER)
     p.jump32_if(R1, "!=", _AT_FDCWD, "from_fd")
     _read_kernel(p, _START, 16, _FS, kernel["fs_struct.pwd"], "walked")
@@ -369,6 +364,22 @@ def _walk_directory(p: Program, kernel: dict[str, int]) -> None:
     p.jump_if(R1, "==", 0, "walked")
     _read_kernel(p, _START, 16, _FS, kernel["file.f_path"], "walked")
     p.label("start")
+    _walk_up(p, kernel)
+
+
+def _walk_begins(p: Program, kernel: dict[str, int]) -> None:
+    """Before a walk: the event's directory unplaced until it gets there, R7 (where the next name goes) 0,
+    the current task at _TASK and its root at _ROOT; to "walked" if unreadable."""
+    p.store_imm(4, R8, _DIR_STATE, _DIR_UNPLACED)
+    p.mov_imm(R7, 0)
+    p.call(HELPER_CURRENT_TASK)
+    p.store(8, R10, _TASK, R0)
+    _read_kernel(p, _FS, 8, _TASK, kernel["task_struct.fs"], "walked")
+    _read_kernel(p, _ROOT, 16, _FS, kernel["fs_struct.root"], "walked")
+
+
+def _walk_up(p: Program, kernel: dict[str, int]) -> None:
+    """The names from the struct path at _START up to _ROOT into the event, nearest first."""
     p.load(8, R1, R10, _START + kernel["path.dentry"])
     p.store(8, R10, _DENTRY, R1)
     _read_kernel(p, _MNT_ROOT, 8, _START + kernel["path.mnt"], kernel["vfsmount.mnt_root"], "walked")
@@ -407,7 +418,7 @@ def _walk_directory(p: Program, kernel: dict[str, int]) -> None:
 
 
 def exec_done_program(maps: Maps, kernel: dict[str, int]) -> Program:
-    """A traced thread's exec succeeded (raw sched_process_exec: the task, its old id). The thread may have
+    """A traced thread's exec succeeded (raw sched_process_exec: the task, its old id, the binprm). The thread may have
     changed id (a thread other than the leader execs as the leader): traced under the new one too."""
     p = Program()
     p.mov(R6, R1)
@@ -420,7 +431,15 @@ def exec_done_program(maps: Maps, kernel: dict[str, int]) -> Program:
     _event(p, maps, EXEC_DONE)  # thread id: the old one
     p.load(4, R1, R10, _OTHER_THREAD)
     p.store(4, R8, _OTHER, R1)  # the new one
-    _send(p, maps, with_path=False)
+    # The file it runs (for a #! script, the interpreter), named as /proc/PID/exe would: the program is
+    # often gone before the host could read that.
+    _walk_begins(p, kernel)
+    p.load(8, R1, R6, 16)
+    p.store(8, R10, _FS, R1)
+    _read_kernel(p, _FS, 8, _FS, kernel["linux_binprm.file"], "walked")
+    _read_kernel(p, _START, 16, _FS, kernel["file.f_path"], "walked")
+    _walk_up(p, kernel)
+    _send(p, maps, with_path=False, size=EVENT_SIZE)
     p.label("out")
     p.exit()
     return p
@@ -537,8 +556,9 @@ class BpfLookups:
             elif kind == EXEC_TRIED:
                 self._tried[tid] = _absolute(path, tid, other) or path
             elif kind == EXEC_DONE:
-                # Read at once, /proc names the program as the kernel resolved it (symlinks, #! interpreters).
-                self._programs[other] = _read_link(f"/proc/{other}/exe") or self._tried.pop(tid, "")
+                executable = _placed("", event, dir_length, dir_state).rstrip("/")
+                tried = self._tried.pop(tid, "")
+                self._programs[other] = executable or _read_link(f"/proc/{other}/exe") or tried
             elif record := self._record(_placed(path, event, dir_length, dir_state), tid, other,
                                         follow=struct.unpack_from("=I", event, _KEY_AT)[0] == 1,
                                         comm=os.fsdecode(comm.rstrip(b"\0"))):
