@@ -135,6 +135,6 @@ slimmed image: slimtrace-demo/nginx:slim  sha256:48b01d97ba8587b57b22db50991fae5
 verification: passed (2 checks, same behaviour as the original)
 trace: 26 paths from 26 events, complete
 packages: 143 -> 12 in the trimmed database; SBOM: nginx.slim-report.sbom.cdx.json
-lookups: 15 paths from 40 calls, 9 in the image (kept), 6 missing
+lookups: 15 paths from 40 calls (seccomp filter), 9 in the image (kept), 6 missing
 report: nginx.slim-report.json
 """

@@ -40,11 +40,16 @@ def _packages_line(report: Report) -> str:
     return f"packages: {seen}; SBOM: {report.sbom.path}"
 
 
+_MECHANISMS = {"ebpf": "eBPF", "seccomp": "seccomp filter"}
+
+
 def _lookups_line(lookups: LookupsSummary) -> str:
     if not lookups.traced:
         return f"lookups: [yellow]not traced[/] ({lookups.note}): only opens were seen"
-    return (f"lookups: {lookups.paths:,} paths from {lookups.calls:,} calls, {lookups.in_image:,} in the image"
-            f" (kept), {len(lookups.missing):,} missing")
+    how = f" ({_MECHANISMS[lookups.mechanism]})" if lookups.mechanism in _MECHANISMS else ""
+    note = f"; {safe(lookups.note)}" if lookups.note else ""  # why not eBPF, or what could not be recorded
+    return (f"lookups: {lookups.paths:,} paths from {lookups.calls:,} calls{how}, {lookups.in_image:,} in the"
+            f" image (kept), {len(lookups.missing):,} missing{note}")
 
 
 def _verification_line(verification: VerificationSummary) -> str:
