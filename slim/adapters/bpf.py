@@ -59,6 +59,13 @@ _SIZES = {1: 0x10, 2: 0x08, 4: 0x00, 8: 0x18}
 _JUMPS = {"==": 0x10, "!=": 0x50, ">": 0x20, ">=": 0x30, "&": 0x40, "<": 0xa0, "s<=": 0xd0}
 
 
+def _width(slot: tuple) -> int:
+    """Instructions a slot takes: a label none, a map reference two, anything else one."""
+    if slot[0] == "label":
+        return 0
+    return len(slot[1]) // _INSN.size if slot[0] == "insn" else 1
+
+
 class Program:
     """eBPF instructions with named jump targets, resolved by `code()`."""
 
@@ -70,17 +77,15 @@ class Program:
         for slot in self._slots:
             if slot[0] == "label":
                 where[slot[1]] = count
-            else:
-                count += 2 if slot[0] == "insn" and len(slot[1]) == 16 else 1
+            count += _width(slot)
         out, count = [], 0
         for slot in self._slots:
             if slot[0] == "insn":
                 out.append(slot[1])
-                count += len(slot[1]) // 8
             elif slot[0] == "jump":
                 _, code, reg, imm, label = slot
                 out.append(_INSN.pack(code, reg, where[label] - count - 1, imm))
-                count += 1
+            count += _width(slot)
         return b"".join(out)
 
     def _insn(self, code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> None:
@@ -153,7 +158,7 @@ class Program:
         self.jump_if(R0, "==", 0, missing)
 
     def count(self, counters: int, which: int, done: str) -> None:
-        """Adds one to this CPU's counter `which`."""
+        """Adds one to this CPU's counter `which` (its key goes in the stack's 4 bytes at -8)."""
         self.store_imm(4, R10, -8, which)
         self.map_lookup(counters, -8, done)
         self.load(8, R1, R0, 0)
@@ -202,16 +207,20 @@ def attach(program_fd: int, tracepoint: str) -> int:
         raise BpfUnavailable(f"attaching to {tracepoint}: {why}") from why
 
 
-def map_update(fd: int, key: ctypes._SimpleCData, value: ctypes._SimpleCData) -> None:
-    _bpf(_BPF_MAP_UPDATE_ELEM, struct.pack("=I4xQQQ", fd, ctypes.addressof(key), ctypes.addressof(value), 0))
+def map_update(fd: int, key: ctypes._CData, value: ctypes._CData) -> None:
+    _map_element(_BPF_MAP_UPDATE_ELEM, fd, key, value)
 
 
 def per_cpu_sum(fd: int, key: int) -> int:
     """The sum over the CPUs of a per-CPU array's u64 at `key`."""
     values = (ctypes.c_uint64 * _possible_cpus())()
-    index = ctypes.c_uint32(key)
-    _bpf(_BPF_MAP_LOOKUP_ELEM, struct.pack("=I4xQQQ", fd, ctypes.addressof(index), ctypes.addressof(values), 0))
+    _map_element(_BPF_MAP_LOOKUP_ELEM, fd, ctypes.c_uint32(key), values)
     return sum(values)
+
+
+def _map_element(command: int, fd: int, key: ctypes._CData, value: ctypes._CData) -> None:
+    """A map element command: map fd, key and value addresses (the value read or written), no flags."""
+    _bpf(command, struct.pack("=I4xQQQ", fd, ctypes.addressof(key), ctypes.addressof(value), 0))
 
 
 def _possible_cpus() -> int:

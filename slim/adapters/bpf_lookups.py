@@ -36,6 +36,7 @@ from .bpf import (
     attach, create_map, load, map_update, per_cpu_sum,
 )
 from .btf import BtfUnavailable, field_offsets
+from .processes import proc_link
 from .seccomp import LookupRecord
 
 # <fcntl.h>
@@ -558,7 +559,7 @@ class BpfLookups:
             elif kind == EXEC_DONE:
                 executable = _placed("", event, dir_length, dir_state).rstrip("/")
                 tried = self._tried.pop(tid, "")
-                self._programs[other] = executable or _read_link(f"/proc/{other}/exe") or tried
+                self._programs[other] = executable or proc_link(other, "exe") or tried
             elif record := self._record(_placed(path, event, dir_length, dir_state), tid, other,
                                         follow=struct.unpack_from("=I", event, _KEY_AT)[0] == 1,
                                         comm=os.fsdecode(comm.rstrip(b"\0"))):
@@ -574,7 +575,7 @@ class BpfLookups:
         if (follow, absolute) in self._sent:
             return None
         self._sent.add((follow, absolute))
-        program = self._programs.get(tid) or _read_link(f"/proc/{tid}/exe") or comm
+        program = self._programs.get(tid) or proc_link(tid, "exe") or comm
         return LookupRecord(path=absolute, follow=follow, program=program)
 
     def calls(self) -> tuple[int, int]:
@@ -586,7 +587,7 @@ class BpfLookups:
         if getattr(self, "_ring", None) is not None:
             self._ring.close()
             self._ring = None
-        while self._fds:  # the perf events first: detached before their programs go
+        while self._fds:  # each attachment before its program (appended after it)
             os.close(self._fds.pop())  # taken off first: never closed twice (the number may be another's by then)
 
 
@@ -598,19 +599,12 @@ def _placed(path: str, event: bytes, dir_length: int, dir_state: int) -> str:
     return "/" + "/".join([*reversed(names), path])
 
 
-def _read_link(link: str) -> str:
-    try:
-        return os.readlink(link)
-    except OSError:
-        return ""
-
-
 def _absolute(path: str, tid: int, dirfd: int) -> str | None:
     """The path as the container sees it; a relative one against the caller's directory, read now (the
     caller is not stopped: had it exited or moved since, the lookup cannot be placed: None)."""
     if path.startswith("/"):
         return path
-    base = _read_link(f"/proc/{tid}/cwd" if dirfd == _AT_FDCWD else f"/proc/{tid}/fd/{dirfd}")
+    base = proc_link(tid, "cwd" if dirfd == _AT_FDCWD else f"fd/{dirfd}")
     if not base.startswith("/") or base.endswith(" (deleted)"):
         return None
     return base.rstrip("/") + "/" + path

@@ -28,6 +28,7 @@ from .fanotify import (
     RawEvent,
     filesystem_magic,
 )
+from .processes import proc_link
 
 # FAN_ONDIR makes directory opens (listings) reportable. In this classic fd-reporting mode the kernel
 # does not echo FAN_ONDIR back in the event mask, so directories are recognised by fstat instead.
@@ -137,9 +138,9 @@ class Recorder(RecorderThread):
         if execed:
             # Mid-execve /proc/<pid>/exe may still name the old program: look it up afresh later.
             self._programs.pop(pid, None)
-            return _executable(pid)
+            return proc_link(pid, "exe")
         if pid not in self._programs:
-            self._programs[pid] = _executable(pid)
+            self._programs[pid] = proc_link(pid, "exe")
         return self._programs[pid]
 
     def _record(self, path: PurePosixPath, accesses: frozenset[Access], program: str) -> None:
@@ -162,13 +163,6 @@ def _accesses(mask: int, is_dir: bool) -> frozenset[Access]:
     if is_dir:
         return frozenset({Access.LIST})
     return frozenset(access for bit, access in ((FAN_OPEN, Access.OPEN), (FAN_OPEN_EXEC, Access.EXEC)) if mask & bit)
-
-
-def _executable(pid: int) -> str:
-    try:
-        return os.readlink(f"/proc/{pid}/exe")
-    except OSError:  # the process already exited
-        return ""
 
 
 def require_own_overlay(root: Path) -> None:

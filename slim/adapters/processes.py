@@ -1,5 +1,5 @@
-"""What /proc tells of a process on this machine: its signal handlers, and whether it is the first
-process of its PID namespace."""
+"""What /proc tells of a process on this machine: its signal handlers, whether it is the first process
+of its PID namespace, and where its links lead (its executable, working directory, open files)."""
 from __future__ import annotations
 
 import os
@@ -13,6 +13,15 @@ def catches_signal(pid: int, number: int) -> bool:
     except OSError:
         return False
     return bool(int(caught[0], 16) >> (number - 1) & 1)
+
+
+def proc_link(pid: int, name: str) -> str:
+    """Where /proc/PID/NAME leads ("exe", "cwd", "fd/3"), as the process sees it; "" once the process (or
+    that fd) is gone."""
+    try:
+        return os.readlink(f"/proc/{pid}/{name}")
+    except OSError:
+        return ""
 
 
 def namespace_init_pidfd(pid: int) -> int | None:

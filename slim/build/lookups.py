@@ -3,9 +3,9 @@
 fanotify reports opens; a start script's `[ -f /usr/share/app/schema.sql ]` or a program's access() opens
 nothing, yet the image breaks without the file. Two ways to see these calls, both from the program's
 first instruction, the first the host allows:
-- eBPF (slim/adapters/bpf_lookups.py): programs on the calls' tracepoints record each path once, in the kernel,
-  without stopping the caller (a repeated stat costs a fraction of a microsecond). The gate's process is
-  traced from when it connects, and every process it starts.
+- eBPF (slim/adapters/bpf_lookups.py): a program on the kernel's raw sys_enter tracepoint records each
+  path once, in the kernel, without stopping the caller (a repeated stat costs a fraction of a
+  microsecond). The gate's process is traced from when it connects, and every process it starts.
 - seccomp (slim/adapters/c_helpers/gate.c, lookupd.c): the gate installs a filter that stops just these
   calls and hands its listener to a supervisor, which lets each call continue and reports each path once
   (every call waits for it: about 4 µs a call).
@@ -143,7 +143,7 @@ class LookupRecorder(RecorderThread):
 
     def _start_supervisor(self, gate: GateConnection, poller: select.poll) -> None:
         try:
-            listener, gate_pid = gate.receive_listener(), gate.pid
+            listener = gate.receive_listener()
         except LookupsUnavailable as why:
             self._note = str(why)
             return
@@ -153,7 +153,7 @@ class LookupRecorder(RecorderThread):
         # lookupd ends with the container's first process (the gate become the program): the engine holds
         # the container as running while a process answers its seccomp listener (up to a second seen here).
         try:
-            self._container_exit = namespace_init_pidfd(gate_pid)
+            self._container_exit = namespace_init_pidfd(gate.pid)
         except ProcessLookupError:  # a program that is done already
             self._supervisor.finish()
             return

@@ -56,9 +56,10 @@ def run_traced(
 
     `spec.entrypoint + spec.command` must be the real argv. `exercise(container_id, set_phase, last_news)`
     runs the probes, labelling each with set_phase, and says how the container behaved. `lookups=False` leaves the
-    lookup tracer out (opens only); `lookup_mechanisms` are the ways to trace lookups to try, in order. `on_probed` gets what the trace has seen when the exercise marks the
-    phase AFTER_PROBES (a server's probes are done; it settles and stops after that). The container and the
-    gate's temp dir are removed whatever happens.
+    lookup tracer out (opens only); `lookup_mechanisms` are the ways to trace lookups to try, in order.
+    `on_probed` gets what the trace has seen when the exercise marks the phase AFTER_PROBES (a server's probes
+    are done; it settles and stops after that). The container and the gate's temp dir are removed whatever
+    happens.
     """
     argv = (spec.entrypoint or ()) + (spec.command or ())
     if not argv:
