@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import pytest
 
@@ -62,3 +63,14 @@ def test_batch_that_exits_non_zero(fixture_image):
 def test_server_that_never_listens(fixture_image):
     result = slim("build", fixture_image("nginx"), "--http-port", "8081", "--timeout", "5")
     assert_one_line_error(result, ExitCode.APPLICATION_FAILED, "8081")
+
+
+
+def test_output_that_cannot_be_written_is_an_error():
+    """The process ends without the interpreter's teardown (slim.cli._exit_at_once): its output is flushed
+    first, and a flush that fails is an error, as it is at the interpreter's exit."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "slim", "--help"], stdout=full, stderr=subprocess.PIPE, text=True)
+    assert_one_line_error(result, ExitCode.TOOL_ERROR, "No space left on device")
+    whole = slim("--help")
+    assert whole.returncode == 0 and whole.stdout.splitlines()[-1].lstrip().startswith("xray ")  # the last line too
