@@ -12,6 +12,7 @@ ends with os._exit: the build's own code after the fork never runs twice.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import signal
@@ -29,6 +30,8 @@ class Child:
     def hurry(self) -> None:
         """Give the child this process's CPU priority back: what it works out is being waited for now. Without
         the privilege to raise a priority it goes on at the one it has."""
+        if self._ended:  # reaped: its pid may be another process's by now
+            return
         try:
             os.setpriority(os.PRIO_PROCESS, self.pid, os.getpriority(os.PRIO_PROCESS, 0))
         except PermissionError:
@@ -62,17 +65,21 @@ def fork(work: Callable[[BinaryIO], object], niceness: int = 0) -> Child:
         if collecting and os.getpid() == parent:
             gc.enable()
     if pid == 0:
-        _run(work, niceness, read_end, write_end)
+        _run(work, read_end, write_end)
     os.close(write_end)
+    # Set from here, not by the child itself: a hurry() right after the fork could come before the child's
+    # own nice() and be undone by it.
+    if niceness:
+        with contextlib.suppress(ProcessLookupError):  # done and gone already
+            os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, 0) + niceness)
     return Child(pid, os.fdopen(read_end, "rb"))
 
 
-def _run(work: Callable[[BinaryIO], object], niceness: int, read_end: int, write_end: int) -> None:
+def _run(work: Callable[[BinaryIO], object], read_end: int, write_end: int) -> None:
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         os.close(read_end)
-        os.nice(niceness)
         with os.fdopen(write_end, "wb") as output:
             work(output)
     finally:

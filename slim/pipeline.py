@@ -386,7 +386,10 @@ def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: Stag
             with timer.stage("verify"):
                 slimmed = engine.inspect_image(built.id)
                 slimmed_root = functools.cache(lambda: _slimmed_root(engine, slimmed, built, workdir))
-                result = verification.verify(engine, facts, slimmed, slimmed_root, spec, plan, trace.run, rootfs)
+                # The compressed sizes are worked out at full priority while the slimmed server is only left
+                # running: otherwise, on a busy machine, the build could wait for them after verification.
+                result = verification.verify(engine, facts, slimmed, slimmed_root, spec, plan, trace.run, rootfs,
+                                             lingering=lambda: (original.gzip.hurry(), assembled.gzip.hurry()))
                 if not result.passed:
                     result = _with_hints(engine, tracer, result, trace, dataclasses.replace(spec, image=built.id),
                                          plan, rootfs, slimmed_root())

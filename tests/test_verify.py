@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import time
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -14,7 +15,9 @@ from probes.interface import ProbeOutcome
 from slim.model import Access, ImageFacts, RunOutcome, Trace, TracedPath, TraceHealth
 from slim.pipeline import RunOptions, container_spec, exercise_plan
 from slim.image.rootfs import RootFS
-from slim.build.verify import _not_started, compare_runs, config_problems, likely_missing, plan_like
+from slim.build.verify import _not_started, compare_runs, config_problems, likely_missing, plan_like, run_exercised
+from slim.adapters.docker_engine import DockerEngine
+from slim.engine import ContainerSpec
 from probes.http import NOT_HTTP
 
 
@@ -188,3 +191,17 @@ def test_the_slimmed_run_lingers_as_long_as_the_original_took_to_settle(lingered
     plan = ExercisePlan((HttpProbe(80),), "server", timeout=30)
     original = RunOutcome("server", None if running else 0, running_after_probes=running, probes=(), lingered=lingered)
     assert plan_like(plan, original).linger == pytest.approx(linger)
+
+
+@pytest.mark.engine
+def test_a_server_run_says_when_it_is_only_left_running(fixture_image):
+    """What a build hands the CPU to (the compressed sizes) while the slimmed server lingers."""
+    engine = DockerEngine()
+    spec = ContainerSpec(image=fixture_image("jq"), entrypoint=("sh",),
+                         command=("-c", "trap 'exit 0' TERM; sleep 60 & wait"))
+    plan = ExercisePlan((ExecProbe(("true",)),), "server", timeout=30, linger=0.5)
+    calls: list[float] = []
+    run = run_exercised(engine, spec, plan, lambda: calls.append(time.monotonic()))
+    assert run.probes[0].ok and run.running_after_probes
+    [called] = calls  # once, after the probes, with the linger still ahead
+    assert run.lingered >= 0.5 and time.monotonic() - called >= 0.5

@@ -17,7 +17,7 @@ from .closure import ClosureOptions, compute_closure
 from slim.rules.table import RULE_NAMES
 from slim.engine import ContainerSpec, Engine
 from slim.errors import ContainerStartFailed
-from .exercise import BATCH_RUN, QUIET, ExercisePlan, exercise
+from .exercise import AFTER_PROBES, BATCH_RUN, QUIET, ExercisePlan, exercise
 from slim.model import (
     CONFIG_READ_LIMIT,
     Access,
@@ -45,15 +45,17 @@ def verify(
     plan: ExercisePlan,
     original: RunOutcome,
     original_root: RootFS,
+    lingering: Callable[[], None] = lambda: None,
 ) -> Verification:
     """Check `slimmed` (its facts and filesystem, `slimmed_root()`) against the original, then run it as
     `spec` says (with `spec.image` replaced) under `plan` and compare with `original`, the outcome of the
-    original image under the same spec and probes."""
+    original image under the same spec and probes. `lingering()` is called when the probes are done and the
+    run is only left running (a server's), the time a caller has the CPU to itself."""
     # Indexing and checking the filesystem is CPU, the run mostly waits on the container: one goes on while the
     # other waits (the slimmed container starts meanwhile, not after the index).
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="slimtrace-check") as checker:
         checked = checker.submit(lambda: check_filesystem(slimmed_root(), facts, original_root))
-        run = run_exercised(engine, dataclasses.replace(spec, image=slimmed.id), plan_like(plan, original))
+        run = run_exercised(engine, dataclasses.replace(spec, image=slimmed.id), plan_like(plan, original), lingering)
         failures = config_problems(facts, slimmed) + checked.result()
     return Verification(invariant_failures=tuple(failures), comparisons=compare_runs(original, run))
 
@@ -162,15 +164,18 @@ def _names(root: RootFS, database: str) -> set[str]:
     return {line.split(":", 1)[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 
-def run_exercised(engine: Engine, spec: ContainerSpec, plan: ExercisePlan) -> RunOutcome:
+def run_exercised(
+    engine: Engine, spec: ContainerSpec, plan: ExercisePlan, lingering: Callable[[], None] = lambda: None
+) -> RunOutcome:
     """One untraced run of an image with the probes; the container never outlives the call. A container
-    that cannot even start (its entrypoint is gone) is an outcome to compare, not an error."""
+    that cannot even start (its entrypoint is gone) is an outcome to compare, not an error. `lingering()` is
+    called once a server's probes are done, while it is left running."""
     with owned_container(engine, spec, "run") as container_id:
         try:
             start_owned(engine, container_id)
         except ContainerStartFailed as error:
             return _not_started(plan, engine.wait(container_id, 0), error.why)
-        return exercise(engine, container_id, plan, lambda _phase: None)
+        return exercise(engine, container_id, plan, lambda phase: lingering() if phase == AFTER_PROBES else None)
 
 
 def _not_started(plan: ExercisePlan, exit_code: int | None, why: str) -> RunOutcome:
