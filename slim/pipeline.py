@@ -14,7 +14,6 @@ import dataclasses
 import errno
 import functools
 import gc
-import importlib
 import sys
 import tempfile
 import time
@@ -136,17 +135,6 @@ class _Indexed:
     gzip: BackgroundGzip  # what a registry would store of the original, measured while the build goes on
 
 
-# What the closure and the assembly import where they need it, so that commands that never do need not pay
-# for it (pyelftools' parser, the CycloneDX library). A build does: imported on the early build's thread they
-# were 0.13 s of its way from the probes' end to the slimmed image (measured on redis).
-LATE_IMPORTS = ("elftools.elf.elffile", "slim.build.sbom")
-
-
-def _import_late_modules() -> None:
-    for name in LATE_IMPORTS:
-        importlib.import_module(name)
-
-
 def _index_original(engine: Engine, image_id: str, workdir: Path) -> _Indexed:
     started = time.monotonic()
     source, rootfs = index_image(engine, image_id, workdir)
@@ -183,15 +171,13 @@ def _stop_measuring(indexing: concurrent.futures.Future[_Indexed]) -> None:
 
 
 class EarlyBuild:
-    """The closure of what the trace had seen once every probe had run, and the slimmed image of that
-    closure, made on a thread while the probes run their second pass (the one volatility is learned from)
-    and the traced server settles and stops (the main thread only waits then).
+    """The closure of what the trace had seen when the probes ended, and the slimmed image of that closure,
+    made on a thread while the traced server settles and stops (the main thread only waits then).
 
-    Most runs see nothing new after their first pass: the early closure is then the closure of the whole
-    trace, and its image the image. One whose second pass saw more starts again on that when the probes are
-    done. A run that sees more after that has its closure computed again from the whole trace. Either way
-    an image is assembled again only when its closure differs (files seen at shutdown that the closure
-    already kept change nothing): the result is the same computation on the same input."""
+    Most runs see nothing new after their probes: the early closure is then the closure of the whole trace,
+    and its image the image. A run that does has its closure computed again from the whole trace, and the
+    image assembled again unless that closure is the same (files seen at shutdown that the closure already
+    kept change nothing). Either way the result is the same computation on the same input."""
 
     def __init__(
         self,
@@ -208,20 +194,8 @@ class EarlyBuild:
         self._early: _Early | None = None
 
     def start(self, seen: Seen) -> None:
-        """Begin on what the trace has seen so far; called again with more seen, the newer one replaces it."""
-        if self._early is not None and self._early.seen == seen:
-            return
-        earlier = self._early
         closure = self._thread.submit(self._closure_of, seen)
-        self._early = _Early(seen, closure, self._thread.submit(self._image_after, earlier, closure), earlier)
-
-    def _image_after(self, earlier: _Early | None, closure: concurrent.futures.Future[Closure]) -> AssembledImage:
-        # On the early thread, after the earlier one's jobs: its image is made (or failed) by now.
-        if earlier is not None:
-            if earlier.of(closure.result()):
-                return earlier.image.result()
-            self._drop(earlier)
-        return self._assemble(closure.result())
+        self._early = _Early(seen, closure, self._thread.submit(lambda: self._assemble(closure.result())))
 
     def closure(self, trace: Trace) -> Closure:
         if self._early is not None and self._early.seen == Seen(trace.paths, trace.lookups):
@@ -239,13 +213,10 @@ class EarlyBuild:
         return self._assemble(closure)
 
     def close(self) -> None:
-        """Ends the thread; an early image not handed out by `image()` is let go of (the earlier one's, when
-        the job of the one that replaced it never ran)."""
+        """Ends the thread; an early image not handed out by `image()` is let go of."""
         self._thread.shutdown(cancel_futures=True)
         early, self._early = self._early, None
-        while early is not None and early.image.cancelled():
-            early = early.earlier
-        if early is not None:
+        if early is not None and not early.image.cancelled():
             self._drop(early)
 
     def _drop(self, early: _Early) -> None:
@@ -259,7 +230,6 @@ class _Early:
     seen: Seen
     closure: concurrent.futures.Future[Closure]
     image: concurrent.futures.Future[AssembledImage]
-    earlier: _Early | None  # the one this replaced, its image let go of or taken over by this one's image job
 
     def of(self, closure: Closure) -> bool:
         """Whether the early image was made, and made of `closure`."""
@@ -340,10 +310,6 @@ def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: Stag
                 indexing = indexer.submit(_index_original, engine, facts.id, workdir / "source")
                 cleanup.callback(_stop_measuring, indexing)
                 cleanup.callback(indexer.shutdown)
-        # Meanwhile, on a thread of their own, while the traced container starts.
-        importer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="slimtrace-import")
-        importer.submit(_import_late_modules)
-        cleanup.callback(importer.shutdown)
         # The image is this build's through a work tag the engine holds; letting go of it removes the image
         # only when nobody else tagged it (another build of the same input, or the user's tag).
         work = work_tag()

@@ -15,7 +15,7 @@ from probes.interface import ProbeOutcome
 from probes.listening import Listener, listeners
 from slim.engine import ContainerSpec
 from slim.errors import UsageError
-from slim.build.exercise import AFTER_PROBES, BATCH_RUN, PROBED_ONCE, QUIET, SETTLE, ExercisePlan, exercise
+from slim.build.exercise import AFTER_PROBES, BATCH_RUN, QUIET, SETTLE, ExercisePlan, exercise
 
 
 class ScriptedEngine:
@@ -113,7 +113,7 @@ def test_server_runs_probes_in_order_with_phases_and_ports():
     plan = ExercisePlan(probes, "server", timeout=30)
     engine = ScriptedEngine()
     run, phases = run_plan(engine, plan)
-    assert phases == ["http :80", "host ./t.sh", PROBED_ONCE, AFTER_PROBES]
+    assert phases == ["http :80", "host ./t.sh", AFTER_PROBES]
     assert [outcome.probe for outcome in run.probes] == ["http :80", "host ./t.sh"]
     assert (run.mode, run.exit_code, run.running_after_probes, run.output_tail) == ("server", None, True, "")
     assert dict(seen[0].ports) == {80: 40080, 6379: 46379} and seen[0].host == "127.0.0.1"
@@ -123,7 +123,7 @@ def test_server_runs_probes_in_order_with_phases_and_ports():
 def test_server_that_exited_skips_the_remaining_probes():
     plan = ExercisePlan((StubProbe("exec a", seconds=0.3), StubProbe("exec b")), "server", timeout=30)
     run, phases = run_plan(ScriptedEngine(exits_at=time.monotonic() + 0.1, exit_code=1), plan)
-    assert phases == ["exec a", PROBED_ONCE, AFTER_PROBES]
+    assert phases == ["exec a", AFTER_PROBES]
     assert run.probes[1] == ProbeOutcome("exec b", False, "not run: the container exited (code 1)")
     assert (run.exit_code, run.running_after_probes, run.output_tail) == (1, False, "last words\n")
 
@@ -280,7 +280,7 @@ def test_nginx_crawl_reaches_every_linked_page(engine, fixture_image):
         "GET /", "GET /style.css", "GET /logo.png", "GET /about.html", "GET /docs/guide.html", "GET /index.html",
     ]
     assert http.detail == "6 URLs, all 200"
-    assert phases == ["http :80", PROBED_ONCE, AFTER_PROBES]
+    assert phases == ["http :80", AFTER_PROBES]
     assert (run.exit_code, run.running_after_probes) == (None, True)
 
 

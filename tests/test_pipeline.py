@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import gc
-import importlib
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -13,7 +11,7 @@ from slim.model import Access, Lookup, RunOutcome, Seen, Trace, TracedPath, Trac
 import pytest
 
 from slim.errors import EngineUnreachable
-from slim.pipeline import LATE_IMPORTS, BuildOptions, EarlyBuild, build
+from slim.pipeline import BuildOptions, EarlyBuild, build
 
 STARTUP = TracedPath(PurePosixPath("/etc/app.conf"), frozenset({Access.OPEN}), program="/app", phase="startup")
 LATE = TracedPath(PurePosixPath("/var/cache/late"), frozenset({Access.OPEN}), program="/app", phase="after probes")
@@ -54,10 +52,7 @@ class Image:
 class Assembler:
     """Stands in for assembling and loading under the build's work tag: records what the tag holds."""
 
-    def __init__(self, fail_first: bool = False, hold: bool = False):
-        self.release = threading.Event()  # a held assembler makes its image once this is set
-        if not hold:
-            self.release.set()
+    def __init__(self, fail_first: bool = False):
         self.made: list[Image] = []
         self.threads: list[str] = []
         self.tag_holds: Image | None = None
@@ -66,7 +61,6 @@ class Assembler:
 
     def __call__(self, closure):
         self.called.set()
-        self.release.wait(10)
         self.threads.append(threading.current_thread().name)
         if self.fail_first and not self.made:
             self.made.append(None)
@@ -126,53 +120,6 @@ def test_a_late_sighting_that_leaves_the_closure_as_it_was_keeps_the_early_image
     assert len(closures.inputs) == 2 and assembler.made == [image] and assembler.tag_holds is image
 
 
-def test_more_seen_in_the_second_pass_has_the_early_build_start_again_on_it():
-    closures, assembler = Closures(), Assembler()
-    early = early_build(closures, assembler)
-    early.start(Seen((STARTUP,), ()))  # every probe has run once
-    early.start(Seen((STARTUP,), ()))  # the second pass saw nothing new: nothing to do again
-    early.start(Seen((STARTUP, LATE), ()))  # it did
-    try:
-        image = early.image(early.closure(trace_of(STARTUP, LATE)))
-    finally:
-        early.close()
-    assert closures.inputs == [Seen((STARTUP,), ()), Seen((STARTUP, LATE), ())]  # none made on the main thread
-    first, again = assembler.made
-    assert image is again and image.closure == ("closure of", (STARTUP, LATE), ())
-    assert first.gzip.closed and assembler.tag_holds is again and assembler.threads[1].startswith("slimtrace-early")
-
-
-def test_more_seen_that_leaves_the_closure_as_it_was_keeps_the_first_early_image():
-    closures, assembler = Closures(by_paths=True), Assembler()
-    early = early_build(closures, assembler)
-    early.start(Seen((STARTUP,), (LOOKUP,)))
-    early.start(Seen((STARTUP,), (LOOKUP, LATE_LOOKUP)))
-    try:
-        image = early.image(early.closure(trace_of(STARTUP, lookups=(LOOKUP, LATE_LOOKUP))))
-    finally:
-        early.close()
-    assert len(closures.inputs) == 2 and assembler.made == [image] and assembler.tag_holds is image
-
-
-def test_an_early_image_whose_successor_never_ran_is_let_go_of_when_the_build_ends():
-    assembler = Assembler(hold=True)
-    early = early_build(Closures(), assembler)
-    early.start(Seen((STARTUP,), ()))
-    early.start(Seen((STARTUP, LATE), ()))  # its jobs wait behind the first image's, which the assembler holds
-    successor = early._early
-    assert assembler.called.wait(10)
-    closing = threading.Thread(target=early.close)
-    closing.start()  # cancels the successor's jobs, which have not started, then waits for the first image
-    for _ in range(1000):
-        if successor.closure.cancelled():
-            break
-        time.sleep(0.01)
-    assembler.release.set()
-    closing.join(10)
-    assert successor.image.cancelled()
-    assert len(assembler.made) == 1 and assembler.made[0].gzip.closed and assembler.tag_holds is None
-
-
 def test_an_early_image_not_handed_out_is_let_go_of_when_the_build_ends():
     assembler = Assembler()
     early = early_build(Closures(), assembler)
@@ -217,10 +164,3 @@ def test_a_build_gives_the_interpreter_s_settings_back_as_it_found_them():
         build(UnreachableEngine(), tracer=None, options=BuildOptions(image="app:1"))
     assert sys.getswitchinterval() == before
     assert gc.get_freeze_count() == 0
-
-
-def test_the_modules_a_build_imports_ahead_exist():
-    """A build imports them on a thread that nobody waits on: a name that no longer exists would fail there
-    unseen, and the import would be back on the way to the slimmed image."""
-    for name in LATE_IMPORTS:
-        assert importlib.import_module(name).__name__ == name

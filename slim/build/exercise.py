@@ -21,9 +21,6 @@ from slim.model import RunOutcome
 
 BATCH_RUN = "batch run"  # the probe name of a batch container's own run
 AFTER_PROBES = "after probes"  # the phase once the probes are done, while the app settles
-# A moment marked, not a phase (the trace labels nothing with it): every probe has run once, and the second
-# pass, which volatility is learned from, comes next. A trace can build on what it has seen by then.
-PROBED_ONCE = "probed once"
 SETTLE = 1.0  # seconds for start-up work the app finishes after the probes (lazy writes), at most
 # A traced server has settled once its trace saw nothing new for this long after the probes (SETTLE at
 # most): an application still opening files is waited for, a quiet one is not.
@@ -113,7 +110,6 @@ def _serve(
         readiness=readiness,
     )
     outcomes = tuple(_probe(probe, target, plan.timeout, mark_phase) for probe in plan.probes)
-    mark_phase(PROBED_ONCE)
     if plan.passes > 1:
         outcomes = tuple(
             volatility.learn(outcome, _probe(probe, target, plan.timeout, mark_phase))

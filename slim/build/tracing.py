@@ -24,7 +24,7 @@ from slim.model import RunOutcome, Seen, Trace
 from slim.ownership import enter_temp_dir, owned_container, retire, start_owned
 from slim.tracer import Tracer
 
-from .exercise import AFTER_PROBES, PROBED_ONCE
+from .exercise import AFTER_PROBES
 from .lookups import LOOKUP_MECHANISMS, LookupRecorder
 
 GATE_MOUNT = "/.slimtrace"
@@ -57,9 +57,9 @@ def run_traced(
     `spec.entrypoint + spec.command` must be the real argv. `exercise(container_id, set_phase, last_news)`
     runs the probes, labelling each with set_phase, and says how the container behaved. `lookups=False` leaves the
     lookup tracer out (opens only); `lookup_mechanisms` are the ways to trace lookups to try, in order.
-    `on_probed` gets what the trace has seen when the exercise marks PROBED_ONCE (every probe has run once)
-    and again when it marks the phase AFTER_PROBES (a server's probes are done; it settles and stops after
-    that). The container and the gate's temp dir are removed whatever happens.
+    `on_probed` gets what the trace has seen when the exercise marks the phase AFTER_PROBES (a server's probes
+    are done; it settles and stops after that). The container and the gate's temp dir are removed whatever
+    happens.
     """
     argv = (spec.entrypoint or ()) + (spec.command or ())
     if not argv:
@@ -80,10 +80,9 @@ def run_traced(
         (gate_dir / GO_NAME).touch()
 
         def set_phase(name: str) -> None:
-            if name != PROBED_ONCE:
-                recorder.set_phase(name)
-                lookup_recorder.set_phase(name)
-            if name in (PROBED_ONCE, AFTER_PROBES):
+            recorder.set_phase(name)
+            lookup_recorder.set_phase(name)
+            if name == AFTER_PROBES:
                 on_probed(Seen(recorder.so_far(), lookup_recorder.so_far()))
 
         def last_news() -> float:
