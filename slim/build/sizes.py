@@ -60,9 +60,10 @@ class LayerSizes:
 class BackgroundGzip:
     """Estimate (or, for layers no bigger than the samples, measure) the gzip size of layer tars, in a forked
     copy of this process at the lowest CPU priority: the compressing takes only CPU time the build leaves
-    idle, until `hurry()` (the build has nothing else to do) or the build waits for the figure. On a thread it took the CPU from the engine and the build's
-    own stages (a redis build was 0.34 s slower than with no figure worked out at all), and a thread cannot
-    be given a lower priority: it would hold the interpreter lock while the scheduler passed it over.
+    idle, until `hurry()` (the build has nothing else to do) or the build waits for the figure. On a thread
+    it took the CPU from the engine and the build's own stages (a redis build was 0.34 s slower than with no
+    figure worked out at all), and a thread cannot be given a lower priority: it would hold the interpreter
+    lock while the scheduler passed it over.
 
     `result()` waits for the figure; without a child (none to be had, or one that failed) it is worked out
     here then, raising what that raises. `close()` ends the child, so what it reads can be deleted right
