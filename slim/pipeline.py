@@ -23,7 +23,7 @@ from typing import Callable, Iterator, Mapping
 
 from .build import verify as verification
 from .build.assemble import LAYER_NAME, AssembledImage, build_image, plan_image
-from .build.closure import ClosureOptions, compute_closure
+from .build.closure import ClosureOptions, compute_closure, sightings_that_count
 from .engine import BindMount, ContainerSpec, Engine, Ulimit
 from .enginehost import require_local, require_traceable_storage, this_machine
 from .errors import ApplicationFailed, NoSpace, SlimError, TracingUnavailable, UsageError, VerificationFailed
@@ -174,22 +174,27 @@ class EarlyBuild:
     """The closure of what the trace had seen when the probes ended, and the slimmed image of that closure,
     made on a thread while the traced server settles and stops (the main thread only waits then).
 
-    Most runs see nothing new after their probes: the early closure is then the closure of the whole trace,
-    and its image the image. A run that does has its closure computed again from the whole trace, and the
-    image assembled again unless that closure is the same (files seen at shutdown that the closure already
-    kept change nothing). Either way the result is the same computation on the same input."""
+    Most runs see nothing new after their probes, or nothing that leads into the image (files the app
+    created as it settled and stopped, paths it checked for that the image lacks): the early closure is then
+    the closure of the whole trace, and its image the image. A run that does has its closure computed again
+    from the whole trace, and the image assembled again unless that closure is the same (files seen at
+    shutdown that the closure already kept change nothing). Either way the result is the same computation
+    on the same input."""
 
     def __init__(
         self,
         closure_of: Callable[[Sightings], Closure],
         assemble: Callable[[Closure], AssembledImage],
         discard: Callable[[], None],
+        counted: Callable[[Sightings], Seen] = lambda seen: Seen(seen.paths, seen.lookups),
     ):
         """`assemble` loads the image under this build's work tag; `discard()` lets go of what that tag holds
-        (an early image of another closure, before the right one is loaded under the same tag)."""
+        (an early image of another closure, before the right one is loaded under the same tag). `counted`
+        gives what of a trace `closure_of` depends on: two traces that agree there have the same closure."""
         self._closure_of = closure_of
         self._assemble = assemble
         self._discard = discard
+        self._counted = counted
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="slimtrace-early")
         self._early: _Early | None = None
 
@@ -198,8 +203,10 @@ class EarlyBuild:
         self._early = _Early(seen, closure, self._thread.submit(lambda: self._assemble(closure.result())))
 
     def closure(self, trace: Trace) -> Closure:
-        if self._early is not None and self._early.seen == Seen(trace.paths, trace.lookups):
-            return self._early.closure.result()
+        early = self._early
+        if early is not None and (early.seen == Seen(trace.paths, trace.lookups)
+                                  or self._counted(early.seen) == self._counted(trace)):
+            return early.closure.result()
         return self._closure_of(trace)
 
     def image(self, closure: Closure) -> AssembledImage:
@@ -318,6 +325,7 @@ def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: Stag
             lambda seen: _closure(seen, indexing.result(), facts, options),
             lambda closure: _assemble(engine, closure, indexing.result(), facts, options, workdir / RESULT_DIR, work),
             lambda: engine.remove_image(work),
+            lambda seen: sightings_that_count(seen, indexing.result().rootfs),
         )
         cleanup.callback(early.close)  # before the index thread ends: the early thread waits on it
         with timer.stage("trace"):

@@ -8,15 +8,17 @@ from pathlib import Path
 import pytest
 
 from slim.build.assemble import plan_image
-from slim.build.closure import MAX_REASONS, ClosureOptions, compute_closure
+from slim.build.closure import MAX_REASONS, ClosureOptions, compute_closure, sightings_that_count
 from slim.model import (
     Access,
     Closure,
     EntryKind,
     ImageFacts,
+    Lookup,
     Reason,
     ReasonKind,
     RunOutcome,
+    Seen,
     Trace,
     TracedPath,
     TraceHealth,
@@ -1032,3 +1034,24 @@ def test_own_configuration_is_kept_and_the_base_image_configuration_is_not(tmp_p
     assert main_reason(closure, "/etc/app/htpasswd").kind is ReasonKind.OWN_CONFIGURATION
     assert P("/etc/motd") not in closure.kept
     assert P("/etc/init.d/app") not in closure.kept and P("/etc/rc2.d/S01app") not in closure.kept
+
+
+def test_only_sightings_that_lead_into_the_image_count_and_the_others_change_no_closure(tmp_path):
+    """What a run creates (a pid file, a cache) and what it checks for in vain leave the closure as it is:
+    an early closure made without them is the closure of the whole trace (slim.pipeline.EarlyBuild)."""
+    layer = debian_like()
+    layer.directory("/run")
+    rootfs = layer.rootfs(tmp_path)
+    early = trace_of("/etc/os-release", "/usr/bin/ls")  # sorted, as a trace is
+    created = TracedPath(P("/run/app.pid"), frozenset({Access.OPEN}), "/usr/bin/prog", "shutdown")
+    through_a_link = TracedPath(P("/bin/env"), frozenset({Access.EXEC}), "/usr/bin/prog", "shutdown")
+    in_vain = Lookup(P("/etc/app.d/extra.conf"), follow=True, program="/usr/bin/prog", phase="shutdown")
+    found = Lookup(P("/etc/group"), follow=True, program="/usr/bin/prog", phase="shutdown")
+    whole = dataclasses.replace(early, paths=tuple(sorted((*early.paths, created), key=lambda t: t.path)),
+                                lookups=(in_vain,))
+    assert sightings_that_count(whole, rootfs) == sightings_that_count(early, rootfs) == Seen(early.paths)
+    options = ClosureOptions(**dataclasses.asdict(NO_ALWAYS))
+    assert compute_closure(whole, rootfs, facts_with(), options) == compute_closure(early, rootfs, facts_with(), options)
+    # A path into the image (through a symlink too) and a lookup that finds something count.
+    more = dataclasses.replace(whole, paths=(*whole.paths, through_a_link), lookups=(in_vain, found))
+    assert sightings_that_count(more, rootfs) == Seen((*early.paths, through_a_link), (found,))

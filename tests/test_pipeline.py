@@ -120,6 +120,20 @@ def test_a_late_sighting_that_leaves_the_closure_as_it_was_keeps_the_early_image
     assert len(closures.inputs) == 2 and assembler.made == [image] and assembler.tag_holds is image
 
 
+def test_a_late_sighting_that_does_not_count_for_the_closure_keeps_the_early_closure_and_image():
+    """A pid file written at shutdown, say: it leads to nothing in the image (`counted` leaves it out)."""
+    closures, assembler = Closures(), Assembler()
+    counted = lambda seen: Seen(tuple(p for p in seen.paths if p is not LATE), seen.lookups)  # noqa: E731
+    early = EarlyBuild(closures, assembler, assembler.discard, counted)
+    early.start(Seen((STARTUP,), (LOOKUP,)))
+    try:
+        image = early.image(early.closure(trace_of(STARTUP, LATE, lookups=(LOOKUP,))))
+    finally:
+        early.close()
+    assert closures.inputs == [Seen((STARTUP,), (LOOKUP,))] and assembler.made == [image]
+    assert assembler.tag_holds is image
+
+
 def test_an_early_image_not_handed_out_is_let_go_of_when_the_build_ends():
     assembler = Assembler()
     early = early_build(Closures(), assembler)

@@ -30,6 +30,7 @@ from slim.model import (
     Reason,
     ReasonKind,
     Lookup,
+    Seen,
     Sightings,
     TracedPath,
     under_any,
@@ -252,6 +253,16 @@ class _Kept:
 
 
 # ---------------------------------------------------------------- seeds
+
+
+def sightings_that_count(seen: Sightings, rootfs: RootFS) -> Seen:
+    """What of `seen` compute_closure reads: the paths and lookups that lead to something in the image. The
+    others (files the run created, a pid file, a cache; paths it checked for and the image lacks) change
+    nothing in the closure, so two sightings that agree here have the same closure."""
+    return Seen(
+        tuple(traced for traced in seen.paths if rootfs.resolve(traced.path).exists),
+        tuple(lookup for lookup in seen.lookups if rootfs.resolve(lookup.path, follow_last=lookup.follow).exists),
+    )
 
 
 def _keep_traced(kept: _Kept, traced: TracedPath) -> None:
