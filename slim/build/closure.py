@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import itertools
 import os
 import re
 from collections import deque
@@ -220,6 +221,7 @@ class _Kept:
         self.reasons: dict[PurePosixPath, list[Reason]] = {}
         self.warnings: dict[str, None] = {}  # a dict: ordered and without repeats
         self.unread: deque[PurePosixPath] = deque()
+        self.companions_checked = 0  # how many of `reasons` (in insertion order) had their Python companions kept
 
     def add(self, path: PurePosixPath, reason: Reason) -> None:
         reasons = self.reasons.get(path)
@@ -693,9 +695,12 @@ def _keep_python_companions(kept: _Kept) -> None:
 
     Python finds its own prefix by the *existence* of landmark sources (lib/python3.X/os.py) and checks a
     .pyc against its source's mtime: neither is an open the tracer sees, and without them the interpreter
-    cannot even start. Tracebacks also read the sources.
+    cannot even start. Tracebacks also read the sources. Each round looks at the paths kept since the last
+    one only: a path's first reason never changes, and its companions are kept already.
     """
-    for path, reasons in list(kept.reasons.items()):
+    new = list(itertools.islice(kept.reasons.items(), kept.companions_checked, None))
+    kept.companions_checked += len(new)
+    for path, reasons in new:
         if reasons[0].kind in (ReasonKind.RUNTIME, ReasonKind.IMPORT):
             continue  # a module kept because it can be imported keeps its source; only used modules keep bytecode
         for companion in _python_companions(kept.rootfs, path):
