@@ -204,8 +204,7 @@ class EarlyBuild:
 
     def closure(self, trace: Trace) -> Closure:
         early = self._early
-        if early is not None and (early.seen == Seen(trace.paths, trace.lookups)
-                                  or self._counted(early.seen) == self._counted(trace)):
+        if early is not None and self._counted(early.seen) == self._counted(trace):
             return early.closure.result()
         return self._closure_of(trace)
 
@@ -360,10 +359,14 @@ def _build(engine: Engine, tracer: Tracer, options: BuildOptions, on_stage: Stag
             with timer.stage("verify"):
                 slimmed = engine.inspect_image(built.id)
                 slimmed_root = functools.cache(lambda: _slimmed_root(engine, slimmed, built, workdir))
-                # The compressed sizes are worked out at full priority while the slimmed server is only left
-                # running: otherwise, on a busy machine, the build could wait for them after verification.
+                def hurry_sizes() -> None:
+                    # The compressed sizes are worked out at full priority while the slimmed server is only
+                    # left running: otherwise, on a busy machine, the build could wait for them afterwards.
+                    original.gzip.hurry()
+                    assembled.gzip.hurry()
+
                 result = verification.verify(engine, facts, slimmed, slimmed_root, spec, plan, trace.run, rootfs,
-                                             lingering=lambda: (original.gzip.hurry(), assembled.gzip.hurry()))
+                                             lingering=hurry_sizes)
                 if not result.passed:
                     result = _with_hints(engine, tracer, result, trace, dataclasses.replace(spec, image=built.id),
                                          plan, rootfs, slimmed_root())

@@ -105,15 +105,16 @@ class ClosureOptions:
 def compute_closure(trace: Sightings, rootfs: RootFS, facts: ImageFacts, options: ClosureOptions) -> Closure:
     image = _Image.of(rootfs, facts)
     kept = _Kept(rootfs)
-    for traced in trace.paths:
+    counted = sightings_that_count(trace, rootfs)  # all the closure reads of the trace
+    for traced in counted.paths:
         _keep_traced(kept, traced)
-    for lookup in trace.lookups:
+    for lookup in counted.lookups:
         _keep_looked_up(kept, lookup)
     _keep_entrypoint(kept, image, facts.command)
     _keep_seeds(kept, options, facts.volumes)  # before the state directories: a volume is named as one
     _keep_state_directories(kept)
     loader = _Loader(kept, image)
-    context = _rule_context(trace, image, facts, options, kept, loader)
+    context = _rule_context(counted, image, facts, options, kept, loader)
     rules = [rule for rule in RULES if rule.name not in options.disabled_rules]
     while True:  # until the rules add nothing that the loader, #! lines or companions would follow
         before = len(kept.reasons)
@@ -258,9 +259,9 @@ class _Kept:
 
 
 def sightings_that_count(seen: Sightings, rootfs: RootFS) -> Seen:
-    """What of `seen` compute_closure reads: the paths and lookups that lead to something in the image. The
-    others (files the run created, a pid file, a cache; paths it checked for and the image lacks) change
-    nothing in the closure, so two sightings that agree here have the same closure."""
+    """What of `seen` compute_closure reads (it reads nothing else): the paths and lookups that lead to
+    something in the image. The others (files the run created, a pid file, a cache; paths it checked for
+    and the image lacks) change nothing, so two sightings that agree here have the same closure."""
     return Seen(
         tuple(traced for traced in seen.paths if rootfs.resolve(traced.path).exists),
         tuple(lookup for lookup in seen.lookups if rootfs.resolve(lookup.path, follow_last=lookup.follow).exists),
